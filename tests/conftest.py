@@ -1,0 +1,132 @@
+"""Fixtures: moto in-process AWS, the connections table from serverless.yml, and a
+management API whose per-connection answers a test can choose."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+from urllib.parse import unquote
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from scripts import service_config
+from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
+
+TEST_TABLE = "connections-under-test"
+
+
+@pytest.fixture(scope="session")
+def connections_table_properties() -> dict[str, Any]:
+    """The ConnectionsTable definition that `sls deploy` would create."""
+    return service_config.table_resources(service_config.resolved_config("test"))["ConnectionsTable"]
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials, so nothing here can reach a real AWS account."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "IS_OFFLINE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws(aws_credentials: None) -> Iterator[None]:
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def table(aws: None, connections_table_properties: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    client = boto3.client("dynamodb")
+    name = service_config.create_table(client, connections_table_properties, TEST_TABLE)
+    monkeypatch.setenv("CONNECTIONS_TABLE", name)
+    return boto3.resource("dynamodb").Table(name)
+
+
+@pytest.fixture
+def handler(table: Any) -> Iterator[Any]:
+    """The handler module, imported only once the mock is running, with cold caches."""
+    import handler as module
+
+    module.connections_table.cache_clear()
+    module.management_client.cache_clear()
+    yield module
+    module.connections_table.cache_clear()
+    module.management_client.cache_clear()
+
+
+class _RawBody:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+class ManagementApi:
+    """The mocked @connections API as the handler's client sees it.
+
+    moto records what each connection received; `answer` makes chosen connections answer
+    with a given HTTP status instead, at the wire level, as API Gateway or
+    serverless-offline would.
+    """
+
+    def __init__(self, client: Any) -> None:
+        from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        self._backend = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID][REGION]
+        self._answers: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.attempts: dict[str, int] = {}
+        client.meta.events.register_first("before-send.apigatewaymanagementapi.PostToConnection", self._before_send)
+
+    def answer(self, connection_id: str, status: int, error_code: str | None = None) -> None:
+        """Make posts to this connection fail; no error_code means an empty body."""
+        headers = {"x-amzn-ErrorType": error_code} if error_code else {}
+        body = json.dumps({"message": f"{error_code} from test"}).encode() if error_code else b""
+        self._answers[connection_id] = (status, body, headers)
+
+    def received(self, connection_id: str) -> list[Any]:
+        """Every JSON document posted to the connection, in order."""
+        connection = self._backend.connections.get(connection_id)
+        data = connection.data.decode("utf-8") if connection else ""
+        decoder, documents, position = json.JSONDecoder(), [], 0
+        while position < len(data):
+            document, position = decoder.raw_decode(data, position)
+            documents.append(document)
+        return documents
+
+    def _before_send(self, request: Any, **_: Any) -> AWSResponse | None:
+        connection_id = unquote(request.url.rsplit("/@connections/", 1)[1])
+        self.attempts[connection_id] = self.attempts.get(connection_id, 0) + 1
+        if connection_id not in self._answers:
+            return None
+        status, body, headers = self._answers[connection_id]
+        return AWSResponse(request.url, status, headers, _RawBody(body))
+
+
+@pytest.fixture
+def management(handler: Any) -> ManagementApi:
+    return ManagementApi(handler.management_client(MANAGEMENT_ENDPOINT))
+
+
+@pytest.fixture
+def connect(handler: Any) -> Any:
+    """Open connections through the real $connect handler."""
+
+    def _connect(*connection_ids: str) -> None:
+        for connection_id in connection_ids:
+            assert handler.connection_manager(connect_event(connection_id), None)["statusCode"] == 200
+
+    return _connect
