@@ -1,0 +1,53 @@
+# Two commands: `make offline` runs the whole service on this machine, `make test` runs
+# every test. Both install what they need from the lock files first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PIPENV_VERSION := 2026.10.3
+PYTHON ?= python3
+
+# Everything lives inside the project: the pipenv tool, the virtualenv, the npm packages.
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_VERBOSITY := -1
+export PIPENV_NOSPIN := 1
+# venv first so serverless-offline's `python3` workers and the packager find our packages;
+# .tools for the `pipenv` that serverless-python-requirements calls.
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: help install test offline bench package clean
+
+help:
+	@echo "make offline   start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
+	@echo "make test      install from the lock files and run every test"
+	@echo "make bench     run the benchmarks in bench/"
+	@echo "make package   build the CloudFormation template and zip (sls package)"
+
+install: .venv/.installed node_modules/.installed
+
+.tools/bin/pipenv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check pipenv==$(PIPENV_VERSION)
+
+# --deploy refuses to run when Pipfile.lock is out of date with the Pipfile.
+.venv/.installed: Pipfile Pipfile.lock .tools/bin/pipenv
+	pipenv install --dev --deploy
+	touch $@
+
+node_modules/.installed: package.json package-lock.json .npmrc
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install
+	pytest -ra --timeout=900 tests
+
+offline: install
+	python scripts/offline.py
+
+bench: install
+	python bench/broadcast.py
+
+package: install
+	sls package
+
+clean:
+	rm -rf .serverless .serverless-requirements-cache .pytest_cache

@@ -1,0 +1,131 @@
+"""Broadcast cost: this handler against the tutorial's way, in one process, on moto.
+
+Every post to the mocked management API is delayed by POST_DELAY_MS (a stand-in for the
+network round trip to API Gateway), then moto records it. Three runs over the same N
+connections:
+
+  tutorial  sequential posts, a new boto3 client per recipient (as the tutorial does)
+  handler   handler.send_message: one cached client, a bounded pool of concurrent posts
+  floor     handler.send_message with no delay: the CPU cost that no concurrency can hide
+
+The tutorial's run is long and steady (it is mostly sleeping), so it runs once; the handler
+and floor runs are short and share two cores with moto, so they alternate --repeat times
+and the medians are compared.
+
+Usage: python bench/broadcast.py [--connections 500] [--delay-ms 20] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+for name, value in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "CONNECTIONS_TABLE": "bench-connections",
+    "LOG_LEVEL": "WARNING",
+}.items():
+    os.environ[name] = value
+for name in ("IS_OFFLINE", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+    os.environ.pop(name, None)
+
+import boto3  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends  # noqa: E402
+from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+
+from scripts import service_config  # noqa: E402
+from tests.events import MANAGEMENT_ENDPOINT, connect_event, message_event, send_message_body  # noqa: E402
+
+
+class Delay:
+    """A before-send hook that sleeps, then lets moto answer the post."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self, **_: Any) -> None:
+        if self.seconds:
+            time.sleep(self.seconds)
+
+
+def tutorial_broadcast(table: Any, payload: bytes) -> None:
+    """The tutorial's send loop: one Scan page, sequential posts, a new client each time."""
+    for item in table.scan(ProjectionExpression="connection_id")["Items"]:
+        client = boto3.client("apigatewaymanagementapi", endpoint_url=MANAGEMENT_ENDPOINT)
+        client.post_to_connection(ConnectionId=item["connection_id"], Data=payload)
+
+
+def timed(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=500)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    properties = service_config.table_resources(service_config.resolved_config("bench"))["ConnectionsTable"]
+    with mock_aws():
+        delay = Delay()
+        # Registered first on the default session, so every client made from it (the
+        # handler's one, and each of the tutorial's) sleeps before moto answers.
+        boto3.setup_default_session()
+        emitter = boto3.DEFAULT_SESSION._session.get_component("event_emitter")
+        emitter.register_first("before-send.apigatewaymanagementapi.PostToConnection", delay)
+
+        service_config.create_table(boto3.client("dynamodb"), properties, os.environ["CONNECTIONS_TABLE"])
+        import handler
+
+        ids = [f"conn-{i:05d}" for i in range(args.connections)]
+        for connection_id in ids:
+            handler.connection_manager(connect_event(connection_id), None)
+        table = handler.connections_table()
+        event = message_event(ids[0], send_message_body("벤치마크 메시지"))
+        payload = handler.build_broadcast_payload(event["body"])
+        posts = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].connections
+
+        def delivered_once() -> None:
+            assert all(posts[cid].data == payload for cid in ids), "a connection did not get exactly one copy"
+            posts.clear()
+
+        handler.send_message(event, None)  # warm up: client creation, imports
+        posts.clear()
+
+        delay.seconds = args.delay_ms / 1000
+        tutorial = timed(lambda: tutorial_broadcast(table, payload))
+        delivered_once()
+        ours_runs, floor_runs = [], []
+        for _ in range(args.repeat):
+            delay.seconds = args.delay_ms / 1000
+            ours_runs.append(timed(lambda: handler.send_message(event, None)))
+            delivered_once()
+            delay.seconds = 0.0
+            floor_runs.append(timed(lambda: handler.send_message(event, None)))
+            delivered_once()
+        ours, floor = statistics.median(ours_runs), statistics.median(floor_runs)
+
+    print(f"broadcast to {args.connections} connections, {args.delay_ms:g} ms added per post")
+    print(f"  tutorial (sequential, client per post): {tutorial * 1000:9.1f} ms")
+    print(f"  handler  (pool of {handler.BROADCAST_CONCURRENCY}, one client):     {ours * 1000:9.1f} ms  median of {args.repeat}")
+    print(f"  floor    (handler, 0 ms added):         {floor * 1000:9.1f} ms  median of {args.repeat}")
+    print(f"  speed-up vs tutorial: {tutorial / ours:6.1f}x   (target >= 25x)")
+    print(f"  handler / floor:      {ours / floor:6.2f}x   (target <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
