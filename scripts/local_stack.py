@@ -1,0 +1,305 @@
+"""The whole service on one machine: moto as DynamoDB, serverless-offline as API Gateway + Lambda.
+
+`make offline` (scripts/offline.py) and the end-to-end tests start the stack through this one
+class, so what the tests check is what a user runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from scripts.service_config import ROOT, SLS, create_table, resolved_config, table_resources
+
+STAGE = "dev"
+# Credentials that only moto accepts; the real AWS would refuse them.
+FAKE_ACCESS_KEY = "local-offline-key"
+FAKE_SECRET_KEY = "local-offline-secret"
+
+
+class StackError(RuntimeError):
+    """The local stack could not start; the text says why, for a person to read."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 3000
+    websocket: int = 3001
+    lambda_: int = 3002
+    dynamodb: int = 5000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ = os.environ) -> Ports:
+        """Ports from OFFLINE_HTTP_PORT, OFFLINE_WEBSOCKET_PORT, OFFLINE_LAMBDA_PORT, OFFLINE_DYNAMODB_PORT."""
+        defaults = cls()
+        try:
+            return cls(
+                http=int(env.get("OFFLINE_HTTP_PORT", defaults.http)),
+                websocket=int(env.get("OFFLINE_WEBSOCKET_PORT", defaults.websocket)),
+                lambda_=int(env.get("OFFLINE_LAMBDA_PORT", defaults.lambda_)),
+                dynamodb=int(env.get("OFFLINE_DYNAMODB_PORT", defaults.dynamodb)),
+            )
+        except ValueError as error:
+            raise StackError(f"A port variable is not a number: {error}") from None
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Four ports nobody is listening on, for tests that run beside a user's stack."""
+        sockets = [socket.socket() for _ in range(4)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(sock.getsockname()[1] for sock in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def named(self) -> dict[str, int]:
+        return {
+            "HTTP (serverless-offline)": self.http,
+            "WebSocket (serverless-offline)": self.websocket,
+            "Lambda (serverless-offline)": self.lambda_,
+            "DynamoDB (moto)": self.dynamodb,
+        }
+
+
+def port_in_use(port: int) -> bool:
+    """True if anything listens on the port on IPv4 or IPv6 loopback ("localhost" may be either).
+
+    SO_REUSEADDR, as the servers themselves set it: connections of a stopped server that linger
+    in TIME_WAIT do not make the port "in use", only a listener does.
+    """
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            # No IPv6 on this machine, or the address is not available: nothing listens there.
+    return False
+
+
+def offline_env(ports: Ports, region: str) -> dict[str, str]:
+    """The environment of the local processes: fake credentials, every AWS endpoint on moto.
+
+    Credentials, profiles and config files from the user's environment are dropped, so nothing
+    started here can sign a request that real AWS would accept, and every service endpoint
+    (not only DynamoDB) points at moto.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    moto = f"http://127.0.0.1:{ports.dynamodb}"
+    env.update(
+        AWS_ACCESS_KEY_ID=FAKE_ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=FAKE_SECRET_KEY,
+        AWS_REGION=region,
+        AWS_DEFAULT_REGION=region,
+        AWS_ENDPOINT_URL=moto,
+        AWS_ENDPOINT_URL_DYNAMODB=moto,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        OFFLINE_WEBSOCKET_PORT=str(ports.websocket),
+        # serverless-offline runs `python3` from PATH: the project's virtualenv first.
+        PATH=os.pathsep.join([str(ROOT / ".venv" / "bin"), str(ROOT / ".tools" / "bin"), env.get("PATH", "")]),
+        VIRTUAL_ENV=str(ROOT / ".venv"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class LocalStack:
+    """moto_server + the tables from serverless.yml + `sls offline start`, on loopback only."""
+
+    def __init__(self, ports: Ports | None = None, output: IO[str] | None = None, log_dir: Path | None = None) -> None:
+        self.ports = ports or Ports()
+        self.output = output  # where serverless-offline writes (the function logs); None: this terminal
+        # moto logs every request: that goes to a file, quoted if moto fails to start.
+        self.moto_log = (log_dir or ROOT / ".serverless") / f"moto-{self.ports.dynamodb}.log"
+        self.region = ""
+        self.table_names: dict[str, str] = {}
+        self._processes: dict[str, subprocess.Popen] = {}
+
+    # --- addresses -------------------------------------------------------------------------
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://localhost:{self.ports.websocket}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://localhost:{self.ports.http}/{STAGE}"
+
+    @property
+    def dynamodb_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports.dynamodb}"
+
+    def dynamodb(self) -> Any:
+        """A boto3 DynamoDB resource on the local moto, with the stack's fake credentials."""
+        import boto3
+
+        return boto3.resource(
+            "dynamodb",
+            endpoint_url=self.dynamodb_endpoint,
+            region_name=self.region,
+            aws_access_key_id=FAKE_ACCESS_KEY,
+            aws_secret_access_key=FAKE_SECRET_KEY,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start everything, or stop what was started and raise StackError."""
+        self.check_ports()
+        try:
+            config = resolved_config(STAGE, env=offline_env(self.ports, "us-east-1"))
+            self.region = config["provider"]["region"]
+            env = offline_env(self.ports, self.region)
+            self.moto_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.moto_log.open("w") as moto_output:
+                moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.dynamodb)]
+                self._spawn("moto", moto, env, moto_output)
+            self._wait_for(lambda: _http_ok(f"{self.dynamodb_endpoint}/moto-api/"), "moto", timeout)
+            self._create_tables(config)
+            self._spawn(
+                "serverless-offline",
+                [
+                    str(SLS), "offline", "start", "--stage", STAGE,
+                    "--host", "localhost",
+                    "--httpPort", str(self.ports.http),
+                    "--websocketPort", str(self.ports.websocket),
+                    "--lambdaPort", str(self.ports.lambda_),
+                ],
+                env,
+                self.output,
+            )
+            self._wait_for(lambda: _http_ok(f"{self.http_url}/ping"), "serverless-offline", timeout)
+            self._wait_for(lambda: port_in_use(self.ports.websocket), "the WebSocket server", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def check_ports(self) -> None:
+        for name, port in self.ports.named().items():
+            if port_in_use(port):
+                raise StackError(
+                    f"Port {port} ({name}) is already in use. Is `make offline` already running? "
+                    f"Stop it, or choose other ports with OFFLINE_HTTP_PORT, OFFLINE_WEBSOCKET_PORT, "
+                    f"OFFLINE_LAMBDA_PORT and OFFLINE_DYNAMODB_PORT."
+                )
+
+    def failed_process(self) -> str | None:
+        """The name of a child that has exited on its own, if any."""
+        for name, process in self._processes.items():
+            if process.poll() is not None:
+                return name
+        return None
+
+    def process_groups(self) -> list[int]:
+        return [process.pid for process in self._processes.values()]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process group started here (serverless-offline's Python workers too)."""
+        for name in ("serverless-offline", "moto"):
+            process = self._processes.pop(name, None)
+            if process is not None:
+                _stop_group(process, grace)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str], output: IO[str] | None) -> None:
+        # Each child leads its own process group, so stop() reaches its children too, and a
+        # Ctrl-C in the terminal reaches only us: we stop the children in order.
+        self._processes[name] = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+
+    def _wait_for(self, ready: Any, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            failed = self.failed_process()
+            if failed:
+                log = self.moto_log.read_text(errors="replace")[-2000:] if failed == "moto" else ""
+                raise StackError(f"{failed} exited while starting (exit code {self._processes[failed].returncode}).\n{log}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} was not ready after {timeout:.0f} s.")
+            time.sleep(0.1)
+
+    def _create_tables(self, config: dict[str, Any]) -> None:
+        client = self.dynamodb().meta.client
+        for logical_id, properties in table_resources(config).items():
+            self.table_names[logical_id] = create_table(client, properties)
+
+
+def stack_rss_bytes(process_groups: list[int]) -> int:
+    """Resident memory of every process in the given process groups (Linux /proc)."""
+    groups, total = set(process_groups), 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            pgid = int(stat.rsplit(")", 1)[1].split()[2])
+            if pgid in groups:
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_group(process: subprocess.Popen, grace: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while group_alive(process.pid) and time.monotonic() < deadline:
+            process.poll()
+            time.sleep(0.05)
+        if not group_alive(process.pid):
+            break
+    process.wait()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
