@@ -130,3 +130,24 @@ def connect(handler: Any) -> Any:
             assert handler.connection_manager(connect_event(connection_id), None)["statusCode"] == 200
 
     return _connect
+
+
+# --- the local stack (serverless-offline + moto server), for end-to-end tests ---------------
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The stack `make offline` runs, on free ports, stopped when the session ends."""
+    from scripts.local_stack import LocalStack, Ports
+
+    log_dir = tmp_path_factory.mktemp("local-stack")
+    with (log_dir / "serverless-offline.log").open("w") as output:
+        stack = LocalStack(Ports.free(), output=output, log_dir=log_dir)
+        with stack:
+            yield stack
+
+
+@pytest.fixture
+def connections(local_stack: Any) -> Any:
+    """The local connections table, read through moto server."""
+    return local_stack.dynamodb().Table(local_stack.table_names["ConnectionsTable"])

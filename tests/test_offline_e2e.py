@@ -1,0 +1,149 @@
+"""End to end through the local stack: serverless-offline (API Gateway + Lambda) and moto server
+(DynamoDB), with real WebSocket clients, wscat itself and plain HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+
+from scripts.service_config import ROOT
+from tests.helpers import connection_ids, wait_for
+from tests.wsclient import Client
+
+SENT = "Message sent to all connections."
+# How long "nobody else receives anything" is watched for.
+QUIET_SECONDS = 1.5
+
+
+def unique(text: str) -> str:
+    return f"{text} {uuid.uuid4().hex[:8]}"
+
+
+async def connect_all(url: str, count: int) -> list[Client]:
+    return [await Client.connect(url) for _ in range(count)]
+
+
+async def close_all(clients: list[Client]) -> None:
+    await asyncio.gather(*(client.close() for client in clients))
+
+
+def test_ping_over_http(local_stack: Any) -> None:
+    with urllib.request.urlopen(f"{local_stack.http_url}/ping", timeout=30) as response:
+        assert response.status == 200
+        assert response.read() == b"PONG!"
+
+
+def test_three_clients_all_receive_a_broadcast_with_korean_as_is(local_stack: Any) -> None:
+    text = unique("서버리스 웹소켓 API 테스트")
+
+    async def scenario() -> None:
+        clients = await connect_all(local_stack.websocket_url, 3)
+        await clients[0].send_message(text)
+        for client in clients:
+            await client.wait_until(lambda c=client: text in c.contents())
+        await clients[0].wait_until(lambda: SENT in clients[0].replies())
+        await asyncio.sleep(0.3)  # a duplicate would arrive about now
+        for client in clients:
+            assert client.contents().count(text) == 1
+            frame = next(f for f in client.frames if text in f)
+            assert json.loads(frame) == {"messages": [{"content": text}]}
+            assert "\\u" not in frame  # UTF-8 text, not escaped
+        await close_all(clients)
+
+    asyncio.run(scenario())
+
+
+def test_connect_stores_row_and_disconnect_removes_it(local_stack: Any, connections: Any) -> None:
+    async def scenario() -> None:
+        before = connection_ids(connections)
+        client = await Client.connect(local_stack.websocket_url)
+        wait_for(lambda: len(connection_ids(connections) - before) == 1)
+        (new_id,) = connection_ids(connections) - before
+        row = connections.get_item(Key={"connection_id": new_id}, ConsistentRead=True)["Item"]
+        assert row["ttl"] - row["connected_at"] == 2 * 60 * 60
+        assert abs(int(row["connected_at"]) - time.time()) < 120  # epoch seconds, not ms
+        await client.close()
+        wait_for(lambda: new_id not in connection_ids(connections))
+
+    asyncio.run(scenario())
+
+
+def test_wscat_message_reaches_another_client(local_stack: Any) -> None:
+    text = unique("wscat 에서 보낸 메시지")
+
+    async def scenario() -> str:
+        listener = await Client.connect(local_stack.websocket_url)
+        # wscat sends nothing and exits at once when its stdin is at EOF: keep a pipe open.
+        wscat = await asyncio.create_subprocess_exec(
+            "npx", "wscat", "-c", local_stack.websocket_url,
+            "-x", json.dumps({"action": "sendMessage", "content": text}, ensure_ascii=False),
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(wscat.communicate(), 60)
+        await listener.wait_until(lambda: text in listener.contents())
+        await listener.close()
+        assert wscat.returncode == 0
+        return output.decode()
+
+    output = asyncio.run(scenario())
+    assert text in output  # wscat's own connection got the broadcast too
+    assert SENT in output
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("this is not JSON", "Unrecognized WebSocket action."),
+        ('{"action": "shout", "content": "hi"}', "Unrecognized WebSocket action."),
+        ('{"content": "no action"}', "Unrecognized WebSocket action."),
+        ('{"action": "sendMessage"}', 'Message has no "content"'),
+        ('{"action": "sendMessage", "content": null}', 'Message has no "content"'),
+        ('["sendMessage"]', "Unrecognized WebSocket action."),
+    ],
+    ids=["not-json", "unknown-action", "no-action", "missing-content", "null-content", "list"],
+)
+def test_bad_message_is_answered_to_sender_only_and_connection_stays_usable(
+    local_stack: Any, frame: str, reason: str
+) -> None:
+    async def scenario() -> None:
+        sender, other = await connect_all(local_stack.websocket_url, 2)
+        await sender.send(frame)
+        await sender.wait_until(lambda: any(reason in reply for reply in sender.replies()))
+        await asyncio.sleep(QUIET_SECONDS)
+        assert other.frames == []
+        assert sender.contents() == []
+        assert sender.is_open
+        # The same connection still works.
+        text = unique("still here")
+        await sender.send_message(text)
+        await other.wait_until(lambda: text in other.contents())
+        await close_all([sender, other])
+
+    asyncio.run(scenario())
+
+
+def test_stale_row_is_pruned_by_next_broadcast_and_the_rest_still_receive(
+    local_stack: Any, connections: Any
+) -> None:
+    # A row left behind for a connection that no longer exists ($disconnect never ran).
+    stale_id = "c3RhbGUtY29ubmVjdGlvbg="
+    connections.put_item(Item={"connection_id": stale_id, "connected_at": int(time.time()), "ttl": int(time.time()) + 7200})
+    text = unique("after the stale row")
+
+    async def scenario() -> None:
+        clients = await connect_all(local_stack.websocket_url, 2)
+        await clients[0].send_message(text)
+        for client in clients:
+            await client.wait_until(lambda c=client: text in c.contents())
+        await clients[0].wait_until(lambda: SENT in clients[0].replies())
+        await close_all(clients)
+
+    asyncio.run(scenario())
+    assert stale_id not in connection_ids(connections)
