@@ -45,6 +45,7 @@ offline: install
 
 bench: install
 	python bench/broadcast.py
+	python bench/offline_broadcast.py
 
 package: install
 	sls package
