@@ -1,8 +1,8 @@
 """Lambda handlers for a serverless WebSocket chat: API Gateway WebSocket API + DynamoDB.
 
-The same code runs on AWS and under serverless-offline (with moto as DynamoDB): only the
-management API endpoint differs, and boto3 finds a local DynamoDB through
-``AWS_ENDPOINT_URL_DYNAMODB``.
+Part 1: connections, broadcast. Part 2: JWT auth on $connect, direct messages, history.
+The same code runs on AWS and under serverless-offline (with moto as DynamoDB and SSM): only
+the management API endpoint differs, and boto3 finds moto through ``AWS_ENDPOINT_URL_*``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import boto3
+import jwt
+from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -23,7 +28,10 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
 DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
+DEFAULT_MESSAGES_TABLE = "serverless-websocket-messages"
 DEFAULT_OFFLINE_WEBSOCKET_PORT = "3001"
+USER_INDEX = "user_id-index"
+ROOM = "room"
 
 # API Gateway closes every WebSocket connection after 2 hours, so an older row is stale.
 CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
@@ -33,16 +41,58 @@ MAX_MESSAGE_BYTES = 128 * 1024
 # that a large room does not mean one thread (and one socket) per connection.
 BROADCAST_CONCURRENCY = int(os.environ.get("BROADCAST_CONCURRENCY", "32"))
 
+# Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
+TOKEN_ALGORITHMS = ["HS256"]
+TOKEN_LEEWAY_SECONDS = 30
+# The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy.
+SECRET_CACHE_SECONDS = 300
+MAX_USER_ID_LENGTH = 128
+
+DEFAULT_HISTORY_LIMIT = 20
+MAX_HISTORY_LIMIT = 100
+MESSAGE_RETENTION_SECONDS = int(os.environ.get("MESSAGE_RETENTION_DAYS", "30")) * 24 * 60 * 60
+CURSOR_PATTERN = re.compile(r"[0-9]{13}#[0-9a-f]{32}")
+
+SEND_MESSAGE_EXAMPLE = '{"action": "sendMessage", "content": "..."}'
+DIRECT_MESSAGE_EXAMPLE = '{"action": "sendDirectMessage", "to": "<user id>", "content": "..."}'
+HISTORY_EXAMPLE = '{"action": "getRecentMessages", "with": "<user id>", "limit": 20}'
+
 SENT, GONE, FAILED = "sent", "gone", "failed"
 
 Response = dict[str, Any]
 
 
 class BadMessage(ValueError):
-    """A client sent something we cannot broadcast; the text is the reason shown to it."""
+    """A client sent something we cannot act on; the text is the reason shown to it."""
+
+    def __init__(self, reason: str, status_code: int = 400) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+
+
+class InvalidToken(ValueError):
+    """The $connect request carries no usable token; the text goes to the log only."""
 
 
 # --- entry points --------------------------------------------------------------------------
+
+
+def authorize(event: dict, context: Any) -> dict[str, Any]:
+    """$connect REQUEST authorizer: allow the connection only with a valid JWT.
+
+    A Deny policy (API Gateway answers 403) rather than raising "Unauthorized", because
+    serverless-offline turns a raised error into a 500 but honours a Deny the same way AWS does.
+    """
+    method_arn = event.get("methodArn", "*")
+    try:
+        user_id = verify_token(request_token(event), jwt_secret())
+    except InvalidToken as error:
+        logger.info("Refused connection: %s", error)
+        return _policy("anonymous", "Deny", method_arn)
+    except ClientError:
+        logger.exception("Could not read the token secret; refusing the connection")
+        return _policy("anonymous", "Deny", method_arn)
+    return _policy(user_id, "Allow", method_arn, {"userId": user_id})
 
 
 def ping(event: dict, context: Any) -> Response:
@@ -60,7 +110,7 @@ def connection_manager(event: dict, context: Any) -> Response:
         return _response(500, "Unrecognized eventType.")
     try:
         if event_type == "CONNECT":
-            handle_connect(connections_table(), connection_id, _request_epoch_seconds(request))
+            handle_connect(connections_table(), connection_id, _request_epoch_seconds(request), _user_id(event))
             return _response(200, "Connect successful.")
         handle_disconnect(connections_table(), connection_id)
         return _response(200, "Disconnect successful.")
@@ -75,19 +125,136 @@ def default_message(event: dict, context: Any) -> Response:
 
 
 def send_message(event: dict, context: Any) -> Response:
-    """sendMessage: broadcast the content to every open connection."""
+    """sendMessage: store the message in the room's history, then broadcast it to everyone."""
     try:
-        payload = build_broadcast_payload(event.get("body"))
+        request = parse_request(event.get("body"), SEND_MESSAGE_EXAMPLE)
+        message = new_message(require_content(request), sender=_user_id(event))
+        payload = encode_delivery(message)
     except BadMessage as error:
-        logger.info("Rejected message from %s: %s", _connection_id(event), error)
-        return _response(400, str(error))
+        return _rejected(event, error)
     try:
-        outcome = broadcast(connections_table(), management_client(management_endpoint(event)), payload)
+        store_message(messages_table(), ROOM, message)
+        table = connections_table()
+        outcomes = post_to_connections(table, _management_client_for(event), iter_connection_ids(table), payload)
     except ClientError:
         logger.exception("Broadcast from %s failed", _connection_id(event))
         return _response(500, "Message could not be sent.")
-    logger.info("Broadcast from %s: %s", _connection_id(event), outcome)
+    logger.info("Broadcast from %s: %s", _connection_id(event), _summary(outcomes))
     return _response(200, "Message sent to all connections.")
+
+
+def send_direct_message(event: dict, context: Any) -> Response:
+    """sendDirectMessage: store it in the pair's history, then deliver it to both users' other
+    connections; the sender learns whether the recipient got it live."""
+    sender = _user_id(event)
+    try:
+        if sender is None:
+            raise BadMessage("Direct messages need a signed-in connection: connect with a token.", 403)
+        request = parse_request(event.get("body"), DIRECT_MESSAGE_EXAMPLE)
+        recipient = require_user_id(request.get("to"), "to")
+        if recipient == sender:
+            raise BadMessage("You cannot send a direct message to yourself.")
+        message = new_message(require_content(request), sender=sender, to=recipient)
+        payload = encode_delivery(message)
+    except BadMessage as error:
+        return _rejected(event, error)
+    try:
+        store_message(messages_table(), dm_conversation(sender, recipient), message)
+        table = connections_table()
+        recipient_ids = list(iter_user_connection_ids(table, recipient))
+        own_ids = [cid for cid in iter_user_connection_ids(table, sender) if cid != _connection_id(event)]
+        outcomes = post_to_connections(table, _management_client_for(event), recipient_ids + own_ids, payload)
+    except ClientError:
+        logger.exception("Direct message from %s to %s failed", sender, recipient)
+        return _response(500, "Direct message could not be sent.")
+    logger.info("Direct message from %s to %s: %s", sender, recipient, _summary(outcomes))
+    if any(outcomes[cid] == SENT for cid in recipient_ids):
+        return _response(200, f"Direct message delivered to {recipient}.")
+    return _response(200, f"{recipient} is not connected: the message was stored and will be in their history.")
+
+
+def get_recent_messages(event: dict, context: Any) -> Response:
+    """getRecentMessages: the last N messages of the room or of one of the requester's own
+    direct conversations, oldest first, sent back to the requester only."""
+    requester = _user_id(event)
+    try:
+        request = parse_request(event.get("body"), HISTORY_EXAMPLE)
+        other = request.get("with")
+        if other is not None:
+            if requester is None:
+                raise BadMessage("Direct message history needs a signed-in connection: connect with a token.", 403)
+            other = require_user_id(other, "with")
+        # The conversation is derived from the requester's own identity: nobody can name
+        # another pair's conversation.
+        conversation = dm_conversation(requester, other) if other else ROOM
+        limit = parse_limit(request.get("limit"))
+        before = parse_cursor(request.get("before"))
+    except BadMessage as error:
+        return _rejected(event, error)
+    try:
+        items, more = load_recent(messages_table(), conversation, limit, before)
+    except ClientError:
+        logger.exception("History of %s for %s failed", conversation, _connection_id(event))
+        return _response(500, "History could not be loaded.")
+    return _response(200, encode_history(other, items, more))
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+def request_token(event: dict) -> str:
+    """The token from ?token=... (browsers cannot set WebSocket headers) or Authorization: Bearer."""
+    token = (event.get("queryStringParameters") or {}).get("token")
+    if token:
+        return token
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    raise InvalidToken("no token in the query string or an Authorization: Bearer header")
+
+
+def verify_token(token: str, secret: str) -> str:
+    """The user id (`sub`) of a valid token, or InvalidToken saying why not."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=TOKEN_ALGORITHMS,
+            leeway=TOKEN_LEEWAY_SECONDS,
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.InvalidTokenError as error:
+        raise InvalidToken(f"{type(error).__name__}: {error}") from None
+    if not is_valid_user_id(claims["sub"]):
+        raise InvalidToken("the token's sub is not a valid user id")
+    return claims["sub"]
+
+
+def jwt_secret() -> str:
+    """The signing secret from SSM, cached per container for SECRET_CACHE_SECONDS."""
+    return _read_secret(os.environ.get("JWT_SECRET_PARAMETER", ""), int(time.time() // SECRET_CACHE_SECONDS))
+
+
+@lru_cache(maxsize=1)
+def _read_secret(parameter_name: str, period: int) -> str:
+    if not parameter_name:
+        raise InvalidToken("JWT_SECRET_PARAMETER is not set: no secret to verify tokens with")
+    parameter = boto3.client("ssm").get_parameter(Name=parameter_name, WithDecryption=True)
+    return parameter["Parameter"]["Value"]
+
+
+def _policy(principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None) -> dict[str, Any]:
+    policy: dict[str, Any] = {
+        "principalId": principal_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}],
+        },
+    }
+    if context:
+        policy["context"] = context
+    return policy
 
 
 # --- connections table ---------------------------------------------------------------------
@@ -100,15 +267,12 @@ def connections_table() -> Any:
     return boto3.resource("dynamodb").Table(name)
 
 
-def handle_connect(table: Any, connection_id: str, now: int) -> None:
+def handle_connect(table: Any, connection_id: str, now: int, user_id: str | None = None) -> None:
     """Store the connection with a TTL, so rows that $disconnect never removed expire."""
-    table.put_item(
-        Item={
-            "connection_id": connection_id,
-            "connected_at": now,
-            "ttl": now + CONNECTION_LIFETIME_SECONDS,
-        }
-    )
+    item: dict[str, Any] = {"connection_id": connection_id, "connected_at": now, "ttl": now + CONNECTION_LIFETIME_SECONDS}
+    if user_id is not None:
+        item["user_id"] = user_id  # anonymous rows stay out of the sparse user index
+    table.put_item(Item=item)
 
 
 def handle_disconnect(table: Any, connection_id: str) -> None:
@@ -128,28 +292,178 @@ def iter_connection_ids(table: Any) -> Iterator[str]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def iter_user_connection_ids(table: Any, user_id: str) -> Iterator[str]:
+    """The open connections of one user: a Query on the user index, never a Scan."""
+    kwargs: dict[str, Any] = {"IndexName": USER_INDEX, "KeyConditionExpression": Key("user_id").eq(user_id)}
+    while True:
+        page = table.query(**kwargs)
+        for item in page.get("Items", []):
+            yield item["connection_id"]
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def parse_request(body: str | None, example: str) -> dict[str, Any]:
+    """The frame as a JSON object, or a BadMessage that shows the sender an example."""
+    if not isinstance(body, str) or not body.strip():
+        raise BadMessage(f"Message body is empty: send {example}.")
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadMessage("Message body is not valid JSON.") from None
+    if not isinstance(request, dict):
+        raise BadMessage(f"Message body must be a JSON object like {example}.")
+    return request
+
+
+def require_content(request: dict[str, Any]) -> Any:
+    if request.get("content") is None:
+        raise BadMessage('Message has no "content" (it is missing or null).')
+    return request["content"]
+
+
+def require_user_id(value: Any, field: str) -> str:
+    if not is_valid_user_id(value):
+        raise BadMessage(f'"{field}" must be a user id: 1 to {MAX_USER_ID_LENGTH} printable characters, no "#".')
+    return value
+
+
+def is_valid_user_id(value: Any) -> bool:
+    """User ids become part of DynamoDB keys ("dm#alice#bob"), so "#" is not allowed."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_USER_ID_LENGTH and value.isprintable() and "#" not in value
+
+
+def parse_limit(value: Any) -> int:
+    if value is None:
+        return DEFAULT_HISTORY_LIMIT
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_HISTORY_LIMIT:
+        raise BadMessage(f'"limit" must be a whole number from 1 to {MAX_HISTORY_LIMIT}.')
+    return value
+
+
+def parse_cursor(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CURSOR_PATTERN.fullmatch(value):
+        raise BadMessage('"before" must be the "before" value of an earlier history reply.')
+    return value
+
+
 # --- messages ------------------------------------------------------------------------------
 
 
-def build_broadcast_payload(body: str | None) -> bytes:
-    """Validate a sendMessage body and return the exact bytes every connection will get."""
-    if not isinstance(body, str) or not body.strip():
-        raise BadMessage('Message body is empty: send {"action": "sendMessage", "content": "..."}.')
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadMessage("Message body is not valid JSON.") from None
-    if not isinstance(message, dict):
-        raise BadMessage('Message body must be a JSON object like {"action": "sendMessage", "content": "..."}.')
-    if message.get("content") is None:
-        raise BadMessage('Message has no "content" (it is missing or null).')
-    try:
-        payload = json.dumps({"messages": [{"content": message["content"]}]}, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadMessage('Message "content" is not valid Unicode (it has a lone surrogate).') from None
+def new_message(content: Any, sender: str | None, to: str | None = None) -> dict[str, Any]:
+    """A message with its identity: a unique id and the time it was sent."""
+    message: dict[str, Any] = {"content": content, "id": uuid.uuid4().hex, "sent_at_ms": int(time.time() * 1000)}
+    if sender is not None:
+        message["sender"] = sender
+    if to is not None:
+        message["to"] = to
+    return message
+
+
+def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
+    """What clients see. Anonymous live messages stay {"content": ...}, as in part 1."""
+    if not full:
+        return {"content": message["content"]}
+    shown = {"content": message["content"], "sender": message.get("sender"), "sent_at": _iso(message["sent_at_ms"]), "id": message["id"]}
+    if "to" in message:
+        shown["to"] = message["to"]
+    return shown
+
+
+def encode_delivery(message: dict[str, Any]) -> bytes:
+    """The exact bytes every recipient gets, within API Gateway's 128 KB message limit."""
+    document = {"messages": [public_message(message, full="sender" in message)]}
+    payload = _encode(document)
     if len(payload) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"Message too large: {len(payload)} bytes, the limit is {MAX_MESSAGE_BYTES}.")
     return payload
+
+
+def encode_history(other: str | None, items: list[dict[str, Any]], more: bool) -> str:
+    """The history reply: as many of the newest messages as fit in one 128 KB frame, oldest
+    first, and a cursor for the older ones when there are any."""
+    budget = MAX_MESSAGE_BYTES - 512  # the envelope, the cursor and "with"
+    shown: list[dict[str, Any]] = []
+    for item in items:  # newest first
+        message = public_message(stored_to_message(item), full=True)
+        size = len(_encode(message)) + 1
+        if size > budget:
+            more = True
+            break
+        budget -= size
+        shown.append(message)
+    oldest_key = items[len(shown) - 1]["sort_key"] if shown else None
+    cursor = oldest_key if (more or len(shown) < len(items)) else None
+    document = {"history": {"with": other, "messages": shown[::-1], "before": cursor}}
+    return _encode(document).decode("utf-8")
+
+
+def _encode(document: Any) -> bytes:
+    try:
+        return json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadMessage('Message "content" is not valid Unicode (it has a lone surrogate).') from None
+
+
+# --- messages table ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def messages_table() -> Any:
+    name = os.environ.get("MESSAGES_TABLE", DEFAULT_MESSAGES_TABLE)
+    return boto3.resource("dynamodb").Table(name)
+
+
+def dm_conversation(user_a: str, user_b: str) -> str:
+    """One conversation per pair, whoever writes first: the ids sorted."""
+    first, second = sorted((user_a, user_b))
+    return f"dm#{first}#{second}"
+
+
+def store_message(table: Any, conversation: str, message: dict[str, Any]) -> None:
+    """Persist before delivering, so a failed delivery loses nothing."""
+    item = {
+        "conversation": conversation,
+        # Time first so a Query returns messages in order; the id keeps keys unique.
+        "sort_key": f"{message['sent_at_ms']:013d}#{message['id']}",
+        "id": message["id"],
+        "sent_at_ms": message["sent_at_ms"],
+        # Any JSON value is allowed as content; stored as text it comes back exactly.
+        "content_json": json.dumps(message["content"], ensure_ascii=False),
+        "ttl": message["sent_at_ms"] // 1000 + MESSAGE_RETENTION_SECONDS,
+    }
+    for field in ("sender", "to"):
+        if field in message:
+            item[field] = message[field]
+    table.put_item(Item=item)
+
+
+def stored_to_message(item: dict[str, Any]) -> dict[str, Any]:
+    message = {"content": json.loads(item["content_json"]), "id": item["id"], "sent_at_ms": int(item["sent_at_ms"])}
+    for field in ("sender", "to"):
+        if field in item:
+            message[field] = item[field]
+    return message
+
+
+def load_recent(table: Any, conversation: str, limit: int, before: str | None) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` items older than `before`, newest first; and whether older ones may exist.
+    A Query with a Limit: never a Scan, never more than asked for."""
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": Key("conversation").eq(conversation),
+        "ScanIndexForward": False,
+        "Limit": limit,
+    }
+    if before:
+        kwargs["ExclusiveStartKey"] = {"conversation": conversation, "sort_key": before}
+    page = table.query(**kwargs)
+    return page.get("Items", []), "LastEvaluatedKey" in page
 
 
 # --- management API ------------------------------------------------------------------------
@@ -196,19 +510,15 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
         return FAILED
 
 
-def broadcast(table: Any, client: Any, payload: bytes) -> dict[str, int]:
-    """Post the payload to every connection and delete the ones that are gone."""
-    connection_ids = iter_connection_ids(table)
-    outcomes: dict[str, int] = {SENT: 0, GONE: 0, FAILED: 0}
-    gone: list[str] = []
-    results = _post_pool().map(lambda cid: (cid, post_to_connection(client, cid, payload)), connection_ids)
-    for connection_id, outcome in results:
-        outcomes[outcome] += 1
+def post_to_connections(table: Any, client: Any, connection_ids: Iterable[str], payload: bytes) -> dict[str, str]:
+    """Post the payload to each connection concurrently; delete the ones that are gone.
+    Returns each connection's outcome (SENT, GONE or FAILED)."""
+    posts = _post_pool().map(lambda cid: (cid, post_to_connection(client, cid, payload)), connection_ids)
+    outcomes = dict(posts)
+    for connection_id, outcome in outcomes.items():
         if outcome == GONE:
-            gone.append(connection_id)
-    for connection_id in gone:
-        logger.info("Deleting gone connection %s", connection_id)
-        handle_disconnect(table, connection_id)
+            logger.info("Deleting gone connection %s", connection_id)
+            handle_disconnect(table, connection_id)
     return outcomes
 
 
@@ -221,6 +531,31 @@ def _response(status_code: int, body: str) -> Response:
 
 def _connection_id(event: dict) -> str | None:
     return (event.get("requestContext") or {}).get("connectionId")
+
+
+def _user_id(event: dict) -> str | None:
+    """The user the $connect authorizer verified; API Gateway passes its context on every
+    route of the connection. None for anonymous connections (no authorizer)."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    user_id = authorizer.get("userId")
+    return user_id if is_valid_user_id(user_id) else None
+
+
+def _management_client_for(event: dict) -> Any:
+    return management_client(management_endpoint(event))
+
+
+def _rejected(event: dict, error: BadMessage) -> Response:
+    logger.info("Rejected message from %s: %s", _connection_id(event), error)
+    return _response(error.status_code, str(error))
+
+
+def _summary(outcomes: dict[str, str]) -> dict[str, int]:
+    return {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, FAILED)}
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _request_epoch_seconds(request: dict) -> int:
