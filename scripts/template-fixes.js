@@ -1,34 +1,58 @@
 'use strict';
 
-// The framework's websocket compiler appends
-//   execute-api:ManageConnections on arn:<partition>:execute-api:*:*:*/@connections/*
-// to the shared Lambda role: every WebSocket API in every region of every account.
-// serverless.yml already grants the same action on this API's own stage, so this plugin
-// removes the wildcard grant from the compiled template before it is written.
+// Two corrections to what the framework compiles for WebSocket APIs, applied to the template
+// before it is written:
+//
+// 1. Its websocket compiler appends
+//      execute-api:ManageConnections on arn:<partition>:execute-api:*:*:*/@connections/*
+//    to the shared Lambda role: every WebSocket API in every region of every account.
+//    serverless.yml grants the same action on this API's own stage; the wildcard goes.
+//
+// 2. An authorizer declared with `identitySource: []` is written as "IdentitySource": [].
+//    The property is optional for REQUEST authorizers and means "no required sources" when
+//    absent, so the empty list is removed rather than sent to API Gateway as it is.
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
 
 const isWildcardGrant = (statement) =>
   Array.isArray(statement.Resource) &&
   statement.Resource.some((resource) => resource && resource['Fn::Sub'] === WILDCARD);
 
-class ScopedWebsocketPolicy {
+class TemplateFixes {
   constructor(serverless) {
     this.serverless = serverless;
     this.hooks = {
-      'after:package:compileEvents': () => this.removeWildcardGrant(),
+      'after:package:compileEvents': () => {
+        this.removeWildcardGrant();
+        this.removeEmptyIdentitySources();
+      },
     };
   }
 
+  get resources() {
+    return this.serverless.service.provider.compiledCloudFormationTemplate.Resources;
+  }
+
   removeWildcardGrant() {
-    const provider = this.serverless.getProvider('aws');
-    const { Resources } = this.serverless.service.provider.compiledCloudFormationTemplate;
-    const role = Resources[provider.naming.getRoleLogicalId()];
+    const role = this.resources[this.serverless.getProvider('aws').naming.getRoleLogicalId()];
     if (!role) return;
     for (const policy of role.Properties.Policies || []) {
       const document = policy.PolicyDocument;
       document.Statement = document.Statement.filter((statement) => !isWildcardGrant(statement));
     }
   }
+
+  removeEmptyIdentitySources() {
+    for (const resource of Object.values(this.resources)) {
+      const properties = resource.Properties || {};
+      if (
+        resource.Type === 'AWS::ApiGatewayV2::Authorizer' &&
+        Array.isArray(properties.IdentitySource) &&
+        properties.IdentitySource.length === 0
+      ) {
+        delete properties.IdentitySource;
+      }
+    }
+  }
 }
 
-module.exports = ScopedWebsocketPolicy;
+module.exports = TemplateFixes;
