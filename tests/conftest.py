@@ -14,13 +14,18 @@ from botocore.awsrequest import AWSResponse
 from scripts import service_config
 from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
 
-TEST_TABLE = "connections-under-test"
+# Logical id in serverless.yml -> (environment variable the handler reads, name used here).
+TEST_TABLES = {
+    "ConnectionsTable": ("CONNECTIONS_TABLE", "connections-under-test"),
+    "MessagesTable": ("MESSAGES_TABLE", "messages-under-test"),
+}
+SECRET_PARAMETER = "/serverless-websocket/test/jwt-secret"
 
 
 @pytest.fixture(scope="session")
-def connections_table_properties() -> dict[str, Any]:
-    """The ConnectionsTable definition that `sls deploy` would create."""
-    return service_config.table_resources(service_config.resolved_config("test"))["ConnectionsTable"]
+def service_tables() -> dict[str, dict[str, Any]]:
+    """The table definitions that `sls deploy` would create."""
+    return service_config.table_resources(service_config.resolved_config("test"))
 
 
 @pytest.fixture
@@ -47,23 +52,50 @@ def aws(aws_credentials: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def table(aws: None, connections_table_properties: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
-    client = boto3.client("dynamodb")
-    name = service_config.create_table(client, connections_table_properties, TEST_TABLE)
-    monkeypatch.setenv("CONNECTIONS_TABLE", name)
-    return boto3.resource("dynamodb").Table(name)
+def tables(aws: None, service_tables: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    client, resource = boto3.client("dynamodb"), boto3.resource("dynamodb")
+    created = {}
+    for logical_id, (variable, name) in TEST_TABLES.items():
+        service_config.create_table(client, service_tables[logical_id], name)
+        monkeypatch.setenv(variable, name)
+        created[logical_id] = resource.Table(name)
+    return created
 
 
 @pytest.fixture
-def handler(table: Any) -> Iterator[Any]:
+def table(tables: dict[str, Any]) -> Any:
+    """The connections table."""
+    return tables["ConnectionsTable"]
+
+
+@pytest.fixture
+def messages(tables: dict[str, Any]) -> Any:
+    """The messages (history) table."""
+    return tables["MessagesTable"]
+
+
+@pytest.fixture
+def jwt_secret(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SecureString secret in moto's SSM, where the authorizer reads it."""
+    secret = "test-secret-" + "x" * 60
+    boto3.client("ssm").put_parameter(Name=SECRET_PARAMETER, Value=secret, Type="SecureString")
+    monkeypatch.setenv("JWT_SECRET_PARAMETER", SECRET_PARAMETER)
+    return secret
+
+
+def _clear_caches(module: Any) -> None:
+    for cached in (module.connections_table, module.messages_table, module.management_client, module._read_secret):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def handler(tables: dict[str, Any]) -> Iterator[Any]:
     """The handler module, imported only once the mock is running, with cold caches."""
     import handler as module
 
-    module.connections_table.cache_clear()
-    module.management_client.cache_clear()
+    _clear_caches(module)
     yield module
-    module.connections_table.cache_clear()
-    module.management_client.cache_clear()
+    _clear_caches(module)
 
 
 class _RawBody:
@@ -125,9 +157,9 @@ def management(handler: Any) -> ManagementApi:
 def connect(handler: Any) -> Any:
     """Open connections through the real $connect handler."""
 
-    def _connect(*connection_ids: str) -> None:
+    def _connect(*connection_ids: str, user: str | None = None) -> None:
         for connection_id in connection_ids:
-            assert handler.connection_manager(connect_event(connection_id), None)["statusCode"] == 200
+            assert handler.connection_manager(connect_event(connection_id, user), None)["statusCode"] == 200
 
     return _connect
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 API_ID = "abc123"
@@ -14,8 +15,11 @@ MANAGEMENT_ENDPOINT = f"https://{DOMAIN_NAME}/{STAGE}"
 CONNECTED_AT_MS = 1_764_000_000_000
 
 
-def websocket_event(connection_id: str, event_type: str, route_key: str, body: str | None = None) -> dict[str, Any]:
-    """A WebSocket proxy event as API Gateway delivers it to Lambda."""
+def websocket_event(
+    connection_id: str, event_type: str, route_key: str, body: str | None = None, user: str | None = None
+) -> dict[str, Any]:
+    """A WebSocket proxy event as API Gateway delivers it to Lambda; with `user`, as it does
+    for a connection our $connect authorizer allowed (its context on every route)."""
     event: dict[str, Any] = {
         "requestContext": {
             "routeKey": route_key,
@@ -32,19 +36,53 @@ def websocket_event(connection_id: str, event_type: str, route_key: str, body: s
     }
     if body is not None:
         event["body"] = body
+    if user is not None:
+        event["requestContext"]["authorizer"] = {"principalId": user, "userId": user, "integrationLatency": 42}
     return event
 
 
-def connect_event(connection_id: str) -> dict[str, Any]:
-    return websocket_event(connection_id, "CONNECT", "$connect")
+def connect_event(connection_id: str, user: str | None = None) -> dict[str, Any]:
+    return websocket_event(connection_id, "CONNECT", "$connect", user=user)
 
 
-def disconnect_event(connection_id: str) -> dict[str, Any]:
-    return websocket_event(connection_id, "DISCONNECT", "$disconnect")
+def disconnect_event(connection_id: str, user: str | None = None) -> dict[str, Any]:
+    return websocket_event(connection_id, "DISCONNECT", "$disconnect", user=user)
 
 
-def message_event(connection_id: str, body: str | None, route_key: str = "sendMessage") -> dict[str, Any]:
-    return websocket_event(connection_id, "MESSAGE", route_key, body)
+def message_event(
+    connection_id: str, body: str | None, route_key: str = "sendMessage", user: str | None = None
+) -> dict[str, Any]:
+    return websocket_event(connection_id, "MESSAGE", route_key, body, user)
+
+
+def action_body(action: str, **fields: Any) -> str:
+    return json.dumps({"action": action, **fields}, ensure_ascii=False)
+
+
+def token(
+    secret: str, sub: Any = "alice", expires_in: float | None = 3600, algorithm: str = "HS256", **claims: Any
+) -> str:
+    """A JWT as a client would present it; None leaves a claim out."""
+    import jwt
+
+    exp = None if expires_in is None else int(time.time() + expires_in)
+    payload = {key: value for key, value in {"sub": sub, "exp": exp, **claims}.items() if value is not None}
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def authorizer_event(query_token: str | None = None, header: str | None = None) -> dict[str, Any]:
+    """The REQUEST authorizer event API Gateway sends on $connect."""
+    event: dict[str, Any] = {
+        "type": "REQUEST",
+        "methodArn": f"arn:aws:execute-api:{REGION}:123456789012:{API_ID}/{STAGE}/$connect",
+        "headers": {"Host": DOMAIN_NAME, "Sec-WebSocket-Version": "13"},
+        "requestContext": websocket_event("conn-auth", "CONNECT", "$connect")["requestContext"],
+    }
+    if query_token is not None:
+        event["queryStringParameters"] = {"token": query_token}
+    if header is not None:
+        event["headers"]["Authorization"] = header
+    return event
 
 
 def send_message_body(content: Any) -> str:

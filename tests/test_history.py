@@ -1,0 +1,180 @@
+"""getRecentMessages: order, limit, paging, size, and who may read what."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.events import action_body, message_event, send_message_body
+
+
+def history(handler: Any, user: str | None, connection_id: str = "reader", **fields: Any) -> dict[str, Any]:
+    event = message_event(connection_id, action_body("getRecentMessages", **fields), "getRecentMessages", user)
+    response = handler.get_recent_messages(event, None)
+    assert response["statusCode"] == 200, response
+    return json.loads(response["body"])["history"]
+
+
+def say(handler: Any, user: str | None, content: Any) -> None:
+    event = message_event(f"{user}-conn", send_message_body(content), "sendMessage", user)
+    assert handler.send_message(event, None)["statusCode"] == 200
+
+
+def dm(handler: Any, sender: str, to: str, content: Any) -> None:
+    event = message_event(f"{sender}-conn", action_body("sendDirectMessage", to=to, content=content), "sendDirectMessage", sender)
+    assert handler.send_direct_message(event, None)["statusCode"] == 200
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch, handler: Any) -> Any:
+    """Messages a millisecond apart, so their order is known."""
+    now = [1_764_000_000.000]
+
+    def tick() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    monkeypatch.setattr(handler.time, "time", tick)
+    return now
+
+
+def test_room_history_is_the_last_n_oldest_first(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(30):
+        say(handler, "alice" if n % 2 else None, f"message {n}")
+
+    result = history(handler, "bob", limit=5)
+
+    assert [m["content"] for m in result["messages"]] == [f"message {n}" for n in range(25, 30)]
+    assert result["with"] is None
+    # Anonymous messages (even n) have no sender.
+    assert [m["sender"] for m in result["messages"]] == [("alice" if n % 2 else None) for n in range(25, 30)]
+    assert result["before"]
+
+
+def test_default_limit_is_20(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(25):
+        say(handler, "alice", n)
+
+    assert [m["content"] for m in history(handler, "alice")["messages"]] == list(range(5, 25))
+
+
+def test_paging_with_before_walks_back_to_the_first_message(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(23):
+        say(handler, "alice", n)
+
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = history(handler, "bob", limit=10, **({"before": cursor} if cursor else {}))
+        seen = [m["content"] for m in page["messages"]] + seen
+        pages += 1
+        cursor = page["before"]
+        if not cursor:
+            break
+        assert pages < 10
+
+    assert seen == list(range(23))
+    assert pages in (3, 4)  # 10 + 10 + 3 (a last empty page is allowed)
+
+
+def test_empty_history(handler: Any) -> None:
+    assert history(handler, "alice") == {"with": None, "messages": [], "before": None}
+
+
+def test_history_is_one_query_with_a_limit_never_a_scan(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(5):
+        say(handler, "alice", n)
+    calls: list[tuple[str, Any]] = []
+    client = handler.messages_table().meta.client
+    for operation in ("Scan", "Query"):
+        client.meta.events.register(
+            f"before-parameter-build.dynamodb.{operation}", lambda params, op=operation, **_: calls.append((op, params.get("Limit")))
+        )
+
+    history(handler, "bob", limit=3)
+
+    assert calls == [("Query", 3)]
+
+
+def test_dm_history_of_a_pair_is_readable_by_both_and_nobody_else(handler: Any, management: Any, clock: Any) -> None:
+    dm(handler, "alice", "bob", "hi bob")
+    dm(handler, "bob", "alice", "hi alice")
+    dm(handler, "alice", "carol", "secret for carol")
+    say(handler, "alice", "in the room")
+
+    for reader, other in (("alice", "bob"), ("bob", "alice")):
+        result = history(handler, reader, **{"with": other})
+        assert [m["content"] for m in result["messages"]] == ["hi bob", "hi alice"]
+        assert result["with"] == other
+    # bob can only name conversations he is in: asking for carol gives bob+carol, which is empty.
+    assert history(handler, "bob", **{"with": "carol"})["messages"] == []
+    assert [m["content"] for m in history(handler, "carol", **{"with": "alice"})["messages"]] == ["secret for carol"]
+    assert [m["content"] for m in history(handler, "bob")["messages"]] == ["in the room"]
+
+
+def test_anonymous_connection_cannot_read_direct_messages(handler: Any, management: Any, clock: Any) -> None:
+    dm(handler, "alice", "bob", "private")
+    event = message_event("anon", action_body("getRecentMessages", **{"with": "bob"}), "getRecentMessages")
+
+    response = handler.get_recent_messages(event, None)
+
+    assert response["statusCode"] == 403
+    assert "private" not in response["body"]
+
+
+def test_history_reply_fits_in_one_frame(handler: Any, management: Any, clock: Any) -> None:
+    big = "가" * 40_000  # about 120 KB each as UTF-8
+    for _ in range(3):
+        say(handler, "alice", big)
+    say(handler, "alice", "last")
+
+    event = message_event("reader", action_body("getRecentMessages", limit=10), "getRecentMessages", "bob")
+    body = handler.get_recent_messages(event, None)["body"]
+
+    assert len(body.encode("utf-8")) <= 128 * 1024
+    result = json.loads(body)["history"]
+    assert [m["content"] for m in result["messages"]] == [big, "last"]
+    older = history(handler, "bob", limit=10, before=result["before"])
+    assert [m["content"] for m in older["messages"]] == [big]
+
+
+def test_json_content_comes_back_exactly(handler: Any, management: Any, clock: Any) -> None:
+    content = {"text": "서버리스", "n": 1.5, "list": [1, None, True]}
+    say(handler, "alice", content)
+
+    assert history(handler, "alice")["messages"][0]["content"] == content
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"limit": 0}, '"limit" must be a whole number from 1 to 100'),
+        ({"limit": 101}, '"limit" must be a whole number from 1 to 100'),
+        ({"limit": "20"}, '"limit" must be a whole number'),
+        ({"limit": 2.5}, '"limit" must be a whole number'),
+        ({"limit": True}, '"limit" must be a whole number'),
+        ({"with": ""}, '"with" must be a user id'),
+        ({"with": 7}, '"with" must be a user id'),
+        ({"with": "a#b"}, '"with" must be a user id'),
+        ({"before": "yesterday"}, '"before" must be'),
+        ({"before": 5}, '"before" must be'),
+    ],
+    ids=["zero", "over-100", "string", "float", "bool", "empty-with", "number-with", "hash-with", "bad-cursor", "number-cursor"],
+)
+def test_bad_history_request_is_rejected(handler: Any, fields: dict[str, Any], reason: str) -> None:
+    event = message_event("reader", action_body("getRecentMessages", **fields), "getRecentMessages", "alice")
+
+    response = handler.get_recent_messages(event, None)
+
+    assert response["statusCode"] == 400
+    assert reason in response["body"]
+
+
+@pytest.mark.parametrize("body", [None, "", "nope", "[]"])
+def test_malformed_history_request_is_rejected(handler: Any, body: str | None) -> None:
+    response = handler.get_recent_messages(message_event("reader", body, "getRecentMessages", "alice"), None)
+
+    assert response["statusCode"] == 400
