@@ -14,11 +14,12 @@ export PIPENV_NOSPIN := 1
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install test offline bench package clean
+.PHONY: help install test offline token bench package clean
 
 help:
 	@echo "make offline   start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
 	@echo "make test      install from the lock files and run every test"
+	@echo "make token USER=alice   a token for the running make offline (--aws: see README)"
 	@echo "make bench     run the benchmarks in bench/"
 	@echo "make package   build the CloudFormation template and zip (sls package)"
 
@@ -42,6 +43,9 @@ test: install
 
 offline: install
 	python scripts/offline.py
+
+token: install
+	@python scripts/dev_token.py "$(USER)"
 
 bench: install
 	python bench/broadcast.py

@@ -52,12 +52,12 @@ def describe(name: str, values: list[float]) -> str:
 
 async def run(stack: LocalStack, clients_wanted: int, broadcasts: int, ramp: float) -> None:
     mib = 1024 * 1024
-    single = await connect_ramped(stack.websocket_url, 1, ramp)
+    single = await connect_ramped([stack.url_for("baseline")], ramp)
     await broadcast_latencies(single, 2, "warm-up")
     baseline = await broadcast_latencies(single, broadcasts, "baseline")
     await close_ramped(single, ramp)
 
-    clients = await connect_ramped(stack.websocket_url, clients_wanted, ramp)
+    clients = await connect_ramped([stack.url_for(f"bench-{n:03d}") for n in range(clients_wanted)], ramp)
     idle_rss = stack_rss_bytes(stack.process_groups())
     latencies = await broadcast_latencies(clients, broadcasts, "load")
     busy_rss = stack_rss_bytes(stack.process_groups())

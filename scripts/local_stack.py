@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ STAGE = "dev"
 # Credentials that only moto accepts; the real AWS would refuse them.
 FAKE_ACCESS_KEY = "local-offline-key"
 FAKE_SECRET_KEY = "local-offline-secret"
+# Tokens printed by `make offline` and `make token` stay valid this long.
+DEV_TOKEN_HOURS = 12
 
 
 class StackError(RuntimeError):
@@ -128,6 +131,8 @@ class LocalStack:
         self.moto_log = (log_dir or ROOT / ".serverless") / f"moto-{self.ports.dynamodb}.log"
         self.region = ""
         self.table_names: dict[str, str] = {}
+        self.secret_parameter = ""
+        self.jwt_secret = ""
         self._processes: dict[str, subprocess.Popen] = {}
 
     # --- addresses -------------------------------------------------------------------------
@@ -146,15 +151,15 @@ class LocalStack:
 
     def dynamodb(self) -> Any:
         """A boto3 DynamoDB resource on the local moto, with the stack's fake credentials."""
-        import boto3
+        return local_session(self.region).resource("dynamodb", endpoint_url=self.dynamodb_endpoint)
 
-        return boto3.resource(
-            "dynamodb",
-            endpoint_url=self.dynamodb_endpoint,
-            region_name=self.region,
-            aws_access_key_id=FAKE_ACCESS_KEY,
-            aws_secret_access_key=FAKE_SECRET_KEY,
-        )
+    def token(self, user: str, hours: float = DEV_TOKEN_HOURS) -> str:
+        """A token the local authorizer accepts for this user."""
+        return mint_token(self.jwt_secret, user, hours)
+
+    def url_for(self, user: str) -> str:
+        """The WebSocket URL with a token for this user in the query string."""
+        return f"{self.websocket_url}?token={self.token(user)}"
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -178,6 +183,7 @@ class LocalStack:
                 self._spawn("moto", moto, env, moto_output)
             self._wait_for(lambda: _http_ok(f"{self.dynamodb_endpoint}/moto-api/"), "moto", timeout)
             self._create_tables(config)
+            self._seed_secret(config)
             self._spawn(
                 "serverless-offline",
                 [
@@ -252,6 +258,27 @@ class LocalStack:
         client = self.dynamodb().meta.client
         for logical_id, properties in table_resources(config).items():
             self.table_names[logical_id] = create_table(client, properties)
+
+    def _seed_secret(self, config: dict[str, Any]) -> None:
+        """A fresh development secret in moto's SSM, where the authorizer reads it."""
+        self.secret_parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
+        self.jwt_secret = secrets.token_urlsafe(48)
+        ssm = local_session(self.region).client("ssm", endpoint_url=self.dynamodb_endpoint)
+        ssm.put_parameter(Name=self.secret_parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
+
+
+def local_session(region: str) -> Any:
+    """A boto3 session that can only talk to moto: fake keys, no profile."""
+    import boto3
+
+    return boto3.Session(aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name=region)
+
+
+def mint_token(secret: str, user: str, hours: float = DEV_TOKEN_HOURS) -> str:
+    """An HS256 JWT for `user`, the kind the $connect authorizer verifies."""
+    import jwt
+
+    return jwt.encode({"sub": user, "exp": int(time.time() + hours * 3600)}, secret, algorithm="HS256")
 
 
 def stack_rss_bytes(process_groups: list[int]) -> int:

@@ -14,7 +14,7 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.local_stack import LocalStack, Ports, StackError  # noqa: E402
+from scripts.local_stack import DEV_TOKEN_HOURS, LocalStack, Ports, StackError  # noqa: E402
 
 READY = "The service is running locally."
 
@@ -32,11 +32,18 @@ def instructions(stack: LocalStack) -> str:
 {READY}
   WebSocket  {stack.websocket_url}
   HTTP       {stack.http_url}/ping
-  DynamoDB   {stack.dynamodb_endpoint} (moto; table {', '.join(stack.table_names.values())})
+  DynamoDB   {stack.dynamodb_endpoint} (moto; tables {', '.join(stack.table_names.values())})
 
-Try it from two other terminals in this folder:
-  npx wscat -c {stack.websocket_url}
+Connecting needs a token (valid {DEV_TOKEN_HOURS} h; more with `make token USER=carol`).
+Try it from two other terminals in this folder, as alice and as bob:
+  npx wscat -c "{stack.url_for('alice')}"
+  npx wscat -c {stack.websocket_url} -H "Authorization: Bearer {stack.token('bob')}"
+
+Then type:
   > {{"action": "sendMessage", "content": "서버리스 웹소켓 API 테스트"}}
+  > {{"action": "sendDirectMessage", "to": "bob", "content": "안녕 bob"}}
+  > {{"action": "getRecentMessages", "with": "alice", "limit": 20}}
+And over HTTP:
   curl {stack.http_url}/ping
 
 Ctrl-C stops everything.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,25 +15,38 @@ from typing import Any
 
 import boto3
 import pytest
+import websockets
 
 from scripts.local_stack import Ports, offline_env, port_in_use
 from scripts.offline import READY
 from scripts.service_config import ROOT
 
 
-def make_offline(ports: Ports) -> subprocess.Popen:
-    """`make offline` in its own process group, as a terminal would run it."""
-    env = dict(
+def offline_ports_env(ports: Ports) -> dict[str, str]:
+    return dict(
         os.environ,
         OFFLINE_HTTP_PORT=str(ports.http),
         OFFLINE_WEBSOCKET_PORT=str(ports.websocket),
         OFFLINE_LAMBDA_PORT=str(ports.lambda_),
         OFFLINE_DYNAMODB_PORT=str(ports.dynamodb),
     )
+
+
+async def signed_in_users(connections: list[tuple[str, dict[str, str]]]) -> int:
+    """How many of these URL + header pairs the local authorizer lets in."""
+    accepted = 0
+    for url, headers in connections:
+        async with websockets.connect(url, additional_headers=headers, open_timeout=30):
+            accepted += 1
+    return accepted
+
+
+def make_offline(ports: Ports) -> subprocess.Popen:
+    """`make offline` in its own process group, as a terminal would run it."""
     return subprocess.Popen(
         ["make", "--no-print-directory", "offline"],
         cwd=ROOT,
-        env=env,
+        env=offline_ports_env(ports),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -74,9 +89,21 @@ def test_make_offline_prints_what_to_type_and_stops_everything(stop_signal: sign
     try:
         output = read_until_ready(process)
         assert READY in output
-        assert f"npx wscat -c ws://localhost:{ports.websocket}" in output
         assert '{"action": "sendMessage", "content": "서버리스 웹소켓 API 테스트"}' in output
         assert f"curl http://localhost:{ports.http}/dev/ping" in output
+        # The printed wscat commands carry working tokens for alice and bob.
+        alice_url = re.search(rf'npx wscat -c "(ws://localhost:{ports.websocket}\?token=[\w.-]+)"', output)
+        bob_token = re.search(rf'npx wscat -c ws://localhost:{ports.websocket} -H "Authorization: Bearer ([\w.-]+)"', output)
+        assert alice_url and bob_token, output
+        carol_token = subprocess.run(
+            ["make", "--no-print-directory", "token", "USER=carol"], cwd=ROOT, env=offline_ports_env(ports),
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout.strip()
+        assert asyncio.run(signed_in_users(
+            [(alice_url.group(1), {}),
+             (f"ws://localhost:{ports.websocket}", {"Authorization": f"Bearer {bob_token.group(1)}"}),
+             (f"ws://localhost:{ports.websocket}?token={carol_token}", {})],
+        )) == 3
 
         with urllib.request.urlopen(f"http://localhost:{ports.http}/dev/ping", timeout=30) as response:
             assert response.read() == b"PONG!"

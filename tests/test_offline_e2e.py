@@ -26,8 +26,9 @@ def unique(text: str) -> str:
     return f"{text} {uuid.uuid4().hex[:8]}"
 
 
-async def connect_all(url: str, count: int) -> list[Client]:
-    return [await Client.connect(url) for _ in range(count)]
+async def connect_all(stack: Any, count: int) -> list[Client]:
+    """Clients of distinct signed-in users (the $connect authorizer wants a token)."""
+    return [await Client.connect(stack.url_for(f"user-{uuid.uuid4().hex[:6]}")) for _ in range(count)]
 
 
 async def close_all(clients: list[Client]) -> None:
@@ -44,7 +45,7 @@ def test_three_clients_all_receive_a_broadcast_with_korean_as_is(local_stack: An
     text = unique("서버리스 웹소켓 API 테스트")
 
     async def scenario() -> None:
-        clients = await connect_all(local_stack.websocket_url, 3)
+        clients = await connect_all(local_stack, 3)
         await clients[0].send_message(text)
         for client in clients:
             await client.wait_until(lambda c=client: text in c.contents())
@@ -53,7 +54,9 @@ def test_three_clients_all_receive_a_broadcast_with_korean_as_is(local_stack: An
         for client in clients:
             assert client.contents().count(text) == 1
             frame = next(f for f in client.frames if text in f)
-            assert json.loads(frame) == {"messages": [{"content": text}]}
+            (message,) = json.loads(frame)["messages"]
+            assert message["content"] == text
+            assert message["sender"].startswith("user-")
             assert "\\u" not in frame  # UTF-8 text, not escaped
         await close_all(clients)
 
@@ -63,10 +66,11 @@ def test_three_clients_all_receive_a_broadcast_with_korean_as_is(local_stack: An
 def test_connect_stores_row_and_disconnect_removes_it(local_stack: Any, connections: Any) -> None:
     async def scenario() -> None:
         before = connection_ids(connections)
-        client = await Client.connect(local_stack.websocket_url)
+        client = await Client.connect(local_stack.url_for("row-checker"))
         wait_for(lambda: len(connection_ids(connections) - before) == 1)
         (new_id,) = connection_ids(connections) - before
         row = connections.get_item(Key={"connection_id": new_id}, ConsistentRead=True)["Item"]
+        assert row["user_id"] == "row-checker"
         assert row["ttl"] - row["connected_at"] == 2 * 60 * 60
         assert abs(int(row["connected_at"]) - time.time()) < 120  # epoch seconds, not ms
         await client.close()
@@ -79,10 +83,10 @@ def test_wscat_message_reaches_another_client(local_stack: Any) -> None:
     text = unique("wscat 에서 보낸 메시지")
 
     async def scenario() -> str:
-        listener = await Client.connect(local_stack.websocket_url)
+        listener = await Client.connect(local_stack.url_for("listener"))
         # wscat sends nothing and exits at once when its stdin is at EOF: keep a pipe open.
         wscat = await asyncio.create_subprocess_exec(
-            "npx", "wscat", "-c", local_stack.websocket_url,
+            "npx", "wscat", "-c", local_stack.websocket_url, "-H", f"Authorization: Bearer {local_stack.token('wscat-user')}",
             "-x", json.dumps({"action": "sendMessage", "content": text}, ensure_ascii=False),
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -113,7 +117,7 @@ def test_bad_message_is_answered_to_sender_only_and_connection_stays_usable(
     local_stack: Any, frame: str, reason: str
 ) -> None:
     async def scenario() -> None:
-        sender, other = await connect_all(local_stack.websocket_url, 2)
+        sender, other = await connect_all(local_stack, 2)
         await sender.send(frame)
         await sender.wait_until(lambda: any(reason in reply for reply in sender.replies()))
         await asyncio.sleep(QUIET_SECONDS)
@@ -138,7 +142,7 @@ def test_stale_row_is_pruned_by_next_broadcast_and_the_rest_still_receive(
     text = unique("after the stale row")
 
     async def scenario() -> None:
-        clients = await connect_all(local_stack.websocket_url, 2)
+        clients = await connect_all(local_stack, 2)
         await clients[0].send_message(text)
         for client in clients:
             await client.wait_until(lambda c=client: text in c.contents())

@@ -21,7 +21,8 @@ def test_200_clients_20_broadcasts_every_message_exactly_once(local_stack: Any, 
     texts = [f"load {run} #{n} 부하 테스트" for n in range(BROADCASTS)]
 
     async def scenario() -> list[Client]:
-        clients = await connect_ramped(local_stack.websocket_url, CLIENTS, RAMP_PER_SECOND)
+        urls = [local_stack.url_for(f"load-{n:03d}") for n in range(CLIENTS)]
+        clients = await connect_ramped(urls, RAMP_PER_SECOND)
         assert len(connection_ids(connections)) >= CLIENTS
         # 20 broadcasts from 20 different clients, a little apart, several in flight at once.
         senders = clients[:: CLIENTS // BROADCASTS]

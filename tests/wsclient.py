@@ -90,11 +90,11 @@ class Client:
         await self._reader
 
 
-async def connect_ramped(url: str, count: int, per_second: float) -> list[Client]:
+async def connect_ramped(urls: list[str], per_second: float) -> list[Client]:
     """Connect at a bounded rate: serverless-offline starts a Python worker for every event
     that arrives while the others are busy, so a stampede would start hundreds of them."""
     clients: list[Client] = []
-    for _ in range(count):
+    for url in urls:
         clients.append(await Client.connect(url))
         await asyncio.sleep(1 / per_second)
     return clients
