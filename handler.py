@@ -37,6 +37,9 @@ ROOM = "room"
 CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
 # API Gateway refuses to deliver a WebSocket message larger than 128 KB.
 MAX_MESSAGE_BYTES = 128 * 1024
+# Room kept in a history reply for everything around the messages ("with" is at most 128
+# characters, 512 bytes), so that any message that was accepted also fits in one, alone.
+HISTORY_ENVELOPE_BYTES = 1024
 # Posts run in parallel so that one slow connection does not delay the others; bounded so
 # that a large room does not mean one thread (and one socket) per connection.
 BROADCAST_CONCURRENCY = int(os.environ.get("BROADCAST_CONCURRENCY", "32"))
@@ -377,18 +380,20 @@ def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
 
 
 def encode_delivery(message: dict[str, Any]) -> bytes:
-    """The exact bytes every recipient gets, within API Gateway's 128 KB message limit."""
-    document = {"messages": [public_message(message, full="sender" in message)]}
-    payload = _encode(document)
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise BadMessage(f"Message too large: {len(payload)} bytes, the limit is {MAX_MESSAGE_BYTES}.")
+    """The exact bytes every recipient gets, within API Gateway's 128 KB message limit, both
+    now and later in a history reply."""
+    payload = _encode({"messages": [public_message(message, full="sender" in message)]})
+    in_history = len(_encode(public_message(message, full=True))) + HISTORY_ENVELOPE_BYTES
+    size = max(len(payload), in_history)
+    if size > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"Message too large: {size} bytes with its envelope, the limit is {MAX_MESSAGE_BYTES}.")
     return payload
 
 
 def encode_history(other: str | None, items: list[dict[str, Any]], more: bool) -> str:
     """The history reply: as many of the newest messages as fit in one 128 KB frame, oldest
     first, and a cursor for the older ones when there are any."""
-    budget = MAX_MESSAGE_BYTES - 512  # the envelope, the cursor and "with"
+    budget = MAX_MESSAGE_BYTES - HISTORY_ENVELOPE_BYTES
     shown: list[dict[str, Any]] = []
     for item in items:  # newest first
         message = public_message(stored_to_message(item), full=True)

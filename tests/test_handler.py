@@ -211,13 +211,29 @@ def test_bad_message_is_rejected_and_nothing_is_sent(
     assert set(rows(table)) == {"alice", "bob"}
 
 
-def test_payload_at_the_128_kb_limit_is_sent(handler: Any, management: Any, connect: Any) -> None:
+# A message must fit API Gateway's 128 KB frame both when it is broadcast and, later, in a
+# history reply, whose entry has sender, sent_at and id too, and whose envelope keeps 1 KB.
+HISTORY_ENTRY_OVERHEAD = len(
+    json.dumps({"content": "", "sender": None, "sent_at": "2026-11-25T12:22:25.146Z", "id": "0" * 32}).encode()
+)
+LARGEST_CONTENT = 128 * 1024 - 1024 - HISTORY_ENTRY_OVERHEAD
+
+
+def test_largest_message_that_fits_is_sent(handler: Any, management: Any, connect: Any) -> None:
     connect("alice")
-    envelope = len(json.dumps({"messages": [{"content": ""}]}).encode())
-    content = "x" * (128 * 1024 - envelope)
+    content = "x" * LARGEST_CONTENT
 
     assert handler.send_message(message_event("alice", send_message_body(content)), None) == SENT_OK
     assert management.received("alice") == [{"messages": [{"content": content}]}]
+
+
+def test_one_byte_more_is_rejected(handler: Any, management: Any, connect: Any) -> None:
+    connect("alice")
+
+    response = handler.send_message(message_event("alice", send_message_body("x" * (LARGEST_CONTENT + 1))), None)
+
+    assert response["statusCode"] == 400 and "too large" in response["body"]
+    assert management.attempts == {}
 
 
 @pytest.mark.parametrize("content", ["x" * (128 * 1024), "가" * 44_000], ids=["ascii", "korean-3-bytes-each"])

@@ -141,6 +141,22 @@ def test_history_reply_fits_in_one_frame(handler: Any, management: Any, clock: A
     assert [m["content"] for m in older["messages"]] == [big]
 
 
+def test_largest_accepted_message_fits_alone_in_a_history_reply(handler: Any, management: Any, clock: Any) -> None:
+    longest_user = "가" * 128  # "with" at its longest, 384 bytes of UTF-8
+    other = "나" * 128
+    for size in range(126_000, 131_072, 500):
+        event = message_event("c", action_body("sendDirectMessage", to=other, content="x" * size), "sendDirectMessage", longest_user)
+        if handler.send_direct_message(event, None)["statusCode"] != 200:
+            break
+    accepted = size - 500
+
+    event = message_event("reader", action_body("getRecentMessages", limit=1, **{"with": other}), "getRecentMessages", longest_user)
+    body = handler.get_recent_messages(event, None)["body"]
+
+    assert len(body.encode("utf-8")) <= 128 * 1024
+    assert [len(m["content"]) for m in json.loads(body)["history"]["messages"]] == [accepted]
+
+
 def test_json_content_comes_back_exactly(handler: Any, management: Any, clock: Any) -> None:
     content = {"text": "서버리스", "n": 1.5, "list": [1, None, True]}
     say(handler, "alice", content)
