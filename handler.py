@@ -285,23 +285,21 @@ def handle_disconnect(table: Any, connection_id: str) -> None:
 
 def iter_connection_ids(table: Any) -> Iterator[str]:
     """Every stored connection id, across all Scan pages (a page stops at 1 MB)."""
-    kwargs: dict[str, Any] = {"ProjectionExpression": "connection_id"}
-    while True:
-        page = table.scan(**kwargs)
-        for item in page.get("Items", []):
-            yield item["connection_id"]
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for item in _all_pages(table.scan, ProjectionExpression="connection_id"):
+        yield item["connection_id"]
 
 
 def iter_user_connection_ids(table: Any, user_id: str) -> Iterator[str]:
     """The open connections of one user: a Query on the user index, never a Scan."""
-    kwargs: dict[str, Any] = {"IndexName": USER_INDEX, "KeyConditionExpression": Key("user_id").eq(user_id)}
+    for item in _all_pages(table.query, IndexName=USER_INDEX, KeyConditionExpression=Key("user_id").eq(user_id)):
+        yield item["connection_id"]
+
+
+def _all_pages(operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The items of a Scan or Query, following LastEvaluatedKey to the last page."""
     while True:
-        page = table.query(**kwargs)
-        for item in page.get("Items", []):
-            yield item["connection_id"]
+        page = operation(**kwargs)
+        yield from page.get("Items", [])
         if "LastEvaluatedKey" not in page:
             return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -31,6 +31,14 @@ async def connect_all(stack: Any, count: int) -> list[Client]:
     return [await Client.connect(stack.url_for(f"user-{uuid.uuid4().hex[:6]}")) for _ in range(count)]
 
 
+async def broadcast_reaches_all(clients: list[Client], text: str) -> None:
+    """The first client broadcasts; wait until everyone has it and the sender has the ack."""
+    await clients[0].send_message(text)
+    for client in clients:
+        await client.wait_until(lambda c=client: text in c.contents())
+    await clients[0].wait_until(lambda: SENT in clients[0].replies())
+
+
 async def close_all(clients: list[Client]) -> None:
     await asyncio.gather(*(client.close() for client in clients))
 
@@ -46,10 +54,7 @@ def test_three_clients_all_receive_a_broadcast_with_korean_as_is(local_stack: An
 
     async def scenario() -> None:
         clients = await connect_all(local_stack, 3)
-        await clients[0].send_message(text)
-        for client in clients:
-            await client.wait_until(lambda c=client: text in c.contents())
-        await clients[0].wait_until(lambda: SENT in clients[0].replies())
+        await broadcast_reaches_all(clients, text)
         await asyncio.sleep(0.3)  # a duplicate would arrive about now
         for client in clients:
             assert client.contents().count(text) == 1
@@ -143,10 +148,7 @@ def test_stale_row_is_pruned_by_next_broadcast_and_the_rest_still_receive(
 
     async def scenario() -> None:
         clients = await connect_all(local_stack, 2)
-        await clients[0].send_message(text)
-        for client in clients:
-            await client.wait_until(lambda c=client: text in c.contents())
-        await clients[0].wait_until(lambda: SENT in clients[0].replies())
+        await broadcast_reaches_all(clients, text)
         await close_all(clients)
 
     asyncio.run(scenario())
