@@ -10,6 +10,8 @@ PYTHON ?= python3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_VERBOSITY := -1
 export PIPENV_NOSPIN := 1
+# CI has no locale; pipenv warns without one, and the Korean examples want UTF-8.
+export LANG ?= C.UTF-8
 # venv first so serverless-offline's `python3` workers and the packager find our packages;
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
