@@ -174,7 +174,11 @@ class LocalStack:
         """Start everything, or stop what was started and raise StackError."""
         self.check_ports()
         try:
-            config = resolved_config(STAGE, env=offline_env(self.ports, "us-east-1"))
+            # `sls print` needs no AWS access: it gets the same AWS-free environment.
+            try:
+                config = resolved_config(STAGE, env=offline_env(self.ports, "us-east-1"))
+            except subprocess.CalledProcessError as error:
+                raise StackError(f"`sls print` could not read serverless.yml:\n{error.stdout}{error.stderr}") from None
             self.region = config["provider"]["region"]
             env = offline_env(self.ports, self.region)
             self.moto_log.parent.mkdir(parents=True, exist_ok=True)
