@@ -165,7 +165,8 @@ def send_direct_message(event: dict, context: Any) -> Response:
         store_message(messages_table(), dm_conversation(sender, recipient), message)
         table = connections_table()
         recipient_ids = list(iter_user_connection_ids(table, recipient))
-        own_ids = [cid for cid in iter_user_connection_ids(table, sender) if cid != _connection_id(event)]
+        this_connection = _connection_id(event)
+        own_ids = [cid for cid in iter_user_connection_ids(table, sender) if cid != this_connection]
         outcomes = post_to_connections(table, _management_client_for(event), recipient_ids + own_ids, payload)
     except ClientError:
         logger.exception("Direct message from %s to %s failed", sender, recipient)
@@ -401,8 +402,8 @@ def encode_history(other: str | None, items: list[dict[str, Any]], more: bool) -
             break
         budget -= size
         shown.append(message)
-    oldest_key = items[len(shown) - 1]["sort_key"] if shown else None
-    cursor = oldest_key if (more or len(shown) < len(items)) else None
+    # Older messages exist (or may) when the Query stopped at its Limit or some did not fit.
+    cursor = items[len(shown) - 1]["sort_key"] if more and shown else None
     document = {"history": {"with": other, "messages": shown[::-1], "before": cursor}}
     return _encode(document).decode("utf-8")
 

@@ -131,7 +131,6 @@ class LocalStack:
         self.moto_log = (log_dir or ROOT / ".serverless") / f"moto-{self.ports.dynamodb}.log"
         self.region = ""
         self.table_names: dict[str, str] = {}
-        self.secret_parameter = ""
         self.jwt_secret = ""
         self._processes: dict[str, subprocess.Popen] = {}
 
@@ -265,10 +264,10 @@ class LocalStack:
 
     def _seed_secret(self, config: dict[str, Any]) -> None:
         """A fresh development secret in moto's SSM, where the authorizer reads it."""
-        self.secret_parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
+        parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
         self.jwt_secret = secrets.token_urlsafe(48)
         ssm = local_session(self.region).client("ssm", endpoint_url=self.dynamodb_endpoint)
-        ssm.put_parameter(Name=self.secret_parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
+        ssm.put_parameter(Name=parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
 
 
 def local_session(region: str) -> Any:
@@ -309,7 +308,7 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, it is just not ours to signal
     return True
 
 
