@@ -24,7 +24,15 @@ class Stop(Exception):
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    # The first signal stops us; ignore the rest, or a second one (make passes SIGTERM on to
+    # its child as well, so `make offline` gets two) would interrupt the cleanup.
+    _ignore_stop_signals()
     raise Stop(signal.Signals(signum).name)
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def instructions(stack: LocalStack) -> str:
@@ -73,8 +81,7 @@ def main() -> int:
         return 0
     finally:
         # Signals now would interrupt the cleanup itself: let it finish.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_stop_signals()
         if stack is not None:
             stack.stop()
             print("Stopped: nothing left running.", flush=True)

@@ -125,6 +125,22 @@ def test_make_offline_prints_what_to_type_and_stops_everything(stop_signal: sign
     assert not any(port_in_use(port) for port in ports.named().values())
 
 
+def test_first_stop_signal_ignores_the_next_ones() -> None:
+    # make passes SIGTERM on to its child, so `make offline` gets it twice at once: a second
+    # Stop raised inside the shutdown would abort it and leave moto and node running.
+    from scripts import offline
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(offline.Stop):
+            offline._raise_stop(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def test_make_offline_fails_fast_naming_a_taken_port() -> None:
     ports = Ports.free()
     with socket.socket() as squatter:
