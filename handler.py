@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -22,7 +24,7 @@ import boto3
 import jwt
 from boto3.dynamodb.conditions import Key
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
@@ -40,9 +42,23 @@ MAX_MESSAGE_BYTES = 128 * 1024
 # Room kept in a history reply for everything around the messages ("with" is at most 128
 # characters, 512 bytes), so that any message that was accepted also fits in one, alone.
 HISTORY_ENVELOPE_BYTES = 1024
+# json.dumps writes ", " between the messages of a history reply.
+HISTORY_SEPARATOR_BYTES = 2
+# Arrays and objects inside "content": far more than any chat message needs, far less than
+# the ~1,000 levels at which Python's JSON encoder gives up (a deeper message could be stored
+# but never sent back).
+MAX_CONTENT_DEPTH = 64
+# Python refuses to turn longer digit strings into ints (sys.get_int_max_str_digits()).
+MAX_INTEGER_DIGITS = 4300
 # Posts run in parallel so that one slow connection does not delay the others; bounded so
 # that a large room does not mean one thread (and one socket) per connection.
 BROADCAST_CONCURRENCY = int(os.environ.get("BROADCAST_CONCURRENCY", "32"))
+# Every AWS call gives up well inside API Gateway's 29 s integration limit, so the client
+# gets a clear 5xx from us instead of a timeout (botocore's defaults are 60 s per read).
+AWS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
+# What a failed AWS call raises: service errors (ClientError) and everything botocore raises
+# before an answer arrives (BotoCoreError: no connection, timeouts, no credentials).
+AWS_ERRORS = (BotoCoreError, ClientError)
 
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
@@ -50,6 +66,11 @@ TOKEN_LEEWAY_SECONDS = 30
 # The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy.
 SECRET_CACHE_SECONDS = 300
 MAX_USER_ID_LENGTH = 128
+# Letters and symbols to Unicode that show nothing: the Hangul fillers and the blank Braille
+# pattern. Separators (Z*) and control, format, private-use, unassigned characters (C*) are
+# refused by category.
+INVISIBLE_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+USER_ID_RULE = f'1 to {MAX_USER_ID_LENGTH} visible characters, no spaces, no invisible characters, no "#"'
 
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
@@ -92,7 +113,7 @@ def authorize(event: dict, context: Any) -> dict[str, Any]:
     except InvalidToken as error:
         logger.info("Refused connection: %s", error)
         return _policy("anonymous", "Deny", method_arn)
-    except ClientError:
+    except AWS_ERRORS:
         logger.exception("Could not read the token secret; refusing the connection")
         return _policy("anonymous", "Deny", method_arn)
     return _policy(user_id, "Allow", method_arn, {"userId": user_id})
@@ -117,7 +138,7 @@ def connection_manager(event: dict, context: Any) -> Response:
             return _response(200, "Connect successful.")
         handle_disconnect(connections_table(), connection_id)
         return _response(200, "Disconnect successful.")
-    except ClientError:
+    except AWS_ERRORS:
         logger.exception("Could not %s connection %s", event_type.lower(), connection_id)
         return _response(500, f"{event_type.capitalize()} failed.")
 
@@ -139,7 +160,7 @@ def send_message(event: dict, context: Any) -> Response:
         store_message(messages_table(), ROOM, message)
         table = connections_table()
         outcomes = post_to_connections(table, _management_client_for(event), iter_connection_ids(table), payload)
-    except ClientError:
+    except AWS_ERRORS:
         logger.exception("Broadcast from %s failed", _connection_id(event))
         return _response(500, "Message could not be sent.")
     logger.info("Broadcast from %s: %s", _connection_id(event), _summary(outcomes))
@@ -168,7 +189,7 @@ def send_direct_message(event: dict, context: Any) -> Response:
         this_connection = _connection_id(event)
         own_ids = [cid for cid in iter_user_connection_ids(table, sender) if cid != this_connection]
         outcomes = post_to_connections(table, _management_client_for(event), recipient_ids + own_ids, payload)
-    except ClientError:
+    except AWS_ERRORS:
         logger.exception("Direct message from %s to %s failed", sender, recipient)
         return _response(500, "Direct message could not be sent.")
     logger.info("Direct message from %s to %s: %s", sender, recipient, _summary(outcomes))
@@ -188,6 +209,8 @@ def get_recent_messages(event: dict, context: Any) -> Response:
             if requester is None:
                 raise BadMessage("Direct message history needs a signed-in connection: connect with a token.", 403)
             other = require_user_id(other, "with")
+            if other == requester:
+                raise BadMessage('You have no direct conversation with yourself: leave out "with" for the room.')
         # The conversation is derived from the requester's own identity: nobody can name
         # another pair's conversation.
         conversation = dm_conversation(requester, other) if other else ROOM
@@ -195,12 +218,13 @@ def get_recent_messages(event: dict, context: Any) -> Response:
         before = parse_cursor(request.get("before"))
     except BadMessage as error:
         return _rejected(event, error)
+    now = time.time()
     try:
-        items, more = load_recent(messages_table(), conversation, limit, before)
-    except ClientError:
+        items, more = load_recent(messages_table(), conversation, limit, before, now)
+    except AWS_ERRORS:
         logger.exception("History of %s for %s failed", conversation, _connection_id(event))
         return _response(500, "History could not be loaded.")
-    return _response(200, encode_history(other, items, more))
+    return _response(200, encode_history(other, items, more, now))
 
 
 # --- tokens --------------------------------------------------------------------------------
@@ -230,9 +254,10 @@ def verify_token(token: str, secret: str) -> str:
         )
     except jwt.InvalidTokenError as error:
         raise InvalidToken(f"{type(error).__name__}: {error}") from None
-    if not is_valid_user_id(claims["sub"]):
+    user_id = normalize_user_id(claims["sub"])
+    if user_id is None:
         raise InvalidToken("the token's sub is not a valid user id")
-    return claims["sub"]
+    return user_id
 
 
 def jwt_secret() -> str:
@@ -244,8 +269,13 @@ def jwt_secret() -> str:
 def _read_secret(parameter_name: str, period: int) -> str:
     if not parameter_name:
         raise InvalidToken("JWT_SECRET_PARAMETER is not set: no secret to verify tokens with")
-    parameter = boto3.client("ssm").get_parameter(Name=parameter_name, WithDecryption=True)
+    parameter = ssm_client().get_parameter(Name=parameter_name, WithDecryption=True)
     return parameter["Parameter"]["Value"]
+
+
+@lru_cache(maxsize=None)
+def ssm_client() -> Any:
+    return boto3.client("ssm", config=AWS_CLIENT_CONFIG)
 
 
 def _policy(principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None) -> dict[str, Any]:
@@ -268,7 +298,7 @@ def _policy(principal_id: str, effect: str, resource: str, context: dict[str, st
 def connections_table() -> Any:
     """The DynamoDB table, created once per container and reused on warm starts."""
     name = os.environ.get("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE)
-    return boto3.resource("dynamodb").Table(name)
+    return boto3.resource("dynamodb", config=AWS_CLIENT_CONFIG).Table(name)
 
 
 def handle_connect(table: Any, connection_id: str, now: int, user_id: str | None = None) -> None:
@@ -314,29 +344,97 @@ def parse_request(body: str | None, example: str) -> dict[str, Any]:
     if not isinstance(body, str) or not body.strip():
         raise BadMessage(f"Message body is empty: send {example}.")
     try:
-        request = json.loads(body)
-    except (ValueError, RecursionError):
+        request = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except BadMessage:
+        raise
+    except RecursionError:
+        raise BadMessage(TOO_DEEP) from None
+    except ValueError:
         raise BadMessage("Message body is not valid JSON.") from None
     if not isinstance(request, dict):
         raise BadMessage(f"Message body must be a JSON object like {example}.")
     return request
 
 
-def require_content(request: dict[str, Any]) -> Any:
-    if request.get("content") is None:
-        raise BadMessage('Message has no "content" (it is missing or null).')
-    return request["content"]
+TOO_DEEP = f'Message is nested too deeply: "content" may have at most {MAX_CONTENT_DEPTH} levels of arrays and objects.'
+NOT_FINITE = "Message has a number that is not finite (NaN, Infinity, or too large for a double such as 1e400)."
 
 
-def require_user_id(value: Any, field: str) -> str:
-    if not is_valid_user_id(value):
-        raise BadMessage(f'"{field}" must be a user id: 1 to {MAX_USER_ID_LENGTH} printable characters, no "#".')
+def _refuse_constant(name: str) -> float:
+    # json.loads accepts NaN and Infinity, which are not JSON: json.dumps would write them back
+    # bare, and a browser's JSON.parse fails on the broadcast and on every history page after.
+    raise BadMessage(NOT_FINITE)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadMessage(NOT_FINITE)
     return value
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise BadMessage(f"Message has a number with more than {MAX_INTEGER_DIGITS} digits.")
+    return int(text)
+
+
+def require_content(request: dict[str, Any]) -> Any:
+    content = request.get("content")
+    if content is None:
+        raise BadMessage('Message has no "content" (it is missing or null).')
+    if nesting_depth(content, MAX_CONTENT_DEPTH) > MAX_CONTENT_DEPTH:
+        raise BadMessage(TOO_DEEP)
+    return content
+
+
+def nesting_depth(value: Any, stop_above: int) -> int:
+    """Levels of arrays and objects in a parsed JSON value, counted without recursion (a value
+    can be nearly as deep as the parser allows); stops early once past `stop_above`."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_above:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def require_user_id(value: Any, field: str) -> str:
+    user_id = normalize_user_id(value)
+    if user_id is None:
+        raise BadMessage(f'"{field}" must be a user id: {USER_ID_RULE}.')
+    return user_id
+
+
+def normalize_user_id(value: Any) -> str | None:
+    """The id in NFC, so the two spellings of "가" (one code point, or two jamo) are one user;
+    None if it is not a valid user id."""
+    if not isinstance(value, str):
+        return None
+    user_id = unicodedata.normalize("NFC", value)
+    return user_id if is_valid_user_id(user_id) else None
+
+
 def is_valid_user_id(value: Any) -> bool:
-    """User ids become part of DynamoDB keys ("dm#alice#bob"), so "#" is not allowed."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_USER_ID_LENGTH and value.isprintable() and "#" not in value
+    """An id as stored: NFC, 1-128 characters that all show, no "#" (ids are part of DynamoDB
+    keys: "dm#alice#bob"). Lookalikes made of blanks or invisible characters cannot exist."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_USER_ID_LENGTH
+        and "#" not in value
+        and unicodedata.is_normalized("NFC", value)
+        and not unicodedata.category(value[0]).startswith("M")  # no bare combining mark first
+        and all(_is_visible(character) for character in value)
+    )
+
+
+def _is_visible(character: str) -> bool:
+    return unicodedata.category(character)[0] not in "ZC" and character not in INVISIBLE_CHARACTERS
 
 
 def parse_limit(value: Any) -> int:
@@ -380,7 +478,7 @@ def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
 
 def encode_delivery(message: dict[str, Any]) -> bytes:
     """The exact bytes every recipient gets, within API Gateway's 128 KB message limit, both
-    now and later in a history reply."""
+    now and later, alone, in a history reply (the same budget encode_history applies)."""
     payload = _encode({"messages": [public_message(message, full="sender" in message)]})
     in_history = len(_encode(public_message(message, full=True))) + HISTORY_ENVELOPE_BYTES
     size = max(len(payload), in_history)
@@ -389,28 +487,52 @@ def encode_delivery(message: dict[str, Any]) -> bytes:
     return payload
 
 
-def encode_history(other: str | None, items: list[dict[str, Any]], more: bool) -> str:
+def encode_history(other: str | None, items: list[dict[str, Any]], more: bool, now: float) -> str:
     """The history reply: as many of the newest messages as fit in one 128 KB frame, oldest
-    first, and a cursor for the older ones when there are any."""
-    budget = MAX_MESSAGE_BYTES - HISTORY_ENVELOPE_BYTES
+    first, and a cursor for the older ones when there are any.
+
+    A stored item that is expired or cannot be sent is passed over (and a broken one logged),
+    never the reason the reply fails: the cursor still moves past it.
+    """
+    budget = room = MAX_MESSAGE_BYTES - HISTORY_ENVELOPE_BYTES
     shown: list[dict[str, Any]] = []
+    consumed = 0
     for item in items:  # newest first
-        message = public_message(stored_to_message(item), full=True)
-        size = len(_encode(message)) + 1
-        if size > budget:
-            more = True
-            break
-        budget -= size
-        shown.append(message)
+        entry = history_entry(item, now)
+        if entry is not None:
+            message, size = entry
+            cost = size + (HISTORY_SEPARATOR_BYTES if shown else 0)
+            if size > room:
+                logger.warning("Skipped stored message %s: %d bytes never fit in a history reply", item["sort_key"], size)
+            elif cost > budget:
+                more = True  # it goes first on the next page
+                break
+            else:
+                budget -= cost
+                shown.append(message)
+        consumed += 1
     # Older messages exist (or may) when the Query stopped at its Limit or some did not fit.
-    cursor = items[len(shown) - 1]["sort_key"] if more and shown else None
+    cursor = items[consumed - 1]["sort_key"] if more and consumed else None
     document = {"history": {"with": other, "messages": shown[::-1], "before": cursor}}
     return _encode(document).decode("utf-8")
 
 
+def history_entry(item: dict[str, Any], now: float) -> tuple[dict[str, Any], int] | None:
+    """A stored item as a history entry and its encoded size; None if it has expired (DynamoDB
+    deletes expired items only eventually) or cannot be encoded (logged)."""
+    try:
+        if "ttl" in item and int(item["ttl"]) <= now:
+            return None
+        message = public_message(stored_to_message(item), full=True)
+        return message, len(_encode(message))
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        logger.warning("Skipped stored message %s: %s: %s", item.get("sort_key"), type(error).__name__, error)
+        return None
+
+
 def _encode(document: Any) -> bytes:
     try:
-        return json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         raise BadMessage('Message "content" is not valid Unicode (it has a lone surrogate).') from None
 
@@ -421,7 +543,7 @@ def _encode(document: Any) -> bytes:
 @lru_cache(maxsize=None)
 def messages_table() -> Any:
     name = os.environ.get("MESSAGES_TABLE", DEFAULT_MESSAGES_TABLE)
-    return boto3.resource("dynamodb").Table(name)
+    return boto3.resource("dynamodb", config=AWS_CLIENT_CONFIG).Table(name)
 
 
 def dm_conversation(user_a: str, user_b: str) -> str:
@@ -456,11 +578,17 @@ def stored_to_message(item: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def load_recent(table: Any, conversation: str, limit: int, before: str | None) -> tuple[list[dict[str, Any]], bool]:
-    """Up to `limit` items older than `before`, newest first; and whether older ones may exist.
-    A Query with a Limit: never a Scan, never more than asked for."""
+def load_recent(
+    table: Any, conversation: str, limit: int, before: str | None, now: float
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` items older than `before` and younger than the retention, newest first;
+    and whether older ones may exist. A Query with a Limit: never a Scan, never more than
+    asked for, never an item past its retention (DynamoDB's TTL deletes only eventually)."""
+    oldest_kept = f"{int((now - MESSAGE_RETENTION_SECONDS) * 1000):013d}"
+    if before is not None and before <= oldest_kept:
+        return [], False  # also: DynamoDB refuses a start key outside the key condition
     kwargs: dict[str, Any] = {
-        "KeyConditionExpression": Key("conversation").eq(conversation),
+        "KeyConditionExpression": Key("conversation").eq(conversation) & Key("sort_key").gt(oldest_kept),
         "ScanIndexForward": False,
         "Limit": limit,
     }
@@ -489,7 +617,7 @@ def management_client(endpoint: str) -> Any:
         max_pool_connections=BROADCAST_CONCURRENCY,
         connect_timeout=3,
         read_timeout=5,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "total_max_attempts": 3},
     )
     return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
 
@@ -510,6 +638,9 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
         # serverless-offline answers a bare HTTP 410 with no body: the code is just '410'.
         if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 410:
             return GONE
+        logger.exception("Could not post to connection %s", connection_id)
+        return FAILED
+    except BotoCoreError:
         logger.exception("Could not post to connection %s", connection_id)
         return FAILED
 

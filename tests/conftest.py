@@ -84,7 +84,7 @@ def jwt_secret(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _clear_caches(module: Any) -> None:
-    for cached in (module.connections_table, module.messages_table, module.management_client, module._read_secret):
+    for cached in (module.connections_table, module.messages_table, module.management_client, module.ssm_client, module._read_secret):
         cached.cache_clear()
 
 
@@ -96,6 +96,42 @@ def handler(tables: dict[str, Any]) -> Iterator[Any]:
     _clear_caches(module)
     yield module
     _clear_caches(module)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch, handler: Any) -> list[float]:
+    """The handler's clock, one millisecond further at every reading, so message order is
+    known; a test may move it (now[0] += seconds)."""
+    now = [1_764_000_000.000]
+
+    def tick() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    monkeypatch.setattr(handler.time, "time", tick)
+    return now
+
+
+@pytest.fixture
+def aws_failure() -> Iterator[Any]:
+    """Make one operation of one boto3 client raise, as a network, SDK or service failure would.
+
+    The exception is raised in `before-call`, before botocore's retry loop, so a test does
+    not wait for retries; the handler sees exactly what botocore would finally raise.
+    """
+    registered: list[tuple[Any, str, Any]] = []
+
+    def fail(client: Any, operation: str, error: Exception) -> None:
+        def raise_error(**_: Any) -> None:
+            raise error
+
+        event = f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}"
+        client.meta.events.register_first(event, raise_error)
+        registered.append((client, event, raise_error))
+
+    yield fail
+    for client, event, raise_error in registered:
+        client.meta.events.unregister(event, raise_error)
 
 
 class _RawBody:

@@ -172,7 +172,7 @@ def test_management_client_is_reused_across_invocations(handler: Any, management
         ("hello", "not valid JSON"),
         ('{"action": "sendMessage", "content": "unterminated', "not valid JSON"),
         ('{"action": "sendMessage", "content": "x"', "not valid JSON"),
-        ("[" * 100_000, "not valid JSON"),
+        ("[" * 100_000, "nested too deeply"),
         ('["sendMessage", "x"]', "must be a JSON object"),
         ('"just a string"', "must be a JSON object"),
         ("42", "must be a JSON object"),

@@ -7,37 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.events import action_body, message_event, send_message_body
-
-
-def history(handler: Any, user: str | None, connection_id: str = "reader", **fields: Any) -> dict[str, Any]:
-    event = message_event(connection_id, action_body("getRecentMessages", **fields), "getRecentMessages", user)
-    response = handler.get_recent_messages(event, None)
-    assert response["statusCode"] == 200, response
-    return json.loads(response["body"])["history"]
-
-
-def say(handler: Any, user: str | None, content: Any) -> None:
-    event = message_event(f"{user}-conn", send_message_body(content), "sendMessage", user)
-    assert handler.send_message(event, None)["statusCode"] == 200
-
-
-def dm(handler: Any, sender: str, to: str, content: Any) -> None:
-    event = message_event(f"{sender}-conn", action_body("sendDirectMessage", to=to, content=content), "sendDirectMessage", sender)
-    assert handler.send_direct_message(event, None)["statusCode"] == 200
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch, handler: Any) -> Any:
-    """Messages a millisecond apart, so their order is known."""
-    now = [1_764_000_000.000]
-
-    def tick() -> float:
-        now[0] += 0.001
-        return now[0]
-
-    monkeypatch.setattr(handler.time, "time", tick)
-    return now
+from tests.chat import dm, history, say
+from tests.events import action_body, message_event
 
 
 def test_room_history_is_the_last_n_oldest_first(handler: Any, management: Any, clock: Any) -> None:

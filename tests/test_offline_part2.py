@@ -97,3 +97,31 @@ def test_dm_to_an_offline_user_is_kept_for_their_history(local_stack: Any) -> No
         await dave_ws.close()
 
     asyncio.run(scenario())
+
+
+def test_hostile_frames_cannot_poison_the_room_history(local_stack: Any) -> None:
+    mallory, reader = users("mallory", "reader")
+    frames = [
+        '{"action": "sendMessage", "content": ' + "[" * depth + "]" * depth + "}" for depth in (65, 500, 900, 990)
+    ] + ['{"action": "sendMessage", "content": 1e400}', '{"action": "sendMessage", "content": [NaN]}']
+
+    async def scenario() -> None:
+        mallory_ws = await Client.connect(local_stack.url_for(mallory))
+        for frame in frames:
+            await mallory_ws.send(frame)
+        await mallory_ws.wait_until(lambda: len(mallory_ws.replies()) == len(frames), timeout=30)
+        assert all(
+            "nested too deeply" in reply or "not finite" in reply or reply == "Unrecognized WebSocket action."
+            for reply in mallory_ws.replies()
+        ), mallory_ws.replies()
+        assert mallory_ws.contents() == []  # nothing was broadcast
+
+        reader_ws = await Client.connect(local_stack.url_for(reader))
+        await reader_ws.send(json.dumps({"action": "getRecentMessages", "limit": 100}))
+        await reader_ws.wait_until(lambda: any('"history"' in f for f in reader_ws.replies()))
+        history = json.loads(next(f for f in reader_ws.replies() if '"history"' in f))["history"]
+        assert all(m.get("sender") != mallory for m in history["messages"])
+        for client in (mallory_ws, reader_ws):
+            await client.close()
+
+    asyncio.run(scenario())

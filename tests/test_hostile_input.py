@@ -1,0 +1,401 @@
+"""Input a hostile or careless client sends, and AWS failures: nothing may poison the history,
+and every request gets an answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from tests.chat import all_history, dm, dm_response, history, history_response, say, say_response
+from tests.events import (
+    action_body,
+    authorizer_event,
+    connect_event,
+    disconnect_event,
+    message_event,
+    send_message_body,
+    token,
+)
+
+
+def nested(depth: int, leaf: Any = "x") -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def raw_body(content_json: str) -> str:
+    """A sendMessage frame whose content is this JSON text, exactly as written."""
+    return '{"action": "sendMessage", "content": ' + content_json + "}"
+
+
+# --- nesting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [65, 200, 990, 5000])
+def test_deeply_nested_content_is_refused_with_a_reason(
+    handler: Any, management: Any, connect: Any, messages: Any, depth: int
+) -> None:
+    connect("alice", "bob")
+
+    response = say_response(handler, None, nested(depth)) if depth < 990 else handler.send_message(
+        message_event("alice", raw_body("[" * depth + "1" + "]" * depth)), None
+    )
+
+    assert response["statusCode"] == 400
+    assert "nested too deeply" in response["body"] and "64" in response["body"]
+    assert management.attempts == {}
+    assert messages.scan()["Items"] == []
+
+
+def test_content_nested_64_deep_is_accepted_and_read_back(handler: Any, management: Any, clock: Any) -> None:
+    content = nested(63, {"deepest": True})  # 63 lists and one object: 64 levels
+
+    say(handler, "alice", content)
+
+    assert history(handler, "bob", limit=1)["messages"][0]["content"] == content
+
+
+def test_history_still_answers_everyone_after_deep_nesting_attempts(handler: Any, management: Any, clock: Any) -> None:
+    # Which depth gets through the JSON parser but breaks encoding later depends on how deep
+    # the stack already is (the Lambda runtime's is shallower than pytest's): try them all.
+    say(handler, "alice", "before")
+    for depth in range(700, 1001, 10):
+        response = handler.send_message(message_event("mallory", raw_body("[" * depth + "]" * depth), user="mallory"), None)
+        assert response["statusCode"] == 400
+    say(handler, "alice", "after")
+
+    assert all_history(handler, "bob", limit=20) == ["before", "after"]
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_json",
+    ["1e400", "-1e400", "[1, 2, 1e999]", '{"a": {"b": -1E+500}}', "NaN", "Infinity", "-Infinity", "[NaN]"],
+)
+def test_numbers_json_cannot_carry_are_refused(
+    handler: Any, management: Any, connect: Any, messages: Any, content_json: str
+) -> None:
+    connect("alice", "bob")
+
+    response = handler.send_message(message_event("alice", raw_body(content_json)), None)
+
+    assert response["statusCode"] == 400
+    assert "finite" in response["body"]
+    assert management.attempts == {}
+    assert messages.scan()["Items"] == []
+
+
+def test_non_finite_number_in_a_direct_message_is_refused(handler: Any, management: Any, connect: Any) -> None:
+    connect("bob-1", user="bob")
+    body = '{"action": "sendDirectMessage", "to": "bob", "content": {"n": 1e400}}'
+
+    response = handler.send_direct_message(message_event("alice-1", body, "sendDirectMessage", "alice"), None)
+
+    assert response["statusCode"] == 400 and "finite" in response["body"]
+    assert management.attempts == {}
+
+
+def test_integer_too_long_for_python_is_refused_with_a_reason(handler: Any, management: Any, connect: Any) -> None:
+    connect("alice")
+
+    response = handler.send_message(message_event("alice", raw_body("9" * 5000)), None)
+
+    assert response["statusCode"] == 400
+    assert "digits" in response["body"]
+    assert management.attempts == {}
+
+
+@pytest.mark.parametrize("content", [1e308, -1e-320, 2**200, -(10**4000), 0.1, -0.0])
+def test_large_and_tiny_finite_numbers_come_back_exactly(
+    handler: Any, management: Any, clock: Any, content: Any
+) -> None:
+    say(handler, "alice", content)
+
+    (message,) = history(handler, "bob", limit=1)["messages"]
+    assert message["content"] == content and json.dumps(message["content"]) == json.dumps(content)
+
+
+# --- the size budget ----------------------------------------------------------------------
+
+
+def largest_accepted_content(handler: Any, user: str | None) -> str:
+    """The longest ASCII content the handler accepts from this user, found by bisection."""
+    low, high = 0, 128 * 1024
+    while low < high:
+        middle = (low + high + 1) // 2
+        if say_response(handler, user, "x" * middle)["statusCode"] == 200:
+            low = middle
+        else:
+            high = middle - 1
+    return "x" * low
+
+
+@pytest.mark.parametrize("user", [None, "alice", "가" * 128], ids=["anonymous", "alice", "longest-korean-id"])
+def test_message_exactly_at_the_budget_is_read_back_alone_and_paging_goes_on(
+    handler: Any, management: Any, clock: Any, user: str | None
+) -> None:
+    say(handler, "alice", "older")
+    content = largest_accepted_content(handler, user)
+    say(handler, user, content)  # the newest message is the largest accepted one
+
+    page = history(handler, "bob", limit=1)
+    assert [m["content"] for m in page["messages"]] == [content]
+    assert page["before"]
+    # Paging goes on past it, one page at a time, back to the first message.
+    everything = all_history(handler, "bob", limit=1)
+    assert everything[0] == "older" and everything[-1] == content
+    body = history_response(handler, "bob", limit=100)["body"]
+    assert len(body.encode("utf-8")) <= 128 * 1024
+
+
+# --- stored items this version did not write ----------------------------------------------
+
+
+def put_stored(messages: Any, sort_key: str, **fields: Any) -> None:
+    item = {"conversation": "room", "sort_key": sort_key, "id": sort_key[-32:], "sent_at_ms": int(sort_key[:13])}
+    item.update(fields)
+    messages.put_item(Item={key: value for key, value in item.items() if value is not None})
+
+
+def key(ms: int, n: int) -> str:
+    return f"{ms:013d}#{n:032x}"
+
+
+POISONED = {
+    "nested-990": {"content_json": "[" * 990 + "]" * 990},
+    "infinity": {"content_json": "Infinity"},
+    "nan-inside": {"content_json": '{"n": NaN}'},
+    "not-json": {"content_json": "{oops"},
+    "no-content": {"content_json": None},
+    "no-id": {"content_json": '"no id"', "id": None},
+    "too-large": {"content_json": json.dumps("y" * (130 * 1024))},
+    "bad-time": {"content_json": '"bad time"', "sent_at_ms": "yesterday"},
+}
+
+
+def test_stored_items_that_cannot_be_encoded_are_skipped_and_logged(
+    handler: Any, messages: Any, clock: Any, caplog: Any
+) -> None:
+    now_ms = int(clock[0] * 1000)
+    put_stored(messages, key(now_ms - 9000, 1), content_json='"oldest"')
+    for n, fields in enumerate(POISONED.values()):
+        put_stored(messages, key(now_ms - 8000 + n, 100 + n), **fields)
+    put_stored(messages, key(now_ms - 1000, 2), content_json='"newest"')
+
+    with caplog.at_level(logging.WARNING):
+        assert [m["content"] for m in history(handler, "bob", limit=100)["messages"]] == ["oldest", "newest"]
+        # Page by page too: a page of nothing but bad items still leads to the older ones.
+        for limit in (1, 2, 3):
+            assert all_history(handler, "bob", limit=limit) == ["oldest", "newest"]
+
+    assert caplog.text.count("Skipped stored message") >= len(POISONED)
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def test_history_never_returns_a_message_past_its_retention(handler: Any, management: Any, clock: Any) -> None:
+    say(handler, "alice", "a month ago")
+    clock[0] += 29 * 24 * 3600
+    say(handler, "alice", "yesterday")
+    clock[0] += 1 * 24 * 3600 + 60  # "a month ago" is now 30 days and a minute old
+
+    assert all_history(handler, "bob", limit=20) == ["yesterday"]
+    assert all_history(handler, "bob", limit=1) == ["yesterday"]
+
+
+def test_history_skips_an_item_whose_own_ttl_has_passed(handler: Any, messages: Any, clock: Any) -> None:
+    now_ms = int(clock[0] * 1000)
+    put_stored(messages, key(now_ms - 5000, 1), content_json='"kept"', ttl=int(clock[0]) + 3600)
+    put_stored(messages, key(now_ms - 4000, 2), content_json='"expired"', ttl=int(clock[0]) - 1)
+
+    assert all_history(handler, "bob", limit=20) == ["kept"]
+
+
+def test_a_cursor_older_than_the_retention_gives_an_empty_page(handler: Any, management: Any, clock: Any) -> None:
+    say(handler, "alice", "old")
+    say(handler, "alice", "new")
+    cursor = history(handler, "bob", limit=1)["before"]
+    clock[0] += 31 * 24 * 3600
+
+    assert history(handler, "bob", limit=5, before=cursor) == {"with": None, "messages": [], "before": None}
+
+
+# --- user ids -----------------------------------------------------------------------------
+
+LOOKALIKE_IDS = {
+    "space": " ",
+    "trailing-space": "bob ",
+    "inner-space": "bo b",
+    "no-break-space": "bo\u00a0b",
+    "ideographic-space": "\u3000",
+    "hangul-filler": "\u3164",
+    "bob-hangul-filler": "bob\u3164",
+    "choseong-filler": "\u115f",
+    "jungseong-filler": "\u1160",
+    "halfwidth-filler": "\uffa0",
+    "zero-width-space": "bob\u200b",
+    "zero-width-joiner": "b\u200dob",
+    "byte-order-mark": "\ufeffbob",
+    "line-separator": "bob\u2028",
+    "tab": "bob\t",
+    "newline": "bob\n",
+    "braille-blank": "\u2800",
+    "combining-only": "\u0301",
+    "private-use": "\ue000",
+}
+
+
+@pytest.mark.parametrize("user_id", LOOKALIKE_IDS.values(), ids=LOOKALIKE_IDS.keys())
+def test_invisible_or_blank_user_ids_are_refused_everywhere(
+    handler: Any, management: Any, jwt_secret: str, user_id: str
+) -> None:
+    assert dm_response(handler, "alice", user_id, "hi")["statusCode"] == 400
+    response = history_response(handler, "alice", **{"with": user_id})
+    assert response["statusCode"] == 400 and '"with" must be a user id' in response["body"]
+    policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, user_id)), None)
+    assert policy["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+
+
+def test_two_spellings_of_one_id_are_one_user(handler: Any, management: Any, connect: Any, jwt_secret: str) -> None:
+    composed, decomposed = "\uac00\ub098", "\u1100\u1161\u1102\u1161"  # "가나" in NFC and NFD
+    policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, decomposed)), None)
+    assert policy["context"] == {"userId": composed}
+    connect("ganada-1", user=composed)
+
+    response = dm_response(handler, "alice", decomposed, "안녕")
+
+    assert response == {"statusCode": 200, "body": f"Direct message delivered to {composed}."}
+    assert [m["content"] for d in management.received("ganada-1") for m in d["messages"]] == ["안녕"]
+    assert [m["content"] for m in history(handler, composed, **{"with": "alice"})["messages"]] == ["안녕"]
+    assert [m["content"] for m in history(handler, "alice", **{"with": decomposed})["messages"]] == ["안녕"]
+
+
+def test_user_id_error_says_what_is_allowed(handler: Any, management: Any) -> None:
+    response = dm_response(handler, "alice", "bob\u3164", "hi")
+
+    assert response["body"] == (
+        '"to" must be a user id: 1 to 128 visible characters, no spaces, no invisible characters, no "#".'
+    )
+
+
+def test_history_with_yourself_is_refused_like_a_dm_to_yourself(handler: Any, management: Any, clock: Any) -> None:
+    dm(handler, "alice", "bob", "hi")
+
+    response = history_response(handler, "alice", **{"with": "alice"})
+
+    assert response == {
+        "statusCode": 400,
+        "body": 'You have no direct conversation with yourself: leave out "with" for the room.',
+    }
+
+
+# --- AWS failures -------------------------------------------------------------------------
+
+BOTOCORE_FAILURES = {
+    "endpoint-connection": EndpointConnectionError(endpoint_url="https://dynamodb.example"),
+    "read-timeout": ReadTimeoutError(endpoint_url="https://dynamodb.example"),
+    "connect-timeout": ConnectTimeoutError(endpoint_url="https://dynamodb.example"),
+    "no-credentials": NoCredentialsError(),
+    "throttled": ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Any"),
+}
+
+
+def entry_points(handler: Any) -> dict[str, tuple[Any, str, Any, dict[str, Any]]]:
+    """Each entry point: (client, operation that fails, call, expected answer)."""
+    connections = handler.connections_table().meta.client
+    history_store = handler.messages_table().meta.client
+    return {
+        "connect": (connections, "PutItem", lambda: handler.connection_manager(connect_event("c1", "alice"), None),
+                    {"statusCode": 500, "body": "Connect failed."}),
+        "disconnect": (connections, "DeleteItem", lambda: handler.connection_manager(disconnect_event("c1"), None),
+                       {"statusCode": 500, "body": "Disconnect failed."}),
+        "send-store": (history_store, "PutItem", lambda: say_response(handler, "alice", "hi"),
+                       {"statusCode": 500, "body": "Message could not be sent."}),
+        "send-scan": (connections, "Scan", lambda: say_response(handler, "alice", "hi"),
+                      {"statusCode": 500, "body": "Message could not be sent."}),
+        "dm-store": (history_store, "PutItem", lambda: dm_response(handler, "alice", "bob", "hi"),
+                     {"statusCode": 500, "body": "Direct message could not be sent."}),
+        "dm-lookup": (connections, "Query", lambda: dm_response(handler, "alice", "bob", "hi"),
+                      {"statusCode": 500, "body": "Direct message could not be sent."}),
+        "history": (history_store, "Query", lambda: history_response(handler, "alice"),
+                    {"statusCode": 500, "body": "History could not be loaded."}),
+    }
+
+
+@pytest.mark.parametrize("failure", BOTOCORE_FAILURES.values(), ids=BOTOCORE_FAILURES.keys())
+@pytest.mark.parametrize(
+    "entry_point", ["connect", "disconnect", "send-store", "send-scan", "dm-store", "dm-lookup", "history"]
+)
+def test_every_entry_point_answers_an_aws_failure_with_a_clear_5xx(
+    handler: Any, management: Any, aws_failure: Any, caplog: Any, entry_point: str, failure: Exception
+) -> None:
+    client, operation, call, expected = entry_points(handler)[entry_point]
+    aws_failure(client, operation, failure)
+
+    with caplog.at_level(logging.ERROR):
+        assert call() == expected
+
+    assert any(record.exc_info and record.exc_info[1] is failure for record in caplog.records), caplog.text
+
+
+@pytest.mark.parametrize("failure", BOTOCORE_FAILURES.values(), ids=BOTOCORE_FAILURES.keys())
+def test_authorizer_denies_when_the_secret_cannot_be_read(
+    handler: Any, jwt_secret: str, aws_failure: Any, caplog: Any, failure: Exception
+) -> None:
+    aws_failure(handler.ssm_client(), "GetParameter", failure)
+
+    with caplog.at_level(logging.ERROR):
+        policy = handler.authorize(authorizer_event(query_token=token(jwt_secret)), None)
+
+    assert policy["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    assert any(record.exc_info and record.exc_info[1] is failure for record in caplog.records)
+
+
+@pytest.mark.parametrize("failure", list(BOTOCORE_FAILURES.values())[:4], ids=list(BOTOCORE_FAILURES)[:4])
+def test_a_post_that_fails_in_botocore_is_logged_and_the_others_still_get_it(
+    handler: Any, management: Any, connect: Any, table: Any, caplog: Any, failure: Exception
+) -> None:
+    connect("alice", "flaky", "bob")
+    client = handler.management_client(handler.management_endpoint(message_event("alice", "{}")))
+
+    def fail_for_flaky(params: dict[str, Any], **_: Any) -> None:
+        if params["ConnectionId"] == "flaky":
+            raise failure
+
+    client.meta.events.register_first("before-parameter-build.apigatewaymanagementapi.PostToConnection", fail_for_flaky)
+    try:
+        response = handler.send_message(message_event("alice", send_message_body("hi")), None)
+    finally:
+        client.meta.events.unregister("before-parameter-build.apigatewaymanagementapi.PostToConnection", fail_for_flaky)
+
+    assert response == {"statusCode": 200, "body": "Message sent to all connections."}
+    assert management.received("bob") == [{"messages": [{"content": "hi"}]}]
+    assert {item["connection_id"] for item in table.scan()["Items"]} == {"alice", "flaky", "bob"}
+    assert "Could not post to connection flaky" in caplog.text
+
+
+def test_aws_clients_give_up_well_inside_the_29_second_integration_limit(handler: Any) -> None:
+    for client in (
+        handler.connections_table().meta.client,
+        handler.messages_table().meta.client,
+        handler.ssm_client(),
+        handler.management_client("https://example.com/dev"),
+    ):
+        config = client.meta.config
+        assert config.connect_timeout <= 3 and config.read_timeout <= 5, client
+        assert config.retries["total_max_attempts"] <= 3, client

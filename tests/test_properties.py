@@ -1,0 +1,166 @@
+"""Properties that hold for any input a client can send (Hypothesis): every entry point answers,
+and anything accepted can be read back exactly."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from tests.chat import history
+from tests.events import authorizer_event, message_event, token
+
+# The fixtures (moto, tables, clock) are set up once per test and shared by its examples:
+# state accumulating across examples is part of what is tested.
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)  # surrogates included
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def json_texts(draw: Any) -> str:
+    """JSON text as a client may write it: any value (lone surrogates as \\u escapes or raw),
+    deep nesting, numbers too large or too long, and the non-JSON NaN/Infinity."""
+    return draw(
+        st.one_of(
+            st.builds(lambda value, ascii_only: json.dumps(value, ensure_ascii=ascii_only), json_values, st.booleans()),
+            st.integers(1, 3000).map(lambda depth: "[" * depth + "0" + "]" * depth),
+            st.integers(1, 3000).map(lambda depth: '{"a":' * depth + "0" + "}" * depth),
+            st.integers(1, 6000).map(lambda digits: "9" * digits),
+            st.sampled_from(["1e400", "-1e400", "1e-400", "NaN", "Infinity", "-Infinity", "[1, NaN]", "1.5e308"]),
+        )
+    )
+
+
+user_ids = st.one_of(st.sampled_from(["bob", "가나", "\u1100\u1161", "bob\u3164", " ", "a#b", ""]), any_text)
+
+
+@st.composite
+def bodies(draw: Any) -> str | None:
+    """Any frame body: no body, any text, any JSON value, or a request of any action whose
+    fields hold anything."""
+    kind = draw(st.sampled_from(["none", "text", "json", "request"]))
+    if kind == "none":
+        return None
+    if kind == "text":
+        return draw(any_text)
+    if kind == "json":
+        return draw(json_texts())
+    fields = {"action": json.dumps(draw(st.sampled_from(["sendMessage", "sendDirectMessage", "getRecentMessages"])))}
+    if draw(st.booleans()):
+        fields["content"] = draw(json_texts())
+    for name, strategy in (("to", user_ids), ("with", user_ids), ("limit", st.integers(-5, 200)), ("before", any_text)):
+        if draw(st.booleans()):
+            fields[name] = json.dumps(draw(strategy) if draw(st.booleans()) else draw(json_values))
+    return "{" + ", ".join(f'"{name}": {value}' for name, value in fields.items()) + "}"
+
+
+def content_of(body: str) -> Any:
+    return json.loads(body)["content"]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as values and as JSON text (so 0 and 0.0, or -0.0 and 0.0, are different)."""
+    return a == b and json.dumps(a) == json.dumps(b)
+
+
+@PROPERTY
+@given(body=bodies(), signed_in=st.booleans())
+def test_every_entry_point_answers_any_body_and_accepted_messages_come_back_exactly(
+    handler: Any, management: Any, connect: Any, clock: Any, body: str | None, signed_in: bool
+) -> None:
+    user = "alice" if signed_in else None
+    responses = {}
+    for route, entry_point in (
+        ("sendMessage", handler.send_message),
+        ("sendDirectMessage", handler.send_direct_message),
+        ("getRecentMessages", handler.get_recent_messages),
+        ("$default", handler.default_message),
+    ):
+        response = entry_point(message_event("alice-1", body, route, user), None)
+        assert set(response) == {"statusCode", "body"} and isinstance(response["body"], str)
+        assert response["statusCode"] in (200, 400, 403), response
+        responses[route] = response
+
+    if responses["sendMessage"]["statusCode"] == 200:
+        (newest,) = history(handler, "bob", limit=1)["messages"]
+        assert same(newest["content"], content_of(body))
+    if responses["sendDirectMessage"]["statusCode"] == 200:
+        recipient = unicodedata.normalize("NFC", json.loads(body)["to"])
+        (newest,) = history(handler, "alice", limit=1, **{"with": recipient})["messages"]
+        assert same(newest["content"], content_of(body)) and newest["to"] == recipient
+    if responses["getRecentMessages"]["statusCode"] == 200:
+        reply = responses["getRecentMessages"]["body"]
+        assert len(reply.encode("utf-8")) <= 128 * 1024
+        json.loads(reply, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))  # strict JSON
+
+
+@PROPERTY
+@given(content=json_values)
+def test_any_finite_json_content_that_fits_is_accepted_and_read_back_alone(
+    handler: Any, management: Any, clock: Any, content: Any
+) -> None:
+    assume(content is not None)
+    body = json.dumps({"action": "sendMessage", "content": content})
+    response = handler.send_message(message_event("alice-1", body, "sendMessage", "alice"), None)
+
+    if "\\ud" in body and response["statusCode"] == 400:
+        assert "lone surrogate" in response["body"]  # the only reason such content may be refused
+        return
+    assert response["statusCode"] == 200, response
+    page = history(handler, "bob", limit=1)
+    (newest,) = page["messages"]
+    assert same(newest["content"], content)
+
+
+@PROPERTY
+@given(sub=st.one_of(user_ids, json_values), where=st.sampled_from(["query", "header"]))
+def test_the_authorizer_allows_exactly_the_valid_user_ids_normalized(
+    handler: Any, jwt_secret: str, sub: Any, where: str
+) -> None:
+    signed = token(jwt_secret, sub=sub) if sub is not None else token(jwt_secret, sub=None)
+    event = authorizer_event(query_token=signed) if where == "query" else authorizer_event(header=f"Bearer {signed}")
+
+    policy = handler.authorize(event, None)
+
+    (statement,) = policy["policyDocument"]["Statement"]
+    expected = handler.normalize_user_id(sub)
+    if expected is None:
+        assert statement["Effect"] == "Deny" and "context" not in policy
+    else:
+        assert statement["Effect"] == "Allow" and policy["context"] == {"userId": expected}
+
+
+@PROPERTY
+@given(raw=st.one_of(any_text, st.binary(max_size=64).map(lambda b: b.decode("latin-1"))), where=st.sampled_from(["query", "header"]))
+def test_the_authorizer_denies_any_garbage_token_and_never_raises(
+    handler: Any, jwt_secret: str, raw: str, where: str
+) -> None:
+    event = authorizer_event(query_token=raw) if where == "query" else authorizer_event(header=raw)
+
+    policy = handler.authorize(event, None)
+
+    assert policy["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+
+
+@settings(max_examples=500)
+@given(value=st.one_of(any_text, json_values))
+def test_user_ids_are_normalized_visible_and_one_spelling_each(value: Any) -> None:
+    import handler
+
+    user_id = handler.normalize_user_id(value)
+    if user_id is None:
+        return
+    assert handler.is_valid_user_id(user_id)
+    assert unicodedata.is_normalized("NFC", user_id)
+    assert handler.normalize_user_id(unicodedata.normalize("NFD", user_id)) == user_id
+    assert not any(unicodedata.category(c)[0] in "ZC" for c in user_id)
+    assert "#" not in user_id and 1 <= len(user_id) <= 128
