@@ -36,7 +36,7 @@ install: .venv/.installed node_modules/.installed
 	pipenv install --dev --deploy
 	touch $@
 
-node_modules/.installed: package.json package-lock.json .npmrc
+node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patches/*.patch)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import subprocess
 import time
 import urllib.request
@@ -15,7 +16,7 @@ import pytest
 
 from scripts.service_config import ROOT
 from tests.helpers import connection_ids, wait_for
-from tests.wsclient import Client
+from tests.wsclient import Client, RawWebSocket
 
 SENT = "Message sent to all connections."
 # How long "nobody else receives anything" is watched for.
@@ -153,3 +154,39 @@ def test_stale_row_is_pruned_by_next_broadcast_and_the_rest_still_receive(
 
     asyncio.run(scenario())
     assert stale_id not in connection_ids(connections)
+
+
+MALFORMED_FRAMES = {
+    # (opcode, payload, masked, rsv1), and the close code ws answers with
+    "invalid-utf8-text": ((0x1, b'{"action": "sendMessage", "content": "\xff\xfe"}', True, False), 1007),
+    "close-code-1005": ((0x8, struct.pack("!H", 1005), True, False), 1002),
+    "close-code-999": ((0x8, struct.pack("!H", 999), True, False), 1002),
+    "reserved-opcode": ((0x3, b"x", True, False), 1002),
+    "unmasked": ((0x1, b"hello", False, False), 1002),
+    "rsv1-without-extension": ((0x1, b"hello", True, True), 1002),
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED_FRAMES, ids=MALFORMED_FRAMES.keys())
+def test_a_malformed_frame_closes_only_that_connection(local_stack: Any, connections: Any, kind: str) -> None:
+    (opcode, payload, masked, rsv1), expected_code = MALFORMED_FRAMES[kind]
+    text = unique(f"after {kind}")
+
+    async def scenario() -> None:
+        clients = await connect_all(local_stack, 2)
+        before = connection_ids(connections)
+        raw = RawWebSocket(local_stack.url_for("mallory"))
+        assert raw.status_line.endswith("101 Switching Protocols"), raw.status_line
+        wait_for(lambda: len(connection_ids(connections) - before) == 1)
+        (raw_id,) = connection_ids(connections) - before
+
+        raw.send_frame(opcode, payload, masked=masked, rsv1=rsv1)
+        assert await asyncio.to_thread(raw.close_code) == expected_code
+        raw.close()
+
+        assert local_stack.failed_process() is None  # serverless-offline is still running
+        await broadcast_reaches_all(clients, text)  # and still serves everyone else
+        wait_for(lambda: raw_id not in connection_ids(connections))  # its $disconnect ran
+        await close_all(clients)
+
+    asyncio.run(scenario())

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 import time
+import urllib.parse
 from typing import Any, Callable
 
 import websockets
@@ -105,3 +110,62 @@ async def close_ramped(clients: list[Client], per_second: float) -> None:
     for client in clients:
         await client.close()
         await asyncio.sleep(1 / per_second)
+
+
+class RawWebSocket:
+    """A WebSocket client on a plain socket, for frames no well-behaved library would send."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.sock = socket.create_connection((parsed.hostname, parsed.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+        self.status_line = response.split(b"\r\n", 1)[0].decode()
+        self._buffer = response.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in response else b""
+
+    def send_frame(self, opcode: int, payload: bytes, *, masked: bool = True, rsv1: bool = False) -> None:
+        """One final frame, exactly as given: no validation of the opcode or the payload."""
+        first = 0x80 | (0x40 if rsv1 else 0) | opcode
+        length = len(payload)
+        header = bytes([first]) + (
+            bytes([length | (0x80 if masked else 0)]) if length < 126 else bytes([126 | (0x80 if masked else 0)]) + struct.pack("!H", length)
+        )
+        if masked:
+            mask = os.urandom(4)
+            payload = mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        self.sock.sendall(header + payload)
+
+    def close_code(self) -> int | None:
+        """Read until the server's close frame (its status code) or the end of the stream."""
+        data = self._buffer
+        while True:
+            while len(data) >= 2:
+                opcode, length = data[0] & 0x0F, data[1] & 0x7F
+                start = 2
+                if length == 126:
+                    length, start = struct.unpack("!H", data[2:4])[0], 4
+                if len(data) < start + length:
+                    break
+                payload, data = data[start : start + length], data[start + length :]
+                if opcode == 0x8:
+                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            data += chunk
+
+    def close(self) -> None:
+        self.sock.close()
