@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.
 help:
 	@echo "make offline   start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
 	@echo "make test      install from the lock files and run every test"
-	@echo "make token USER=alice   a token for the running make offline (--aws: see README)"
+	@echo "make token FOR=alice    a token for the running make offline (--aws: see README)"
 	@echo "make bench     run the benchmarks in bench/"
 	@echo "make package   build the CloudFormation template and zip (sls package)"
 
@@ -46,8 +46,11 @@ test: install
 offline: install
 	python scripts/offline.py
 
+# Who the token is for: FOR=alice. USER is also your login name, so it counts only when it is
+# given on the command line (`make token USER=alice` works; `make token` alone is an error).
+token: export DEV_TOKEN_USER = $(or $(FOR),$(if $(filter command line,$(origin USER)),$(USER)))
 token: install
-	@python scripts/dev_token.py "$(USER)"
+	@python scripts/dev_token.py
 
 bench: install
 	python bench/broadcast.py

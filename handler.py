@@ -120,8 +120,9 @@ def authorize(event: dict, context: Any) -> dict[str, Any]:
 
 
 def ping(event: dict, context: Any) -> Response:
-    """GET /ping: a health check that touches nothing else."""
-    return _response(200, "PONG!")
+    """GET /ping: a health check that touches nothing else. Plain text: "PONG!" is not JSON,
+    and API Gateway's proxy integration would otherwise label it application/json."""
+    return {**_response(200, "PONG!"), "headers": {"Content-Type": "text/plain; charset=utf-8"}}
 
 
 def connection_manager(event: dict, context: Any) -> Response:

@@ -1,52 +1,112 @@
-"""Print a token for a user: `make token USER=alice`, or `python scripts/dev_token.py alice`.
+"""Print a token for a user: `make token FOR=alice`, or `python scripts/dev_token.py alice`.
 
-By default the secret is read from the local stack that `make offline` runs (moto's SSM).
-With --aws it is read from the deployed stage's SSM parameter with your own AWS credentials,
-for trying the deployed API with wscat.
+By default the secret is read from the `make offline` running in this folder (moto's SSM): it
+is found through the .serverless/offline-<port>.json file it writes while it runs. With several
+running, OFFLINE_WEBSOCKET_PORT picks one. With --aws the secret is read from the deployed
+stage's SSM parameter with your own AWS credentials, for trying the deployed API with wscat.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
-from scripts.local_stack import DEV_TOKEN_HOURS, Ports, local_session, mint_token  # noqa: E402
-from scripts.service_config import resolved_config  # noqa: E402
+import handler  # noqa: E402  (the authorizer's own user id rule)
+from scripts.local_stack import DEV_TOKEN_HOURS, StackError, local_session, mint_token, port_from_env  # noqa: E402
+from scripts.offline import STATE_DIR, state_file  # noqa: E402
+
+
+class TokenError(RuntimeError):
+    """Why no token can be printed, for a person to read."""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("user", help="the user id to put in the token's sub")
+    parser.add_argument("user", nargs="?", default=os.environ.get("DEV_TOKEN_USER", ""), help="the user id (the token's sub)")
     parser.add_argument("--hours", type=float, default=DEV_TOKEN_HOURS, help="validity (default %(default)s)")
     parser.add_argument("--aws", action="store_true", help="read the secret from real AWS, not the local stack")
-    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--stage", default="dev", help="with --aws: the deployed stage (default %(default)s)")
     parser.add_argument("--region", help="with --aws: the stage's region (default: serverless.yml's)")
     args = parser.parse_args()
-
-    config = resolved_config(args.stage)
-    parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
-    region = args.region or config["provider"]["region"]
     try:
-        if args.aws:
-            import boto3
-
-            ssm = boto3.client("ssm", region_name=region)
-            where = f"SSM parameter {parameter} in {region}"
-        else:
-            endpoint = f"http://127.0.0.1:{Ports.from_env().dynamodb}"
-            ssm = local_session(region).client("ssm", endpoint_url=endpoint)
-            where = f"the local stack at {endpoint} (is `make offline` running?)"
-        secret = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
-    except (BotoCoreError, ClientError) as error:
-        print(f"make token: could not read the secret from {where}: {error}", file=sys.stderr)
+        user = user_id(args.user)
+        secret = aws_secret(args.stage, args.region) if args.aws else local_secret()
+    except TokenError as error:
+        print(f"make token: {error}", file=sys.stderr)
         return 1
-    print(mint_token(secret, args.user, args.hours))
+    print(mint_token(secret, user, args.hours))
     return 0
+
+
+def user_id(text: str) -> str:
+    """The id exactly as the authorizer will see it (NFC), or TokenError saying the rule."""
+    if not text:
+        raise TokenError("say which user the token is for: make token FOR=alice")
+    user = handler.normalize_user_id(text)
+    if user is None:
+        raise TokenError(f"{text!r} is not a user id the authorizer accepts: {handler.USER_ID_RULE}.")
+    return user
+
+
+def running_stack() -> dict[str, Any]:
+    """The state of the `make offline` running in this folder (the one on
+    OFFLINE_WEBSOCKET_PORT if that is set), or TokenError."""
+    try:
+        port = port_from_env(os.environ, "OFFLINE_WEBSOCKET_PORT", 0)
+    except StackError as error:
+        raise TokenError(str(error)) from None
+    paths = [state_file(port)] if port else sorted(STATE_DIR.glob("offline-*.json"))
+    stacks = [state for state in map(_read_state, paths) if state is not None]
+    if not stacks:
+        where = f" on WebSocket port {port}" if port else ""
+        raise TokenError(f"no `make offline` is running in this folder{where}: start it first (make offline).")
+    if len(stacks) > 1:
+        ports = ", ".join(state["ports"]["OFFLINE_WEBSOCKET_PORT"] for state in stacks)
+        raise TokenError(f"several `make offline` are running (WebSocket ports {ports}): choose one with OFFLINE_WEBSOCKET_PORT=...")
+    return stacks[0]
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """A state file whose process still runs; a stale one (the stack was killed) is removed."""
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        if path.exists():
+            path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def local_secret() -> str:
+    stack = running_stack()
+    ssm = local_session(stack["region"]).client("ssm", endpoint_url=stack["ssm_endpoint"])
+    try:
+        return ssm.get_parameter(Name=stack["secret_parameter"], WithDecryption=True)["Parameter"]["Value"]
+    except (BotoCoreError, ClientError) as error:
+        raise TokenError(f"could not read the secret from the local stack at {stack['ssm_endpoint']}: {error}") from None
+
+
+def aws_secret(stage: str, region: str | None) -> str:
+    import boto3
+
+    from scripts.service_config import resolved_config
+
+    config = resolved_config(stage)
+    parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
+    region = region or config["provider"]["region"]
+    try:
+        return boto3.client("ssm", region_name=region).get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+    except (BotoCoreError, ClientError) as error:
+        raise TokenError(f"could not read the secret from SSM parameter {parameter} in {region}: {error}") from None
 
 
 if __name__ == "__main__":

@@ -6,18 +6,22 @@ class, so what the tests check is what a user runs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
+import http.server
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable, ContextManager
 
 from scripts.service_config import ROOT, SLS, create_table, resolved_config, table_resources
 
@@ -27,6 +31,8 @@ FAKE_ACCESS_KEY = "local-offline-key"
 FAKE_SECRET_KEY = "local-offline-secret"
 # Tokens printed by `make offline` and `make token` stay valid this long.
 DEV_TOKEN_HOURS = 12
+# The chat page (web/), served as static files next to the API.
+WEB_DIR = ROOT / "web"
 
 
 class StackError(RuntimeError):
@@ -38,26 +44,32 @@ class Ports:
     http: int = 3000
     websocket: int = 3001
     lambda_: int = 3002
+    page: int = 3003
     dynamodb: int = 5000
+
+    # The environment variable of each port, and what listens there.
+    VARIABLES = {
+        "http": ("OFFLINE_HTTP_PORT", "HTTP (serverless-offline)"),
+        "websocket": ("OFFLINE_WEBSOCKET_PORT", "WebSocket (serverless-offline)"),
+        "lambda_": ("OFFLINE_LAMBDA_PORT", "Lambda (serverless-offline)"),
+        "page": ("OFFLINE_PAGE_PORT", "chat page"),
+        "dynamodb": ("OFFLINE_DYNAMODB_PORT", "DynamoDB (moto)"),
+    }
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ = os.environ) -> Ports:
-        """Ports from OFFLINE_HTTP_PORT, OFFLINE_WEBSOCKET_PORT, OFFLINE_LAMBDA_PORT, OFFLINE_DYNAMODB_PORT."""
+        """Ports from OFFLINE_HTTP_PORT, OFFLINE_WEBSOCKET_PORT, OFFLINE_LAMBDA_PORT,
+        OFFLINE_PAGE_PORT and OFFLINE_DYNAMODB_PORT; StackError naming a bad one."""
         defaults = cls()
-        try:
-            return cls(
-                http=int(env.get("OFFLINE_HTTP_PORT", defaults.http)),
-                websocket=int(env.get("OFFLINE_WEBSOCKET_PORT", defaults.websocket)),
-                lambda_=int(env.get("OFFLINE_LAMBDA_PORT", defaults.lambda_)),
-                dynamodb=int(env.get("OFFLINE_DYNAMODB_PORT", defaults.dynamodb)),
-            )
-        except ValueError as error:
-            raise StackError(f"A port variable is not a number: {error}") from None
+        return cls(**{
+            field: port_from_env(env, variable, getattr(defaults, field))
+            for field, (variable, _) in cls.VARIABLES.items()
+        })
 
     @classmethod
     def free(cls) -> Ports:
-        """Four ports nobody is listening on, for tests that run beside a user's stack."""
-        sockets = [socket.socket() for _ in range(4)]
+        """Ports nobody is listening on, for tests that run beside a user's stack."""
+        sockets = [socket.socket() for _ in fields(cls)]
         try:
             for sock in sockets:
                 sock.bind(("127.0.0.1", 0))
@@ -67,12 +79,21 @@ class Ports:
                 sock.close()
 
     def named(self) -> dict[str, int]:
-        return {
-            "HTTP (serverless-offline)": self.http,
-            "WebSocket (serverless-offline)": self.websocket,
-            "Lambda (serverless-offline)": self.lambda_,
-            "DynamoDB (moto)": self.dynamodb,
-        }
+        return {name: getattr(self, field) for field, (_, name) in self.VARIABLES.items()}
+
+    def as_env(self) -> dict[str, str]:
+        """The variables that make `make offline` use these ports."""
+        return {variable: str(getattr(self, field)) for field, (variable, _) in self.VARIABLES.items()}
+
+
+def port_from_env(env: dict[str, str] | os._Environ, variable: str, default: int) -> int:
+    """A TCP port from the environment: a whole number from 1 to 65535, or a StackError."""
+    text = env.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise StackError(f"{variable} must be a port number from 1 to 65535, not {text!r}.")
+    return int(text)
 
 
 def port_in_use(port: int) -> bool:
@@ -122,17 +143,31 @@ def offline_env(ports: Ports, region: str) -> dict[str, str]:
 
 
 class LocalStack:
-    """moto_server + the tables from serverless.yml + `sls offline start`, on loopback only."""
+    """moto_server + the tables from serverless.yml + `sls offline start` + the chat page, on
+    loopback only."""
 
-    def __init__(self, ports: Ports | None = None, output: IO[str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        ports: Ports | None = None,
+        output: IO[str] | None = None,
+        log_dir: Path | None = None,
+        progress: Callable[[str], None] = lambda step: None,
+        spawn_guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    ) -> None:
         self.ports = ports or Ports()
         self.output = output  # where serverless-offline writes (the function logs); None: this terminal
         # moto logs every request: that goes to a file, quoted if moto fails to start.
         self.moto_log = (log_dir or ROOT / ".serverless") / f"moto-{self.ports.dynamodb}.log"
+        self.progress = progress  # told each step of start(), before it begins
+        # Around each Popen, so that a signal cannot land between a child's start and the
+        # moment it is recorded here (a child nobody would stop).
+        self.spawn_guard = spawn_guard
         self.region = ""
+        self.secret_parameter = ""
         self.table_names: dict[str, str] = {}
         self.jwt_secret = ""
         self._processes: dict[str, subprocess.Popen] = {}
+        self._page_server: http.server.ThreadingHTTPServer | None = None
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -147,6 +182,15 @@ class LocalStack:
     @property
     def dynamodb_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports.dynamodb}"
+
+    @property
+    def page_url(self) -> str:
+        return f"http://localhost:{self.ports.page}/"
+
+    def page_url_for(self, user: str) -> str:
+        """The chat page signed in as this user. URL and token go in the fragment, which the
+        browser never sends to any server."""
+        return f"{self.page_url}#url={self.websocket_url}&token={self.token(user)}"
 
     def dynamodb(self) -> Any:
         """A boto3 DynamoDB resource on the local moto, with the stack's fake credentials."""
@@ -174,19 +218,26 @@ class LocalStack:
         self.check_ports()
         try:
             # `sls print` needs no AWS access: it gets the same AWS-free environment.
+            self.progress("Reading serverless.yml (sls print)")
             try:
                 config = resolved_config(STAGE, env=offline_env(self.ports, "us-east-1"))
             except subprocess.CalledProcessError as error:
                 raise StackError(f"`sls print` could not read serverless.yml:\n{error.stdout}{error.stderr}") from None
             self.region = config["provider"]["region"]
             env = offline_env(self.ports, self.region)
+            self.progress(f"Starting moto (DynamoDB, SSM) on {self.dynamodb_endpoint}")
             self.moto_log.parent.mkdir(parents=True, exist_ok=True)
             with self.moto_log.open("w") as moto_output:
                 moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.dynamodb)]
                 self._spawn("moto", moto, env, moto_output)
             self._wait_for(lambda: _http_ok(f"{self.dynamodb_endpoint}/moto-api/"), "moto", timeout)
+            self.progress("Creating the tables from serverless.yml")
             self._create_tables(config)
+            self.progress("Seeding a fresh development token secret in moto's SSM")
             self._seed_secret(config)
+            self.progress("Serving the chat page")
+            self._serve_page()
+            self.progress("Starting serverless-offline (API Gateway + Lambda)")
             self._spawn(
                 "serverless-offline",
                 [
@@ -230,21 +281,26 @@ class LocalStack:
             process = self._processes.pop(name, None)
             if process is not None:
                 _stop_group(process, grace)
+        if self._page_server is not None:
+            self._page_server.shutdown()
+            self._page_server.server_close()
+            self._page_server = None
 
     # --- internals -------------------------------------------------------------------------
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], output: IO[str] | None) -> None:
         # Each child leads its own process group, so stop() reaches its children too, and a
         # Ctrl-C in the terminal reaches only us: we stop the children in order.
-        self._processes[name] = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            start_new_session=True,
-        )
+        with self.spawn_guard():
+            self._processes[name] = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+            )
 
     def _wait_for(self, ready: Any, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -264,10 +320,25 @@ class LocalStack:
 
     def _seed_secret(self, config: dict[str, Any]) -> None:
         """A fresh development secret in moto's SSM, where the authorizer reads it."""
-        parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
+        self.secret_parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
         self.jwt_secret = secrets.token_urlsafe(48)
         ssm = local_session(self.region).client("ssm", endpoint_url=self.dynamodb_endpoint)
-        ssm.put_parameter(Name=parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
+        ssm.put_parameter(Name=self.secret_parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
+
+    def _serve_page(self) -> None:
+        """web/ as static files on loopback, in a thread of this process (stopped by stop())."""
+        handler = functools.partial(_QuietFiles, directory=str(WEB_DIR))
+        self._page_server = http.server.ThreadingHTTPServer(("localhost", self.ports.page), handler)
+        threading.Thread(target=self._page_server.serve_forever, name="chat-page", daemon=True).start()
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """Static files without a log line per request in the terminal the function logs use."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def local_session(region: str) -> Any:

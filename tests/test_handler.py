@@ -27,8 +27,12 @@ def rows(table: Any) -> dict[str, dict]:
 # --- ping ---------------------------------------------------------------------------------
 
 
-def test_ping_answers_pong(handler: Any) -> None:
-    assert handler.ping(http_get_event("/ping"), None) == {"statusCode": 200, "body": "PONG!"}
+def test_ping_answers_pong_as_plain_text(handler: Any) -> None:
+    assert handler.ping(http_get_event("/ping"), None) == {
+        "statusCode": 200,
+        "headers": {"Content-Type": "text/plain; charset=utf-8"},
+        "body": "PONG!",
+    }
 
 
 # --- connection_manager -------------------------------------------------------------------

@@ -1,35 +1,41 @@
-"""`make offline` as a user runs it: ready message, Ctrl-C, ports taken, no real AWS."""
+"""`make offline` as a user runs it: the banner, Ctrl-C at any moment, ports taken, no real AWS."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import boto3
 import pytest
 import websockets
 
+from scripts import offline
 from scripts.local_stack import Ports, offline_env, port_in_use
 from scripts.offline import READY
 from scripts.service_config import ROOT
 
 
-def offline_ports_env(ports: Ports) -> dict[str, str]:
-    return dict(
-        os.environ,
-        OFFLINE_HTTP_PORT=str(ports.http),
-        OFFLINE_WEBSOCKET_PORT=str(ports.websocket),
-        OFFLINE_LAMBDA_PORT=str(ports.lambda_),
-        OFFLINE_DYNAMODB_PORT=str(ports.dynamodb),
-    )
+@pytest.fixture
+def ports() -> Iterator[Ports]:
+    """Free ports for one `make offline`; the logs it leaves in .serverless/ go afterwards."""
+    ports = Ports.free()
+    yield ports
+    for log in (f"moto-{ports.dynamodb}.log", f"serverless-offline-{ports.websocket}.log"):
+        (offline.STATE_DIR / log).unlink(missing_ok=True)
+
+
+def offline_ports_env(ports: Ports, **extra: str) -> dict[str, str]:
+    return {**os.environ, **ports.as_env(), **extra}
 
 
 async def signed_in_users(connections: list[tuple[str, dict[str, str]]]) -> int:
@@ -41,17 +47,24 @@ async def signed_in_users(connections: list[tuple[str, dict[str, str]]]) -> int:
     return accepted
 
 
-def make_offline(ports: Ports) -> subprocess.Popen:
+def make_offline(ports: Ports, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`make offline` in its own process group, as a terminal would run it."""
     return subprocess.Popen(
         ["make", "--no-print-directory", "offline"],
         cwd=ROOT,
-        env=offline_ports_env(ports),
+        env=env or offline_ports_env(ports),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+    )
+
+
+def make_token(env: dict[str, str], *assignments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "token", *assignments],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 
 
@@ -69,7 +82,8 @@ def processes_of(ports: Ports) -> list[int]:
     return found
 
 
-def read_until_ready(process: subprocess.Popen, timeout: float = 120) -> str:
+def read_until(process: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    """Its output up to and including the first line that contains `text`."""
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,72 +91,169 @@ def read_until_ready(process: subprocess.Popen, timeout: float = 120) -> str:
         if not line:
             break
         lines.append(line)
-        if "Ctrl-C stops everything." in line:
+        if text in line:
             return "".join(lines)
-    raise AssertionError("make offline did not become ready:\n" + "".join(lines))
+    raise AssertionError(f"make offline never printed {text!r}:\n" + "".join(lines))
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_make_offline_prints_what_to_type_and_stops_everything(stop_signal: signal.Signals) -> None:
-    ports = Ports.free()
-    process = make_offline(ports)
+def read_until_ready(process: subprocess.Popen, timeout: float = 120) -> str:
+    return read_until(process, "Ctrl-C stops everything.", timeout)
+
+
+def stop_and_check_nothing_is_left(process: subprocess.Popen, ports: Ports, stop_signal: signal.Signals) -> str:
+    """Signal the whole foreground group, as a terminal does; the rest of the output."""
     try:
-        output = read_until_ready(process)
-        assert READY in output
-        assert '{"action": "sendMessage", "content": "서버리스 웹소켓 API 테스트"}' in output
-        assert f"curl http://localhost:{ports.http}/dev/ping" in output
-        # The printed wscat commands carry working tokens for alice and bob.
-        alice_url = re.search(rf'npx wscat -c "(ws://localhost:{ports.websocket}\?token=[\w.-]+)"', output)
-        bob_token = re.search(rf'npx wscat -c ws://localhost:{ports.websocket} -H "Authorization: Bearer ([\w.-]+)"', output)
-        assert alice_url and bob_token, output
-        carol_token = subprocess.run(
-            ["make", "--no-print-directory", "token", "USER=carol"], cwd=ROOT, env=offline_ports_env(ports),
-            capture_output=True, text=True, timeout=120, check=True,
-        ).stdout.strip()
-        assert asyncio.run(signed_in_users(
-            [(alice_url.group(1), {}),
-             (f"ws://localhost:{ports.websocket}", {"Authorization": f"Bearer {bob_token.group(1)}"}),
-             (f"ws://localhost:{ports.websocket}?token={carol_token}", {})],
-        )) == 3
-
-        with urllib.request.urlopen(f"http://localhost:{ports.http}/dev/ping", timeout=30) as response:
-            assert response.read() == b"PONG!"
-        # moto, node, and at least one Python worker (the ping just ran in one).
-        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_of(ports)]
-        assert any(b"moto.server" in c for c in commands)
-        assert any(b"invoke.py" in c for c in commands)
-        assert any(b"offline" in c and b"start" in c for c in commands)
-
-        os.killpg(process.pid, stop_signal)  # the terminal signals the whole foreground group
+        os.killpg(process.pid, stop_signal)
         rest, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    assert processes_of(ports) == [], rest
+    assert not any(port_in_use(port) for port in ports.named().values()), rest
+    assert not offline.state_file(ports.websocket).exists()
+    return rest
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_make_offline_prints_what_to_type_last_and_stops_everything(ports: Ports, stop_signal: signal.Signals) -> None:
+    process = make_offline(ports)
+    try:
+        startup = read_until(process, READY)
+        banner = READY + read_until_ready(process)
+        # serverless-offline's startup output went to its log, not between the steps and the banner.
+        assert "listening on" not in startup and "listening on" in offline.stack_startup_log(ports).read_text()
+        assert '{"action": "sendMessage", "content": "서버리스 웹소켓 API 테스트"}' in banner
+        assert f"curl http://localhost:{ports.http}/dev/ping" in banner
+        # Which window types which line, and bob's history request names alice.
+        assert banner.index("In alice's window, type:") < banner.index('"sendDirectMessage", "to": "bob"')
+        assert banner.index("Then in bob's window:") < banner.index('"getRecentMessages", "with": "alice"')
+        # The printed wscat commands and page links carry working tokens.
+        alice_url = re.search(rf'alice\'s window: +npx wscat -c "(ws://localhost:{ports.websocket}\?token=[\w.-]+)"', banner)
+        bob_token = re.search(rf'bob\'s window: +npx wscat -c ws://localhost:{ports.websocket} -H "Authorization: Bearer ([\w.-]+)"', banner)
+        page_token = re.search(rf"http://localhost:{ports.page}/#url=ws://localhost:{ports.websocket}&token=([\w.-]+)", banner)
+        assert alice_url and bob_token and page_token, banner
+        carol_token = make_token(offline_ports_env(ports), "FOR=carol").stdout.strip()
+        assert asyncio.run(signed_in_users(
+            [(alice_url.group(1), {}),
+             (f"ws://localhost:{ports.websocket}", {"Authorization": f"Bearer {bob_token.group(1)}"}),
+             (f"ws://localhost:{ports.websocket}?token={page_token.group(1)}", {}),
+             (f"ws://localhost:{ports.websocket}?token={carol_token}", {})],
+        )) == 4
+
+        with urllib.request.urlopen(f"http://localhost:{ports.http}/dev/ping", timeout=30) as response:
+            assert response.read() == b"PONG!"
+        with urllib.request.urlopen(f"http://localhost:{ports.page}/", timeout=30) as response:
+            assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        # After the banner come the function logs: the ping's own, for one.
+        assert "(λ: ping)" in read_until(process, "(λ: ping)", timeout=30)
+        # moto, node, and at least one Python worker (the ping just ran in one).
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_of(ports)]
+        assert any(b"moto.server" in c for c in commands)
+        assert any(b"invoke.py" in c for c in commands)
+        assert any(b"offline" in c and b"start" in c for c in commands)
+        assert offline.state_file(ports.websocket).exists()
+    finally:
+        rest = stop_and_check_nothing_is_left(process, ports, stop_signal)
 
     assert "Stopped: nothing left running." in rest
-    assert processes_of(ports) == []
-    assert not any(port_in_use(port) for port in ports.named().values())
+
+
+# The steps make offline announces, in order; a Ctrl-C during any of them stops everything.
+STARTUP_STEPS = [
+    "Reading serverless.yml",
+    "Starting moto",
+    "Creating the tables",
+    "Seeding a fresh development token secret",  # a boto3 call: botocore retried a Stop(Exception)
+    "Starting serverless-offline",
+]
+
+
+@pytest.mark.parametrize("step", STARTUP_STEPS)
+def test_ctrl_c_at_any_step_of_startup_stops_everything(ports: Ports, step: str) -> None:
+    process = make_offline(ports)
+    try:
+        read_until(process, step)
+    finally:
+        rest = stop_and_check_nothing_is_left(process, ports, signal.SIGINT)
+
+    assert "Stopping ..." in rest and "Stopped: nothing left running." in rest, rest
+    assert READY not in rest and "Traceback" not in rest
+
+
+class InstalledStopSignals:
+    """offline.StopSignals installed in this process for one test, the old handlers restored."""
+
+    def __enter__(self) -> offline.StopSignals:
+        self.saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signals = offline.StopSignals()
+        signals.install()
+        return signals
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+class SlowAws(http.server.BaseHTTPRequestHandler):
+    """An AWS endpoint on loopback that answers every request after 0.5 s, so a signal can
+    land while botocore waits for the answer."""
+
+    requests = 0
+
+    def do_POST(self) -> None:
+        type(self).requests += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.5)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.end_headers()
+        self.wfile.write(b'{"Version": 1, "Tier": "Standard"}')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_stop_signal_inside_a_boto3_call_is_not_swallowed() -> None:
+    # botocore's HTTP layer turns any Exception raised while it waits into a retryable
+    # HTTPClientError: a Stop(Exception) was retried away and startup went on.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowAws)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ssm = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1").client(
+        "ssm", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}"
+    )
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with InstalledStopSignals(), pytest.raises(offline.Stop):
+            timer.start()
+            ssm.put_parameter(Name="/x", Value="y", Type="SecureString")
+    finally:
+        timer.cancel()
+        server.shutdown()
+        server.server_close()
+    assert SlowAws.requests == 1  # not retried
+
+
+def test_a_stop_signal_while_a_child_starts_waits_until_it_is_recorded() -> None:
+    recorded = []
+    with InstalledStopSignals() as signals, pytest.raises(offline.Stop):
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            recorded.append("child")  # runs: the Stop waits for the end of the block
+    assert recorded == ["child"]
 
 
 def test_first_stop_signal_ignores_the_next_ones() -> None:
     # make passes SIGTERM on to its child, so `make offline` gets it twice at once: a second
     # Stop raised inside the shutdown would abort it and leave moto and node running.
-    from scripts import offline
-
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with InstalledStopSignals() as signals:
         with pytest.raises(offline.Stop):
-            offline._raise_stop(signal.SIGTERM, None)
+            signals._handle(signal.SIGTERM, None)
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
-def test_make_offline_fails_fast_naming_a_taken_port() -> None:
-    ports = Ports.free()
+def test_make_offline_fails_fast_naming_a_taken_port(ports: Ports) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", ports.websocket))
         squatter.listen()
@@ -155,6 +266,17 @@ def test_make_offline_fails_fast_naming_a_taken_port() -> None:
     assert f"Port {ports.websocket} (WebSocket (serverless-offline)) is already in use" in output
     assert "Traceback" not in output
     assert elapsed < 20
+    assert processes_of(ports) == []
+
+
+@pytest.mark.parametrize("value", ["70000", "0", "-1", "abc", "3001.5"])
+def test_make_offline_refuses_a_port_that_is_not_a_port(ports: Ports, value: str) -> None:
+    process = make_offline(ports, offline_ports_env(ports, OFFLINE_HTTP_PORT=value))
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode != 0
+    assert f"OFFLINE_HTTP_PORT must be a port number from 1 to 65535, not '{value}'." in output
+    assert "Traceback" not in output
     assert processes_of(ports) == []
 
 

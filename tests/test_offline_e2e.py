@@ -47,6 +47,7 @@ async def close_all(clients: list[Client]) -> None:
 def test_ping_over_http(local_stack: Any) -> None:
     with urllib.request.urlopen(f"{local_stack.http_url}/ping", timeout=30) as response:
         assert response.status == 200
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert response.read() == b"PONG!"
 
 

@@ -1,0 +1,139 @@
+"""`make token`: it signs for the `make offline` running in this folder, with the authorizer's own
+user id rule, and says clearly when it cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import jwt
+import pytest
+import websockets
+
+from scripts import dev_token, offline
+from scripts.local_stack import Ports
+from scripts.service_config import ROOT
+
+
+def terminal_env(**variables: str) -> dict[str, str]:
+    """A new terminal: no OFFLINE_* variable, the login name in USER."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OFFLINE_")}
+    return {**env, "USER": "root", **variables}
+
+
+def make_token(env: dict[str, str], *assignments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "token", *assignments],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture
+def running(local_stack: Any) -> Iterator[Any]:
+    """The session's stack, announced the way `make offline` announces itself."""
+    path = offline.state_file(local_stack.ports.websocket)
+    path.parent.mkdir(exist_ok=True)
+    document = {
+        "pid": os.getpid(),
+        "stage": "dev",
+        "region": local_stack.region,
+        "ports": local_stack.ports.as_env(),
+        "websocket_url": local_stack.websocket_url,
+        "ssm_endpoint": local_stack.dynamodb_endpoint,
+        "secret_parameter": local_stack.secret_parameter,
+    }
+    path.write_text(json.dumps(document))
+    yield local_stack
+    path.unlink(missing_ok=True)
+
+
+def here(stack: Any) -> dict[str, str]:
+    return terminal_env(OFFLINE_WEBSOCKET_PORT=str(stack.ports.websocket))
+
+
+def sub_of(result: subprocess.CompletedProcess, stack: Any) -> str:
+    assert result.returncode == 0, result.stderr
+    return jwt.decode(result.stdout.strip(), stack.jwt_secret, algorithms=["HS256"])["sub"]
+
+
+@pytest.mark.parametrize("assignment", ["FOR=carol", "USER=carol"])
+def test_token_for_a_user_named_on_the_command_line(running: Any, assignment: str) -> None:
+    result = make_token(here(running), assignment)
+
+    assert sub_of(result, running) == "carol"
+
+    async def connect() -> None:
+        async with websockets.connect(f"{running.websocket_url}?token={result.stdout.strip()}", open_timeout=30):
+            pass
+
+    asyncio.run(connect())  # the running stack accepts it
+
+
+def test_the_login_name_in_user_is_not_taken_for_the_token_user(running: Any) -> None:
+    result = make_token(here(running))
+
+    assert result.returncode != 0 and result.stdout == ""
+    assert "say which user the token is for: make token FOR=alice" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "user", ["", "a#b", " ", "bob\u3164", "b\u200bob", "x" * 129], ids=["empty", "hash", "space", "hangul-filler", "zero-width", "too-long"]
+)
+def test_a_user_id_the_authorizer_refuses_gets_no_token(running: Any, user: str) -> None:
+    result = make_token(here(running), f"FOR={user}")
+
+    assert result.returncode != 0 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert ("not a user id the authorizer accepts: 1 to 128 visible characters" in result.stderr) or (
+        user.strip() == "" and "say which user" in result.stderr  # make strips a value's leading blanks
+    )
+
+
+def test_the_token_carries_the_id_in_nfc(running: Any) -> None:
+    assert sub_of(make_token(here(running), "FOR=\u1100\u1161"), running) == "\uac00"
+
+
+def test_no_running_stack_is_an_error_not_a_token() -> None:
+    result = make_token(terminal_env(OFFLINE_WEBSOCKET_PORT=str(Ports.free().websocket)), "FOR=carol")
+
+    assert result.returncode != 0 and result.stdout == ""
+    assert "no `make offline` is running in this folder on WebSocket port" in result.stderr
+
+
+def test_a_stale_state_file_of_a_killed_stack_is_ignored_and_removed() -> None:
+    port = Ports.free().websocket
+    process = subprocess.Popen(["true"])  # its pid is gone once it has been waited for
+    process.wait()
+    path: Path = offline.state_file(port)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"pid": process.pid, "ports": {"OFFLINE_WEBSOCKET_PORT": str(port)}}))
+
+    result = make_token(terminal_env(OFFLINE_WEBSOCKET_PORT=str(port)), "FOR=carol")
+
+    assert result.returncode != 0 and "no `make offline` is running" in result.stderr
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("value", ["70000", "0", "abc"])
+def test_a_port_that_is_not_a_port_is_a_clear_error(value: str) -> None:
+    result = make_token(terminal_env(OFFLINE_WEBSOCKET_PORT=value), "FOR=carol")
+
+    assert result.returncode != 0 and result.stdout == ""
+    assert f"OFFLINE_WEBSOCKET_PORT must be a port number from 1 to 65535, not '{value}'." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_with_no_port_given_it_finds_the_stack_running_in_this_folder(running: Any) -> None:
+    ours = offline.state_file(running.ports.websocket)
+    others = [p for p in offline.STATE_DIR.glob("offline-*.json") if p != ours and dev_token._read_state(p)]
+
+    result = make_token(terminal_env(), "FOR=carol")
+
+    if not others:
+        assert sub_of(result, running) == "carol"
+    else:  # a developer's own `make offline` runs beside the tests: it must ask which one
+        assert result.returncode != 0 and "several `make offline` are running" in result.stderr
