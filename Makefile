@@ -16,7 +16,7 @@ export LANG ?= C.UTF-8
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install test offline token bench package clean
+.PHONY: help install test offline token bench package screenshot clean
 
 help:
 	@echo "make offline   start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
@@ -59,5 +59,9 @@ bench: install
 package: install
 	sls package
 
+# web/chat-page.png for the README (needs Debian's chromium, chromium-driver and fonts-nanum).
+screenshot: install
+	python scripts/screenshot.py
+
 clean:
-	rm -rf .serverless .serverless-requirements-cache .pytest_cache
+	rm -rf .serverless .serverless-requirements-cache .pytest_cache .offline

@@ -1,7 +1,7 @@
 """Print a token for a user: `make token FOR=alice`, or `python scripts/dev_token.py alice`.
 
 By default the secret is read from the `make offline` running in this folder (moto's SSM): it
-is found through the .serverless/offline-<port>.json file it writes while it runs. With several
+is found through the .offline/stack-<port>.json file it writes while it runs. With several
 running, OFFLINE_WEBSOCKET_PORT picks one. With --aws the secret is read from the deployed
 stage's SSM parameter with your own AWS credentials, for trying the deployed API with wscat.
 """
@@ -63,7 +63,7 @@ def running_stack() -> dict[str, Any]:
         port = port_from_env(os.environ, "OFFLINE_WEBSOCKET_PORT", 0)
     except StackError as error:
         raise TokenError(str(error)) from None
-    paths = [state_file(port)] if port else sorted(STATE_DIR.glob("offline-*.json"))
+    paths = [state_file(port)] if port else sorted(STATE_DIR.glob("stack-*.json"))
     stacks = [state for state in map(_read_state, paths) if state is not None]
     if not stacks:
         where = f" on WebSocket port {port}" if port else ""

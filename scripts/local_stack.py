@@ -157,7 +157,7 @@ class LocalStack:
         self.ports = ports or Ports()
         self.output = output  # where serverless-offline writes (the function logs); None: this terminal
         # moto logs every request: that goes to a file, quoted if moto fails to start.
-        self.moto_log = (log_dir or ROOT / ".serverless") / f"moto-{self.ports.dynamodb}.log"
+        self.moto_log = (log_dir or ROOT / ".offline") / f"moto-{self.ports.dynamodb}.log"
         self.progress = progress  # told each step of start(), before it begins
         # Around each Popen, so that a signal cannot land between a child's start and the
         # moment it is recorded here (a child nobody would stop).

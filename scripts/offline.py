@@ -2,7 +2,7 @@
 
 Ports come from OFFLINE_HTTP_PORT (3000), OFFLINE_WEBSOCKET_PORT (3001), OFFLINE_LAMBDA_PORT
 (3002), OFFLINE_PAGE_PORT (3003) and OFFLINE_DYNAMODB_PORT (5000). While it runs,
-.serverless/offline-<websocket port>.json says where (for `make token`); it is removed on exit.
+.offline/stack-<websocket port>.json says where (for `make token`); it is removed on exit.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from scripts.local_stack import DEV_TOKEN_HOURS, STAGE, LocalStack, Ports, Stack
 from scripts.service_config import ROOT  # noqa: E402
 
 READY = "The service is running locally."
-STATE_DIR = ROOT / ".serverless"
+# Not .serverless/: `sls package` and `sls deploy` delete that folder, also while this runs.
+STATE_DIR = ROOT / ".offline"
 
 
 def state_file(websocket_port: int) -> Path:
     """Where a running `make offline` says where it runs (read by `make token`)."""
-    return STATE_DIR / f"offline-{websocket_port}.json"
+    return STATE_DIR / f"stack-{websocket_port}.json"
 
 
 class Stop(BaseException):

@@ -27,7 +27,7 @@ from scripts.service_config import ROOT
 
 @pytest.fixture
 def ports() -> Iterator[Ports]:
-    """Free ports for one `make offline`; the logs it leaves in .serverless/ go afterwards."""
+    """Free ports for one `make offline`; the logs it leaves in .offline/ go afterwards."""
     ports = Ports.free()
     yield ports
     for log in (f"moto-{ports.dynamodb}.log", f"serverless-offline-{ports.websocket}.log"):
@@ -82,6 +82,14 @@ def processes_of(ports: Ports) -> list[int]:
     return found
 
 
+def kill_groups_of(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def read_until(process: subprocess.Popen, text: str, timeout: float = 120) -> str:
     """Its output up to and including the first line that contains `text`."""
     lines: list[str] = []
@@ -109,7 +117,9 @@ def stop_and_check_nothing_is_left(process: subprocess.Popen, ports: Ports, stop
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert processes_of(ports) == [], rest
+        left = processes_of(ports)
+        kill_groups_of(left)  # a failing test must not leave a stack running either
+    assert left == [], rest
     assert not any(port_in_use(port) for port in ports.named().values()), rest
     assert not offline.state_file(ports.websocket).exists()
     return rest

@@ -129,7 +129,7 @@ def test_a_port_that_is_not_a_port_is_a_clear_error(value: str) -> None:
 
 def test_with_no_port_given_it_finds_the_stack_running_in_this_folder(running: Any) -> None:
     ours = offline.state_file(running.ports.websocket)
-    others = [p for p in offline.STATE_DIR.glob("offline-*.json") if p != ours and dev_token._read_state(p)]
+    others = [p for p in offline.STATE_DIR.glob("stack-*.json") if p != ours and dev_token._read_state(p)]
 
     result = make_token(terminal_env(), "FOR=carol")
 
