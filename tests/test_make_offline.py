@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import os
 import re
 import signal
@@ -45,6 +46,35 @@ async def signed_in_users(connections: list[tuple[str, dict[str, str]]]) -> int:
         async with websockets.connect(url, additional_headers=headers, open_timeout=30):
             accepted += 1
     return accepted
+
+
+def typed_lines(banner: str, heading: str) -> list[str]:
+    """The "  > ..." lines that follow a heading of the banner."""
+    lines = banner[banner.index(heading) + len(heading):].splitlines()[1:]
+    typed = []
+    for line in lines:
+        if not line.startswith("  > "):
+            break
+        typed.append(line[4:])
+    return typed
+
+
+async def type_in_windows(
+    alice: tuple[str, dict[str, str]], alice_lines: list[str], bob: tuple[str, dict[str, str]], bob_lines: list[str]
+) -> dict[str, Any]:
+    """Alice's lines in her window, then bob's in his; the history reply bob gets."""
+    async with websockets.connect(alice[0], additional_headers=alice[1], open_timeout=30) as alice_ws, \
+            websockets.connect(bob[0], additional_headers=bob[1], open_timeout=30) as bob_ws:
+        for line in alice_lines:
+            await alice_ws.send(line)
+        replies = [await asyncio.wait_for(alice_ws.recv(), 30) for _ in range(3)]  # broadcast + 2 answers
+        assert "Message sent to all connections." in replies and "Direct message delivered to bob." in replies
+        for line in bob_lines:
+            await bob_ws.send(line)
+        while True:
+            frame = json.loads(await asyncio.wait_for(bob_ws.recv(), 30))
+            if "history" in frame:
+                return frame["history"]
 
 
 def make_offline(ports: Ports, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -150,6 +180,15 @@ def test_make_offline_prints_what_to_type_last_and_stops_everything(ports: Ports
              (f"ws://localhost:{ports.websocket}?token={page_token.group(1)}", {}),
              (f"ws://localhost:{ports.websocket}?token={carol_token}", {})],
         )) == 4
+
+        # The lines the banner says to type, typed where it says, do what the README shows.
+        alice_lines = typed_lines(banner, "In alice's window, type:")
+        bob_lines = typed_lines(banner, "Then in bob's window:")
+        history = asyncio.run(type_in_windows(
+            (alice_url.group(1), {}), alice_lines,
+            (f"ws://localhost:{ports.websocket}", {"Authorization": f"Bearer {bob_token.group(1)}"}), bob_lines,
+        ))
+        assert [(m["sender"], m["to"], m["content"]) for m in history["messages"]] == [("alice", "bob", "안녕 bob")]
 
         with urllib.request.urlopen(f"http://localhost:{ports.http}/dev/ping", timeout=30) as response:
             assert response.read() == b"PONG!"
