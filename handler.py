@@ -253,7 +253,7 @@ def verify_token(token: str, secret: str) -> str:
             leeway=TOKEN_LEEWAY_SECONDS,
             options={"require": ["exp", "sub"]},
         )
-    except jwt.InvalidTokenError as error:
+    except (jwt.InvalidTokenError, UnicodeError) as error:  # a lone surrogate cannot even be encoded
         raise InvalidToken(f"{type(error).__name__}: {error}") from None
     user_id = normalize_user_id(claims["sub"])
     if user_id is None:

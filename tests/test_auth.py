@@ -80,6 +80,8 @@ SECRET = "test-secret-" + "x" * 60  # the jwt_secret fixture's value
         authorizer_event(query_token=token(SECRET, sub="evil#dm")),
         authorizer_event(query_token=token(SECRET, sub="x" * 129)),
         authorizer_event(query_token=token(SECRET)[:-4]),  # signature cut
+        authorizer_event(query_token="\ud800"),  # found by Hypothesis: PyJWT raised UnicodeEncodeError
+        authorizer_event(header="Bearer a.\udfff.c"),
     ],
     ids=[
         "missing",
@@ -98,6 +100,8 @@ SECRET = "test-secret-" + "x" * 60  # the jwt_secret fixture's value
         "sub-with-hash",
         "sub-too-long",
         "truncated",
+        "lone-surrogate-query",
+        "lone-surrogate-header",
     ],
 )
 def test_bad_token_is_denied(handler: Any, jwt_secret: str, event: dict[str, Any]) -> None:
