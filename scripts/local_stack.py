@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Callable, ContextManager
 
-from scripts.service_config import ROOT, SLS, create_table, resolved_config, table_resources
+from scripts.service_config import ROOT, SLS, create_queues, create_table, param_options, resolved_config, table_resources
 
 STAGE = "dev"
 # Credentials that only moto accepts; the real AWS would refuse them.
@@ -134,6 +134,10 @@ def offline_env(ports: Ports, region: str) -> dict[str, str]:
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
         OFFLINE_WEBSOCKET_PORT=str(ports.websocket),
+        # serverless.yml's serverless-offline-sqs endpoint: moto.
+        OFFLINE_DYNAMODB_PORT=str(ports.dynamodb),
+        # serverless-offline-sqs still uses the AWS SDK v2, which prints a notice on every start.
+        AWS_SDK_JS_SUPPRESS_MAINTENANCE_MODE_MESSAGE="1",
         # serverless-offline runs `python3` from PATH: the project's virtualenv first.
         PATH=os.pathsep.join([str(ROOT / ".venv" / "bin"), str(ROOT / ".tools" / "bin"), env.get("PATH", "")]),
         VIRTUAL_ENV=str(ROOT / ".venv"),
@@ -153,8 +157,10 @@ class LocalStack:
         log_dir: Path | None = None,
         progress: Callable[[str], None] = lambda step: None,
         spawn_guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+        params: dict[str, str] | None = None,
     ) -> None:
         self.ports = ports or Ports()
+        self.params = params or {}  # serverless.yml's ${param:...} values (benchmarks change them)
         self.output = output  # where serverless-offline writes (the function logs); None: this terminal
         # moto logs every request: that goes to a file, quoted if moto fails to start.
         self.moto_log = (log_dir or ROOT / ".offline") / f"moto-{self.ports.dynamodb}.log"
@@ -165,6 +171,7 @@ class LocalStack:
         self.region = ""
         self.secret_parameter = ""
         self.table_names: dict[str, str] = {}
+        self.queue_urls: dict[str, str] = {}
         self.jwt_secret = ""
         self._processes: dict[str, subprocess.Popen] = {}
         self._page_server: http.server.ThreadingHTTPServer | None = None
@@ -196,6 +203,10 @@ class LocalStack:
         """A boto3 DynamoDB resource on the local moto, with the stack's fake credentials."""
         return local_session(self.region).resource("dynamodb", endpoint_url=self.dynamodb_endpoint)
 
+    def sqs(self) -> Any:
+        """A boto3 SQS client on the local moto."""
+        return local_session(self.region).client("sqs", endpoint_url=self.dynamodb_endpoint)
+
     def token(self, user: str, hours: float = DEV_TOKEN_HOURS) -> str:
         """A token the local authorizer accepts for this user."""
         return mint_token(self.jwt_secret, user, hours)
@@ -220,7 +231,7 @@ class LocalStack:
             # `sls print` needs no AWS access: it gets the same AWS-free environment.
             self.progress("Reading serverless.yml (sls print)")
             try:
-                config = resolved_config(STAGE, env=offline_env(self.ports, "us-east-1"))
+                config = resolved_config(STAGE, env=offline_env(self.ports, "us-east-1"), params=self.params)
             except subprocess.CalledProcessError as error:
                 raise StackError(f"`sls print` could not read serverless.yml:\n{error.stdout}{error.stderr}") from None
             self.region = config["provider"]["region"]
@@ -231,8 +242,9 @@ class LocalStack:
                 moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.dynamodb)]
                 self._spawn("moto", moto, env, moto_output)
             self._wait_for(lambda: _http_ok(f"{self.dynamodb_endpoint}/moto-api/"), "moto", timeout)
-            self.progress("Creating the tables from serverless.yml")
+            self.progress("Creating the tables and queues from serverless.yml")
             self._create_tables(config)
+            self.queue_urls = create_queues(self.sqs(), config)
             self.progress("Seeding a fresh development token secret in moto's SSM")
             self._seed_secret(config)
             self.progress("Serving the chat page")
@@ -246,6 +258,7 @@ class LocalStack:
                     "--httpPort", str(self.ports.http),
                     "--websocketPort", str(self.ports.websocket),
                     "--lambdaPort", str(self.ports.lambda_),
+                    *param_options(self.params),
                 ],
                 env,
                 self.output,

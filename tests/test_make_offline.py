@@ -212,7 +212,7 @@ def test_make_offline_prints_what_to_type_last_and_stops_everything(ports: Ports
 STARTUP_STEPS = [
     "Reading serverless.yml",
     "Starting moto",
-    "Creating the tables",
+    "Creating the tables and queues",
     "Seeding a fresh development token secret",  # a boto3 call: botocore retried a Stop(Exception)
     "Starting serverless-offline",
 ]
