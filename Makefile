@@ -55,6 +55,9 @@ token: install
 bench: install
 	python bench/broadcast.py
 	python bench/offline_broadcast.py
+	python bench/broadcast_capacity.py
+	python bench/broadcast_capacity.py --budget 8000 --concurrency 8
+	python bench/fanout_offline.py
 
 package: install
 	sls package

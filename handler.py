@@ -7,21 +7,29 @@ the management API endpoint differs, and boto3 finds moto through ``AWS_ENDPOINT
 
 from __future__ import annotations
 
+import base64
+import binascii
+import itertools
 import json
 import logging
 import math
 import os
+import random
 import re
+import threading
 import time
 import unicodedata
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterable, Iterator
 
 import boto3
 import jwt
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +39,7 @@ logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
 DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 DEFAULT_MESSAGES_TABLE = "serverless-websocket-messages"
+DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
 DEFAULT_OFFLINE_WEBSOCKET_PORT = "3001"
 USER_INDEX = "user_id-index"
 ROOM = "room"
@@ -53,6 +62,26 @@ MAX_INTEGER_DIGITS = 4300
 # Posts run in parallel so that one slow connection does not delay the others; bounded so
 # that a large room does not mean one thread (and one socket) per connection.
 BROADCAST_CONCURRENCY = int(os.environ.get("BROADCAST_CONCURRENCY", "32"))
+# Rooms up to this many connections are posted to by sendMessage itself; larger ones go to the
+# delivery workers through SQS (README: "Two delivery paths" says how this was chosen).
+FANOUT_THRESHOLD = int(os.environ.get("FANOUT_THRESHOLD", "200"))
+# Connection ids per SQS message (one job); a worker gets up to `batchSize` jobs at a time.
+DELIVERY_BATCH_SIZE = int(os.environ.get("DELIVERY_BATCH_SIZE", "500"))
+# Posts per second that all delivery workers together may make (API Gateway's account limit
+# is 10,000 requests/s for every API and @connections call in the account and region), and
+# how many workers run at once (the SQS event source's maximumConcurrency): each worker posts
+# at most POSTING_BUDGET_PER_SECOND / DELIVERY_CONCURRENCY a second.
+POSTING_BUDGET_PER_SECOND = float(os.environ.get("POSTING_BUDGET_PER_SECOND", "5000"))
+DELIVERY_CONCURRENCY = int(os.environ.get("DELIVERY_CONCURRENCY", "5"))
+# Throttled posts are tried this many times in all within one invocation, then (by workers)
+# queued again; a job is tried MAX_DELIVERY_ATTEMPTS times before its failures are given up.
+INLINE_THROTTLE_ROUNDS = 2
+WORKER_THROTTLE_ROUNDS = 4
+MAX_DELIVERY_ATTEMPTS = 4
+# A worker starts a job only with this much time left, so it never stops half-way through.
+WORKER_RESERVE_MS = 15_000
+# SendMessageBatch: at most 256 KiB for all its messages together.
+SQS_BATCH_BYTES = 256 * 1024
 # Every AWS call gives up well inside API Gateway's 29 s integration limit, so the client
 # gets a clear 5xx from us instead of a timeout (botocore's defaults are 60 s per read).
 AWS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
@@ -81,7 +110,9 @@ SEND_MESSAGE_EXAMPLE = '{"action": "sendMessage", "content": "..."}'
 DIRECT_MESSAGE_EXAMPLE = '{"action": "sendDirectMessage", "to": "<user id>", "content": "..."}'
 HISTORY_EXAMPLE = '{"action": "getRecentMessages", "with": "<user id>", "limit": 20}'
 
-SENT, GONE, FAILED = "sent", "gone", "failed"
+SENT, GONE, THROTTLED, FAILED = "sent", "gone", "throttled", "failed"
+# What API Gateway answers when the account's request rate is exceeded (HTTP 429).
+THROTTLING_CODES = frozenset({"LimitExceededException", "ThrottlingException", "TooManyRequestsException", "429"})
 
 Response = dict[str, Any]
 
@@ -160,11 +191,11 @@ def send_message(event: dict, context: Any) -> Response:
     try:
         store_message(messages_table(), ROOM, message)
         table = connections_table()
-        outcomes = post_to_connections(table, _management_client_for(event), iter_connection_ids(table), payload)
+        summary = broadcast(table, management_endpoint(event), iter_connection_ids(table), payload, message["id"])
     except AWS_ERRORS:
         logger.exception("Broadcast from %s failed", _connection_id(event))
         return _response(500, "Message could not be sent.")
-    logger.info("Broadcast from %s: %s", _connection_id(event), _summary(outcomes))
+    logger.info("Broadcast from %s: %s", _connection_id(event), summary)
     return _response(200, "Message sent to all connections.")
 
 
@@ -599,7 +630,7 @@ def load_recent(
     return page.get("Items", []), "LastEvaluatedKey" in page
 
 
-# --- management API ------------------------------------------------------------------------
+# --- delivery ------------------------------------------------------------------------------
 
 
 def management_endpoint(event: dict) -> str:
@@ -628,17 +659,62 @@ def _post_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=BROADCAST_CONCURRENCY, thread_name_prefix="post")
 
 
-def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
-    """Post one message; report SENT, GONE (the client left) or FAILED (anything else)."""
+def broadcast(table: Any, endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str) -> dict[str, int]:
+    """Small rooms are posted to here, at once (the lowest latency); larger ones are cut into
+    batches for the delivery workers, through SQS, so no room is bounded by one invocation."""
+    ids = iter(connection_ids)
+    first = list(itertools.islice(ids, FANOUT_THRESHOLD + 1))
+    if len(first) <= FANOUT_THRESHOLD:
+        outcomes = deliver(table, management_client(endpoint), first, payload, rounds=INLINE_THROTTLE_ROUNDS)
+        return _summary(outcomes)
+    batches = _batches(itertools.chain(first, ids), DELIVERY_BATCH_SIZE)
+    return enqueue(DeliveryJob(message_id, endpoint, payload, batch) for batch in batches)
+
+
+def deliver(
+    table: Any,
+    client: Any,
+    connection_ids: Iterable[str],
+    payload: bytes,
+    rounds: int = 1,
+    pace: Pacer | None = None,
+    deadline: float | None = None,
+) -> dict[str, str]:
+    """Post the payload to each connection concurrently; post again, after a backoff, to
+    those API Gateway throttled (up to `rounds` times in all, while there is time); delete
+    the ones that are gone. Returns each connection's outcome."""
+    outcomes: dict[str, str] = {}
+    pending = list(connection_ids)
+    for attempt in range(rounds):
+        results = dict(_post_pool().map(lambda cid: (cid, post_to_connection(client, cid, payload, pace)), pending))
+        outcomes.update(results)
+        pending = [cid for cid, outcome in results.items() if outcome == THROTTLED]
+        wait = _backoff(attempt)
+        if not pending or attempt + 1 == rounds or (deadline is not None and time.monotonic() + wait > deadline):
+            break
+        logger.warning("API Gateway throttled %d posts; retrying in %.2f s", len(pending), wait)
+        time.sleep(wait)
+    prune(table, [cid for cid, outcome in outcomes.items() if outcome == GONE])
+    return outcomes
+
+
+def post_to_connection(client: Any, connection_id: str, payload: bytes, pace: Pacer | None = None) -> str:
+    """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
+    account limit) or FAILED (anything else)."""
+    if pace is not None:
+        pace.wait()
     try:
         client.post_to_connection(ConnectionId=connection_id, Data=payload)
         return SENT
     except client.exceptions.GoneException:
         return GONE
     except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         # serverless-offline answers a bare HTTP 410 with no body: the code is just '410'.
-        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 410:
+        if status == 410:
             return GONE
+        if status == 429 or error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
+            return THROTTLED
         logger.exception("Could not post to connection %s", connection_id)
         return FAILED
     except BotoCoreError:
@@ -647,15 +723,219 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
 
 
 def post_to_connections(table: Any, client: Any, connection_ids: Iterable[str], payload: bytes) -> dict[str, str]:
-    """Post the payload to each connection concurrently; delete the ones that are gone.
-    Returns each connection's outcome (SENT, GONE or FAILED)."""
-    posts = _post_pool().map(lambda cid: (cid, post_to_connection(client, cid, payload)), connection_ids)
-    outcomes = dict(posts)
-    for connection_id, outcome in outcomes.items():
-        if outcome == GONE:
-            logger.info("Deleting gone connection %s", connection_id)
-            handle_disconnect(table, connection_id)
-    return outcomes
+    """A few connections (a DM's): posted at once, the gone ones deleted."""
+    return deliver(table, client, connection_ids, payload, rounds=INLINE_THROTTLE_ROUNDS)
+
+
+def prune(table: Any, connection_ids: list[str]) -> None:
+    """Delete the rows of connections that are gone, 25 to a request. A failure here is
+    logged, not raised: the message was delivered, and the rows expire by TTL anyway."""
+    if not connection_ids:
+        return
+    logger.info("Deleting %d gone connections", len(connection_ids))
+    try:
+        with table.batch_writer() as batch:
+            for connection_id in connection_ids:
+                batch.delete_item(Key={"connection_id": connection_id})
+    except AWS_ERRORS:
+        logger.exception("Could not delete %d gone connections", len(connection_ids))
+
+
+class Pacer:
+    """Spreads one container's posts to at most `rate` a second: the delivery workers' share
+    of the account's posting budget (POSTING_BUDGET_PER_SECOND / DELIVERY_CONCURRENCY)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+@lru_cache(maxsize=None)
+def worker_pacer() -> Pacer:
+    return Pacer(POSTING_BUDGET_PER_SECOND / DELIVERY_CONCURRENCY)
+
+
+def retry_delay_seconds(attempt: int) -> int:
+    """How long a job's failed connections wait in the queue: 10 s, 20 s, 40 s (SQS: <= 900)."""
+    return min(900, 5 * 2**attempt)
+
+
+def _backoff(attempt: int) -> float:
+    """Full jitter, as AWS recommends for throttling: a random wait up to 0.2 s, 0.4 s, 0.8 s..."""
+    return random.uniform(0, min(2.0, 0.2 * 2**attempt))
+
+
+# --- delivery workers (SQS) ----------------------------------------------------------------
+
+
+class PoisonJob(ValueError):
+    """An SQS record that is not a delivery job: it fails until it lands in the DLQ."""
+
+
+class NotStarted(RuntimeError):
+    """Too little time left to deliver this job: it goes back to the queue untouched."""
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """One message to post to one batch of connections: the body of one SQS message."""
+
+    message_id: str
+    endpoint: str
+    payload: bytes
+    connections: tuple[str, ...]
+    attempt: int = 1
+
+    def to_body(self) -> str:
+        # The payload as base64: SQS bodies may not hold every character JSON text can (U+FFFF).
+        return json.dumps({
+            "v": 1,
+            "message_id": self.message_id,
+            "endpoint": self.endpoint,
+            "payload": base64.b64encode(self.payload).decode("ascii"),
+            "connections": list(self.connections),
+            "attempt": self.attempt,
+        })
+
+    @classmethod
+    def from_body(cls, body: str) -> DeliveryJob:
+        try:
+            document = json.loads(body)
+            job = cls(
+                message_id=str(document["message_id"]),
+                endpoint=document["endpoint"],
+                payload=base64.b64decode(document["payload"], validate=True),
+                connections=tuple(document["connections"]),
+                attempt=int(document["attempt"]),
+            )
+        except (ValueError, TypeError, KeyError, binascii.Error) as error:
+            raise PoisonJob(f"not a delivery job: {type(error).__name__}: {error}") from None
+        if not (isinstance(job.endpoint, str) and job.endpoint.startswith(("https://", "http://localhost:"))):
+            raise PoisonJob(f"not a delivery job: bad endpoint {job.endpoint!r}")
+        if not job.connections or not all(isinstance(cid, str) and cid for cid in job.connections):
+            raise PoisonJob("not a delivery job: connections must be a list of ids")
+        return job
+
+
+_batch_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def deliver_messages(event: dict, context: Any) -> dict[str, Any]:
+    """The delivery worker: each SQS record is one message for one batch of connections.
+    Powertools reports the records that failed, and SQS retries only those."""
+    return process_partial_response(event=event, record_handler=deliver_record, processor=_batch_processor, context=context)
+
+
+def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
+    try:
+        deliver_job(DeliveryJob.from_body(record.body), lambda_context)
+    except PoisonJob as error:
+        logger.error("Record %s (receive %s) fails: %s", record.message_id, record.attributes.approximate_receive_count, error)
+        raise
+    except NotStarted as error:
+        logger.warning("Record %s goes back to the queue untouched: %s", record.message_id, error)
+        raise
+    except Exception:
+        logger.exception("Record %s fails", record.message_id)
+        raise
+
+
+def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
+    """Deliver one job. Once posting has started the record never fails (a retry of the whole
+    record would post twice to the connections already served): the connections that failed
+    are queued again, alone, as a new job."""
+    deadline = None
+    if lambda_context is not None:
+        spare_ms = lambda_context.get_remaining_time_in_millis() - WORKER_RESERVE_MS
+        if spare_ms < 0:
+            raise NotStarted(f"only {spare_ms + WORKER_RESERVE_MS} ms left")
+        deadline = time.monotonic() + spare_ms / 1000
+    outcomes = deliver(
+        connections_table(), management_client(job.endpoint), job.connections, job.payload,
+        rounds=WORKER_THROTTLE_ROUNDS, pace=worker_pacer(), deadline=deadline,
+    )
+    failed = tuple(cid for cid, outcome in outcomes.items() if outcome in (FAILED, THROTTLED))
+    logger.info("Delivery of %s (attempt %d): %s", job.message_id, job.attempt, _summary(outcomes))
+    if failed:
+        retry_failed(job, failed)
+
+
+def retry_failed(job: DeliveryJob, failed: tuple[str, ...]) -> None:
+    """Queue the failed connections again, after a delay that grows with each attempt."""
+    if job.attempt >= MAX_DELIVERY_ATTEMPTS:
+        logger.error("Gave up delivering %s to %d connections after %d attempts", job.message_id, len(failed), job.attempt)
+        return
+    retry = DeliveryJob(job.message_id, job.endpoint, job.payload, failed, job.attempt + 1)
+    try:
+        sqs_client().send_message(
+            QueueUrl=delivery_queue_url(), MessageBody=retry.to_body(), DelaySeconds=retry_delay_seconds(job.attempt)
+        )
+    except AWS_ERRORS:
+        logger.exception("Could not queue %s again for %d connections; they miss it", job.message_id, len(failed))
+
+
+def enqueue(jobs: Iterable[DeliveryJob]) -> dict[str, int]:
+    """Send the jobs to the delivery queue, up to 10 (and 256 KB) per SendMessageBatch, each
+    batch as soon as it is full: the workers start on the first jobs while the rest of the
+    room is still being read. Raises if any batch could not be sent."""
+    sends: list[Future] = []
+    bodies: list[str] = []
+    size = jobs_sent = connections = 0
+    for job in jobs:
+        body = job.to_body()
+        if len(bodies) == 10 or size + len(body) > SQS_BATCH_BYTES:
+            sends.append(_post_pool().submit(_send_batch, bodies))
+            bodies, size = [], 0
+        bodies.append(body)
+        size += len(body)
+        jobs_sent += 1
+        connections += len(job.connections)
+    if bodies:
+        sends.append(_post_pool().submit(_send_batch, bodies))
+    for send in sends:
+        send.result()
+    return {"queued": connections, "jobs": jobs_sent}
+
+
+def _send_batch(bodies: list[str]) -> None:
+    entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies)]
+    for _ in range(3):
+        failed = sqs_client().send_message_batch(QueueUrl=delivery_queue_url(), Entries=entries).get("Failed", [])
+        if not failed:
+            return
+        retry = {entry["Id"] for entry in failed if not entry.get("SenderFault")}
+        if len(retry) < len(failed):
+            raise ClientError({"Error": {"Code": "SendMessageBatchFailed", "Message": str(failed)}}, "SendMessageBatch")
+        entries = [entry for entry in entries if entry["Id"] in retry]
+    raise ClientError({"Error": {"Code": "SendMessageBatchFailed", "Message": "entries still failing"}}, "SendMessageBatch")
+
+
+@lru_cache(maxsize=None)
+def sqs_client() -> Any:
+    return boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+
+
+@lru_cache(maxsize=None)
+def delivery_queue_url() -> str:
+    """Looked up by name once per container: offline, a queue URL in the environment cannot be
+    built from the template (serverless-offline leaves Ref unresolved)."""
+    name = os.environ.get("DELIVERY_QUEUE_NAME", DEFAULT_DELIVERY_QUEUE)
+    return sqs_client().get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[tuple[str, ...]]:
+    iterator = iter(items)
+    while batch := tuple(itertools.islice(iterator, size)):
+        yield batch
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -687,7 +967,7 @@ def _rejected(event: dict, error: BadMessage) -> Response:
 
 
 def _summary(outcomes: dict[str, str]) -> dict[str, int]:
-    return {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, FAILED)}
+    return {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, THROTTLED, FAILED)}
 
 
 def _iso(epoch_ms: int) -> str:

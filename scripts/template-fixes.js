@@ -11,7 +11,16 @@
 // 2. An authorizer declared with `identitySource: []` is written as "IdentitySource": [].
 //    The property is optional for REQUEST authorizers and means "no required sources" when
 //    absent, so the empty list is removed rather than sent to API Gateway as it is.
+//
+// 3. The framework's schema wants a layer to be an ARN or an intrinsic function, so the
+//    Powertools layer is declared as !Sub "{{resolve:ssm:...}}". A Fn::Sub without variables
+//    is the plain string; CloudFormation resolves the dynamic reference either way, and
+//    cfn-lint warns (W1020) about the needless Fn::Sub: it is unwrapped here.
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
+
+// A Fn::Sub whose string has no ${...} variable, like "{{resolve:ssm:...}}".
+const isPlainSub = (value) =>
+  value && typeof value['Fn::Sub'] === 'string' && !value['Fn::Sub'].includes('${') && Object.keys(value).length === 1;
 
 const isWildcardGrant = (statement) =>
   Array.isArray(statement.Resource) &&
@@ -24,6 +33,7 @@ class TemplateFixes {
       'after:package:compileEvents': () => {
         this.removeWildcardGrant();
         this.removeEmptyIdentitySources();
+        this.unwrapPlainLayerSubs();
       },
     };
   }
@@ -50,6 +60,15 @@ class TemplateFixes {
         properties.IdentitySource.length === 0
       ) {
         delete properties.IdentitySource;
+      }
+    }
+  }
+
+  unwrapPlainLayerSubs() {
+    for (const resource of Object.values(this.resources)) {
+      const properties = resource.Properties || {};
+      if (resource.Type === 'AWS::Lambda::Function' && Array.isArray(properties.Layers)) {
+        properties.Layers = properties.Layers.map((layer) => (isPlainSub(layer) ? layer['Fn::Sub'] : layer));
       }
     }
   }

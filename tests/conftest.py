@@ -4,6 +4,7 @@ management API whose per-connection answers a test can choose."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Iterator
 from urllib.parse import unquote
 
@@ -13,6 +14,7 @@ from botocore.awsrequest import AWSResponse
 
 from scripts import service_config
 from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
+from tests.helpers import queue_depth
 
 # Logical id in serverless.yml -> (environment variable the handler reads, name used here).
 TEST_TABLES = {
@@ -84,16 +86,45 @@ def jwt_secret(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _clear_caches(module: Any) -> None:
-    for cached in (module.connections_table, module.messages_table, module.management_client, module.ssm_client, module._read_secret):
+    for cached in (
+        module.connections_table,
+        module.messages_table,
+        module.management_client,
+        module.ssm_client,
+        module._read_secret,
+        module.sqs_client,
+        module.delivery_queue_url,
+        module.worker_pacer,
+    ):
         cached.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def service_config_test() -> dict[str, Any]:
+    return service_config.resolved_config("test")
+
+
 @pytest.fixture
-def handler(tables: dict[str, Any]) -> Iterator[Any]:
-    """The handler module, imported only once the mock is running, with cold caches."""
+def queues(aws: None, service_config_test: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The delivery queue and its DLQ, as serverless.yml declares them; logical id -> URL."""
+    urls = service_config.create_queues(boto3.client("sqs"), service_config_test)
+    name = service_config_test["provider"]["environment"]["DELIVERY_QUEUE_NAME"]
+    monkeypatch.setenv("DELIVERY_QUEUE_NAME", name)
+    return urls
+
+
+@pytest.fixture
+def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The handler module, imported only once the mock is running, with cold caches. Delays
+    of retries and throttling backoff (the handler's and botocore's) are zero, so tests do not
+    wait for them."""
     import handler as module
+    from botocore.retries import standard
 
     _clear_caches(module)
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
+    monkeypatch.setattr(module, "_backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(module, "retry_delay_seconds", lambda attempt: 0)
     yield module
     _clear_caches(module)
 
@@ -134,6 +165,86 @@ def aws_failure() -> Iterator[Any]:
         client.meta.events.unregister(event, raise_error)
 
 
+class FakeLambdaContext:
+    """What the worker reads of its context: the time left."""
+
+    def __init__(self, remaining_ms: int = 60_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+class EventSourceMapping:
+    """Lambda's SQS event source mapping, on moto's queue: receive up to `batch_size`
+    messages, invoke the worker with them, delete the ones it did not report as failed; a
+    failed one is visible again at once (its visibility timeout, shortened), and moto's
+    redrive policy moves it to the DLQ after maxReceiveCount receives."""
+
+    def __init__(self, handler: Any, urls: dict[str, str], batch_size: int = 5) -> None:
+        self.handler = handler
+        self.sqs = boto3.client("sqs")
+        self.queue = urls["DeliveryQueue"]
+        self.dead_letters = urls["DeliveryDeadLetterQueue"]
+        self.batch_size = batch_size
+        self.invocations: list[dict[str, Any]] = []
+
+    def send_raw(self, body: str) -> None:
+        self.sqs.send_message(QueueUrl=self.queue, MessageBody=body)
+
+    def pending_jobs(self) -> list[Any]:
+        """The jobs waiting in the queue, read without taking them."""
+        messages = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        jobs = []
+        while messages.get("Messages"):
+            jobs += [self.handler.DeliveryJob.from_body(m["Body"]) for m in messages["Messages"]]
+            for message in messages["Messages"]:
+                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
+            messages = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        for job in jobs:
+            self.sqs.send_message(QueueUrl=self.queue, MessageBody=job.to_body())
+        return jobs
+
+    def drain(self, context: FakeLambdaContext | None = None, max_invocations: int = 500) -> None:
+        for _ in range(max_invocations):
+            received = self.sqs.receive_message(
+                QueueUrl=self.queue, MaxNumberOfMessages=self.batch_size, AttributeNames=["All"], MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not received:
+                return
+            event = {"Records": [self._record(message) for message in received]}
+            response = self.handler.deliver_messages(event, context or FakeLambdaContext())
+            self.invocations.append(response)
+            failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
+            for message in received:
+                if message["MessageId"] in failed:
+                    self.sqs.change_message_visibility(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+                else:
+                    self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
+        raise AssertionError("the delivery queue did not drain")
+
+    def count(self, url: str) -> int:
+        return queue_depth(self.sqs, url)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:delivery",
+            "awsRegion": REGION,
+        }
+
+
+@pytest.fixture
+def workers(handler: Any, queues: dict[str, str]) -> EventSourceMapping:
+    return EventSourceMapping(handler, queues)
+
+
 class _RawBody:
     def __init__(self, body: bytes) -> None:
         self._body = body
@@ -145,9 +256,9 @@ class _RawBody:
 class ManagementApi:
     """The mocked @connections API as the handler's client sees it.
 
-    moto records what each connection received; `answer` makes chosen connections answer
-    with a given HTTP status instead, at the wire level, as API Gateway or
-    serverless-offline would.
+    moto answers posts with 200; `answer` makes chosen connections answer with a given HTTP
+    status instead, at the wire level, as API Gateway or serverless-offline would. What each
+    connection received is recorded here (moto records failed posts too).
     """
 
     def __init__(self, client: Any) -> None:
@@ -156,31 +267,38 @@ class ManagementApi:
 
         self._backend = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID][REGION]
         self._answers: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self._times: dict[str, int] = {}
+        self._delivered: dict[str, list[bytes]] = {}
+        self._lock = threading.Lock()
         self.attempts: dict[str, int] = {}
         client.meta.events.register_first("before-send.apigatewaymanagementapi.PostToConnection", self._before_send)
 
-    def answer(self, connection_id: str, status: int, error_code: str | None = None) -> None:
-        """Make posts to this connection fail; no error_code means an empty body."""
+    def answer(self, connection_id: str, status: int, error_code: str | None = None, times: int | None = None) -> None:
+        """Make posts to this connection fail (the next `times` ones, or all); no error_code
+        means an empty body."""
         headers = {"x-amzn-ErrorType": error_code} if error_code else {}
         body = json.dumps({"message": f"{error_code} from test"}).encode() if error_code else b""
         self._answers[connection_id] = (status, body, headers)
+        if times is not None:
+            self._times[connection_id] = times
 
     def received(self, connection_id: str) -> list[Any]:
-        """Every JSON document posted to the connection, in order."""
-        connection = self._backend.connections.get(connection_id)
-        data = connection.data.decode("utf-8") if connection else ""
-        decoder, documents, position = json.JSONDecoder(), [], 0
-        while position < len(data):
-            document, position = decoder.raw_decode(data, position)
-            documents.append(document)
-        return documents
+        """Every JSON document the connection was sent (posts answered 200), in order."""
+        with self._lock:
+            return [json.loads(data) for data in self._delivered.get(connection_id, [])]
 
     def _before_send(self, request: Any, **_: Any) -> AWSResponse | None:
         connection_id = unquote(request.url.rsplit("/@connections/", 1)[1])
-        self.attempts[connection_id] = self.attempts.get(connection_id, 0) + 1
-        if connection_id not in self._answers:
-            return None
-        status, body, headers = self._answers[connection_id]
+        with self._lock:  # posts come from a pool of threads
+            self.attempts[connection_id] = self.attempts.get(connection_id, 0) + 1
+            if connection_id not in self._answers:
+                self._delivered.setdefault(connection_id, []).append(request.body)
+                return None  # moto answers 200
+            status, body, headers = self._answers[connection_id]
+            if connection_id in self._times:
+                self._times[connection_id] -= 1
+                if self._times[connection_id] <= 0:
+                    del self._answers[connection_id], self._times[connection_id]
         return AWSResponse(request.url, status, headers, _RawBody(body))
 
 

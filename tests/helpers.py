@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Callable
 
 
@@ -24,3 +25,20 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"condition not met within {timeout} s"
         time.sleep(0.1)
+
+
+def queue_depth(sqs: Any, queue_url: str) -> int:
+    """Messages in an SQS queue: visible, in flight and delayed."""
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    return sum(int(value) for key, value in attributes.items() if key.startswith("ApproximateNumberOfMessages"))
+
+
+def add_stale_rows(table: Any, count: int) -> set[str]:
+    """Rows of connections that no longer exist ($disconnect never ran): serverless-offline
+    answers 410 for each, so a broadcast must post to each once and prune it."""
+    now = int(time.time())
+    ids = {f"stale-{uuid.uuid4().hex}" for _ in range(count)}
+    with table.batch_writer() as batch:
+        for connection_id in ids:
+            batch.put_item(Item={"connection_id": connection_id, "connected_at": now, "ttl": now + 7200})
+    return ids

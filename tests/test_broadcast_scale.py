@@ -1,10 +1,27 @@
-"""Broadcast at sizes where the tutorial's code silently loses recipients."""
+"""Broadcast at sizes where the tutorial's code silently loses recipients, on both delivery
+paths: posted by sendMessage itself (inline), and through SQS by the delivery workers."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.events import message_event, send_message_body
+
+
+@pytest.fixture(params=["inline", "fan-out"])
+def send(request: pytest.FixtureRequest, handler: Any, workers: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """send_message on one path; on the fan-out path the workers then drain the queue."""
+    if request.param == "inline":
+        monkeypatch.setattr(handler, "FANOUT_THRESHOLD", 100_000)
+
+    def _send(event: dict[str, Any]) -> dict[str, Any]:
+        response = handler.send_message(event, None)
+        workers.drain()
+        return response
+
+    return _send
 
 
 def count_scan_pages(handler: Any) -> list[int]:
@@ -14,7 +31,7 @@ def count_scan_pages(handler: Any) -> list[int]:
     return pages
 
 
-def test_broadcast_reads_every_scan_page_past_1_mb(handler: Any, management: Any, table: Any) -> None:
+def test_broadcast_reads_every_scan_page_past_1_mb(handler: Any, send: Any, management: Any, table: Any) -> None:
     # 600 rows of ~5 KB: about 3 MB, so DynamoDB (and moto) must split the Scan into pages.
     connection_ids = [f"padded-{i:04d}" for i in range(600)]
     with table.batch_writer() as batch:
@@ -22,7 +39,7 @@ def test_broadcast_reads_every_scan_page_past_1_mb(handler: Any, management: Any
             batch.put_item(Item={"connection_id": connection_id, "padding": "p" * 5000})
     pages = count_scan_pages(handler)
 
-    response = handler.send_message(message_event("padded-0000", send_message_body("all pages")), None)
+    response = send(message_event("padded-0000", send_message_body("all pages")))
 
     assert response["statusCode"] == 200
     assert len(pages) >= 3, pages
@@ -46,25 +63,25 @@ def test_projection_keeps_scan_pages_small(handler: Any, management: Any, table:
     assert all(set(item) == {"connection_id"} for item in scanned)
 
 
-def test_1000_connections_each_receive_exactly_one_copy(handler: Any, management: Any, connect: Any) -> None:
+def test_1000_connections_each_receive_exactly_one_copy(send: Any, management: Any, connect: Any) -> None:
     connection_ids = [f"conn-{i:04d}" for i in range(1000)]
     connect(*connection_ids)
 
-    response = handler.send_message(message_event("conn-0000", send_message_body("hello, 1000")), None)
+    response = send(message_event("conn-0000", send_message_body("hello, 1000")))
 
     assert response["statusCode"] == 200
     assert {cid: management.attempts.get(cid) for cid in connection_ids} == dict.fromkeys(connection_ids, 1)
     assert all(management.received(cid) == [{"messages": [{"content": "hello, 1000"}]}] for cid in connection_ids)
 
 
-def test_many_gone_connections_are_all_pruned(handler: Any, management: Any, connect: Any, table: Any) -> None:
+def test_many_gone_connections_are_all_pruned(send: Any, management: Any, connect: Any, table: Any) -> None:
     connection_ids = [f"conn-{i:03d}" for i in range(200)]
     connect(*connection_ids)
     gone = set(connection_ids[::3])
     for connection_id in gone:
         management.answer(connection_id, 410)
 
-    handler.send_message(message_event("conn-001", send_message_body("hi")), None)
+    send(message_event("conn-001", send_message_body("hi")))
 
     remaining = {item["connection_id"] for item in table.scan()["Items"]}
     assert remaining == set(connection_ids) - gone

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
         "handler.send_direct_message",
         "handler.get_recent_messages",
         "handler.authorize",
+        "handler.deliver_messages",
     }
     for function in functions:
         properties = function["Properties"]
@@ -116,7 +118,74 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "MESSAGES_TABLE": f"serverless-websocket-messages-{STAGE}",
             # The parameter's name only: the secret is never in the template.
             "JWT_SECRET_PARAMETER": f"/serverless-websocket/{STAGE}/jwt-secret",
+            "DELIVERY_QUEUE_NAME": f"serverless-websocket-delivery-{STAGE}",
+            "FANOUT_THRESHOLD": "200",
+            "POSTING_BUDGET_PER_SECOND": "5000",
+            "DELIVERY_CONCURRENCY": "5",
         }
+
+
+def test_memory_follows_the_work_small_paths_small_posting_paths_with_cpu(resources: dict[str, Any]) -> None:
+    memory = {
+        f["Properties"]["Handler"]: f["Properties"]["MemorySize"] for f in of_type(resources, "AWS::Lambda::Function")
+    }
+    assert memory["handler.deliver_messages"] == 1769  # one full vCPU: posting is CPU-bound
+    assert memory["handler.send_message"] == 1024  # reads the room's ids, posts to small rooms
+    for small in ("handler.authorize", "handler.connection_manager", "handler.default_message", "handler.ping"):
+        assert memory[small] == 256
+
+
+def test_every_function_has_the_powertools_layer_of_the_pipfiles_version(resources: dict[str, Any]) -> None:
+    pinned = tomllib.loads((ROOT / "Pipfile").read_text())["packages"]["aws-lambda-powertools"].strip("=")
+    layer = f"{{{{resolve:ssm:/aws/service/powertools/python/arm64/python3.13/{pinned}}}}}"
+    for function in of_type(resources, "AWS::Lambda::Function"):
+        assert function["Properties"]["Layers"] == [layer]
+        assert function["Properties"]["Architectures"] == ["arm64"] and function["Properties"]["Runtime"] == "python3.13"
+
+
+def test_the_delivery_queue_has_a_dead_letter_queue_and_a_visibility_of_six_worker_timeouts(
+    resources: dict[str, Any],
+) -> None:
+    queue = resources["DeliveryQueue"]["Properties"]
+    dead_letters = resources["DeliveryDeadLetterQueue"]["Properties"]
+    (worker,) = [f for f in of_type(resources, "AWS::Lambda::Function") if f["Properties"]["Handler"] == "handler.deliver_messages"]
+    assert queue["QueueName"] == f"serverless-websocket-delivery-{STAGE}"
+    assert queue["VisibilityTimeout"] >= 6 * worker["Properties"]["Timeout"]
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "Arn"]}, "maxReceiveCount": 5}
+    assert dead_letters["QueueName"] == f"serverless-websocket-delivery-dlq-{STAGE}"
+    assert dead_letters["MessageRetentionPeriod"] == 14 * 24 * 3600  # the longest SQS keeps a message
+    assert queue["SqsManagedSseEnabled"] is True and dead_letters["SqsManagedSseEnabled"] is True
+
+
+def test_the_worker_reads_the_queue_reporting_partial_failures_within_the_posting_budget(
+    resources: dict[str, Any],
+) -> None:
+    (mapping,) = of_type(resources, "AWS::Lambda::EventSourceMapping")
+    properties = mapping["Properties"]
+    assert properties["EventSourceArn"] == {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}
+    assert properties["FunctionName"] == {"Fn::GetAtt": ["DeliveryWorkerLambdaFunction", "Arn"]}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BatchSize"] == 5 and properties["MaximumBatchingWindowInSeconds"] == 0
+    environment = resources["DeliveryWorkerLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    concurrency = properties["ScalingConfig"]["MaximumConcurrency"]
+    # Each worker paces itself to budget / concurrency, so all of them together stay within it.
+    assert concurrency == int(environment["DELIVERY_CONCURRENCY"]) and 2 <= concurrency <= 1000
+    per_worker = float(environment["POSTING_BUDGET_PER_SECOND"]) / int(environment["DELIVERY_CONCURRENCY"])
+    assert concurrency * per_worker <= float(environment["POSTING_BUDGET_PER_SECOND"]) < 10_000
+
+
+def test_sqs_grants_are_on_the_delivery_queue_only(resources: dict[str, Any]) -> None:
+    grants = {
+        tuple(sorted(actions(s))): s["Resource"]
+        for s in role_statements(resources)
+        if any(a.startswith("sqs:") for a in actions(s))
+    }
+    queue = {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}
+    assert grants == {
+        ("sqs:GetQueueUrl", "sqs:SendMessage"): queue,
+        # added by the framework for the worker's sqs event
+        ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"): [queue],
+    }
 
 
 def test_connections_table_is_on_demand_with_ttl(resources: dict[str, Any]) -> None:
@@ -151,7 +220,7 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
     user_index = {"Fn::Join": ["/", [connections, "index", "user_id-index"]]}
     messages = {"Fn::GetAtt": ["MessagesTable", "Arn"]}
     assert grants == {
-        json.dumps(connections, sort_keys=True): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan"],
+        json.dumps(connections, sort_keys=True): ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan"],
         json.dumps(user_index, sort_keys=True): ["dynamodb:Query"],
         json.dumps(messages, sort_keys=True): ["dynamodb:PutItem", "dynamodb:Query"],
     }
@@ -200,6 +269,8 @@ def test_zip_holds_handler_and_pyjwt_but_no_aws_sdk(package_dir: Path) -> None:
     assert "handler.py" in names
     assert "jwt/__init__.py" in names and "jwt/api_jwt.py" in names
     assert not [n for n in names if n.split("/")[0] in {"boto3", "botocore", "s3transfer", "urllib3"}]
+    # Powertools comes from its AWS layer (and typing_extensions with it).
+    assert not [n for n in names if n.split("/")[0] in {"aws_lambda_powertools", "typing_extensions.py"}]
     assert not [n for n in names if n.startswith(("tests/", "node_modules/", "scripts/", ".venv/")) or "Pipfile" in n]
     # handler.py is about 10 KB zipped, PyJWT (slim: no dist-info, no caches) under 30 KB.
     assert archive.stat().st_size < 48 * 1024
