@@ -12,7 +12,12 @@
 //    The property is optional for REQUEST authorizers and means "no required sources" when
 //    absent, so the empty list is removed rather than sent to API Gateway as it is.
 //
-// 3. The framework's schema wants a layer to be an ARN or an intrinsic function, so the
+// 3. The Lambda permissions it writes for the websocket functions (and their authorizer) let
+//    API Gateway invoke them from ANY API in any account: no SourceArn (checkov CKV_AWS_364,
+//    the confused-deputy problem). They are scoped to this API: routes invoke as
+//    <api>/<stage>/<route>, the authorizer as <api>/authorizers/<id>.
+//
+// 4. The framework's schema wants a layer to be an ARN or an intrinsic function, so the
 //    Powertools layer is declared as !Sub "{{resolve:ssm:...}}". A Fn::Sub without variables
 //    is the plain string; CloudFormation resolves the dynamic reference either way, and
 //    cfn-lint warns (W1020) about the needless Fn::Sub: it is unwrapped here.
@@ -34,6 +39,7 @@ class TemplateFixes {
         this.removeWildcardGrant();
         this.removeEmptyIdentitySources();
         this.unwrapPlainLayerSubs();
+        this.scopeApiGatewayPermissions();
       },
     };
   }
@@ -60,6 +66,36 @@ class TemplateFixes {
         properties.IdentitySource.length === 0
       ) {
         delete properties.IdentitySource;
+      }
+    }
+  }
+
+  scopeApiGatewayPermissions() {
+    for (const resource of Object.values(this.resources)) {
+      const properties = resource.Properties || {};
+      if (
+        resource.Type === 'AWS::Lambda::Permission' &&
+        properties.Principal === 'apigateway.amazonaws.com' &&
+        !properties.SourceArn
+      ) {
+        // Both were only there to order the resources; the references below now do that.
+        delete resource.DependsOn;
+        properties.SourceArn = {
+          'Fn::Join': [
+            '',
+            [
+              'arn:',
+              { Ref: 'AWS::Partition' },
+              ':execute-api:',
+              { Ref: 'AWS::Region' },
+              ':',
+              { Ref: 'AWS::AccountId' },
+              ':',
+              { Ref: 'WebsocketsApi' },
+              '/*',
+            ],
+          ],
+        };
       }
     }
   }

@@ -49,6 +49,11 @@ def of_type(resources: dict[str, Any], resource_type: str) -> list[dict[str, Any
     return [resource for resource in resources.values() if resource["Type"] == resource_type]
 
 
+def our_functions(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    """The functions of handler.py (not the framework's custom-resource function)."""
+    return [f for f in of_type(resources, "AWS::Lambda::Function") if f["Properties"]["Handler"].startswith("handler.")]
+
+
 def role_statements(resources: dict[str, Any]) -> list[dict[str, Any]]:
     role = resources["IamRoleLambdaExecution"]
     return [statement for policy in role["Properties"]["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
@@ -98,7 +103,7 @@ def test_ping_is_http_get(resources: dict[str, Any]) -> None:
 
 
 def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[str, Any]) -> None:
-    functions = of_type(resources, "AWS::Lambda::Function")
+    functions = our_functions(resources)
     handlers = {f["Properties"]["Handler"] for f in functions}
     assert handlers == {
         "handler.ping",
@@ -122,13 +127,25 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "FANOUT_THRESHOLD": "200",
             "POSTING_BUDGET_PER_SECOND": "5000",
             "DELIVERY_CONCURRENCY": "5",
+            "MESSAGE_RATE_PER_SECOND": "5",
+            "MESSAGE_BURST": "10",
+            "WEBSOCKET_API_ENDPOINT": API_ENDPOINT,
+            "POWERTOOLS_SERVICE_NAME": f"serverless-websocket-{STAGE}",
+            "POWERTOOLS_METRICS_NAMESPACE": "ServerlessWebsocket",
         }
 
 
+# The API's own endpoint, right behind a custom domain and in every partition.
+API_ENDPOINT = {
+    "Fn::Join": [
+        "",
+        ["https://", {"Ref": "WebsocketsApi"}, ".execute-api.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}, f"/{STAGE}"],
+    ]
+}
+
+
 def test_memory_follows_the_work_small_paths_small_posting_paths_with_cpu(resources: dict[str, Any]) -> None:
-    memory = {
-        f["Properties"]["Handler"]: f["Properties"]["MemorySize"] for f in of_type(resources, "AWS::Lambda::Function")
-    }
+    memory = {f["Properties"]["Handler"]: f["Properties"]["MemorySize"] for f in our_functions(resources)}
     assert memory["handler.deliver_messages"] == 1769  # one full vCPU: posting is CPU-bound
     assert memory["handler.send_message"] == 1024  # reads the room's ids, posts to small rooms
     for small in ("handler.authorize", "handler.connection_manager", "handler.default_message", "handler.ping"):
@@ -138,7 +155,7 @@ def test_memory_follows_the_work_small_paths_small_posting_paths_with_cpu(resour
 def test_every_function_has_the_powertools_layer_of_the_pipfiles_version(resources: dict[str, Any]) -> None:
     pinned = tomllib.loads((ROOT / "Pipfile").read_text())["packages"]["aws-lambda-powertools"].strip("=")
     layer = f"{{{{resolve:ssm:/aws/service/powertools/python/arm64/python3.13/{pinned}}}}}"
-    for function in of_type(resources, "AWS::Lambda::Function"):
+    for function in our_functions(resources):
         assert function["Properties"]["Layers"] == [layer]
         assert function["Properties"]["Architectures"] == ["arm64"] and function["Properties"]["Runtime"] == "python3.13"
 
@@ -220,7 +237,9 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
     user_index = {"Fn::Join": ["/", [connections, "index", "user_id-index"]]}
     messages = {"Fn::GetAtt": ["MessagesTable", "Arn"]}
     assert grants == {
-        json.dumps(connections, sort_keys=True): ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan"],
+        json.dumps(connections, sort_keys=True): [
+            "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
+        ],
         json.dumps(user_index, sort_keys=True): ["dynamodb:Query"],
         json.dumps(messages, sort_keys=True): ["dynamodb:PutItem", "dynamodb:Query"],
     }
@@ -276,3 +295,91 @@ def test_zip_holds_handler_and_pyjwt_but_no_aws_sdk(package_dir: Path) -> None:
     assert archive.stat().st_size < 48 * 1024
     packaged = zipfile.ZipFile(archive).read("handler.py")
     assert packaged == (ROOT / "handler.py").read_bytes()
+
+
+# --- production (issue 9) ---------------------------------------------------------------------
+
+
+def test_every_permission_api_gateway_uses_is_scoped_to_this_api(resources: dict[str, Any]) -> None:
+    permissions = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"}
+    assert len(permissions) == 7  # six websocket functions (the authorizer's included) and ping
+    for logical_id, properties in permissions.items():
+        assert properties["Principal"] == "apigateway.amazonaws.com"
+        parts = properties["SourceArn"]["Fn::Join"][1]  # checkov CKV_AWS_364
+        api = {"Ref": "ApiGatewayRestApi"} if logical_id.startswith("Ping") else {"Ref": "WebsocketsApi"}
+        assert parts[:7] == ["arn:", {"Ref": "AWS::Partition"}, ":execute-api:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"}, ":"]
+        assert parts[7] == api and parts[8] in ("/*", "/*/*"), logical_id
+    assert "AuthorizerLambdaPermissionWebsockets" in permissions
+
+
+def test_the_history_survives_sls_remove_and_replacement(resources: dict[str, Any]) -> None:
+    messages = resources["MessagesTable"]
+    assert messages["DeletionPolicy"] == "Retain" and messages["UpdateReplacePolicy"] == "Retain"
+    assert messages["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": False}
+    assert "DeletionPolicy" not in resources["ConnectionsTable"]  # connections are worth nothing after a remove
+
+
+def test_point_in_time_recovery_is_one_stage_parameter_away() -> None:
+    from scripts.service_config import resolved_config, table_resources
+
+    config = resolved_config(STAGE, params={"pointInTimeRecovery": "true"})
+    assert table_resources(config)["MessagesTable"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": "true"}
+
+
+def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message_bodies(resources: dict[str, Any]) -> None:
+    stage = resources["WebsocketsDeploymentStage"]["Properties"]
+    assert stage["DefaultRouteSettings"] == {
+        "DataTraceEnabled": False,
+        "LoggingLevel": "ERROR",
+        "ThrottlingRateLimit": 500,
+        "ThrottlingBurstLimit": 1000,
+    }
+    assert stage["RouteSettings"]["sendMessage"]["ThrottlingRateLimit"] == 100
+    assert stage["RouteSettings"]["sendMessage"]["ThrottlingBurstLimit"] == 200
+    assert stage["RouteSettings"]["sendMessage"]["DataTraceEnabled"] is False
+    access = stage["AccessLogSettings"]  # checkov CKV_AWS_95
+    fields = json.loads(access["Format"])
+    assert {"requestId", "eventType", "route", "connectionId", "status", "error", "authorizerError", "integrationError"} <= set(fields)
+    assert "WebsocketsLogGroup" in json.dumps(access["DestinationArn"])
+    assert resources["WebsocketsLogGroup"]["Properties"]["RetentionInDays"] == 14
+
+
+def test_alarms_cover_function_errors_throttles_failed_deliveries_aws_errors_and_the_dlq(resources: dict[str, Any]) -> None:
+    alarms = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms) == {"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "FailedDeliveriesAlarm", "AwsErrorsAlarm", "DeadLetterAlarm"}
+    functions = {k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"].startswith("handler.")}
+    for name, metric_name in (("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")):
+        metrics = alarms[name]["Metrics"]
+        watched = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in metrics if "MetricStat" in m}
+        assert watched == functions, name
+        assert {m["MetricStat"]["Metric"]["MetricName"] for m in metrics if "MetricStat" in m} == {metric_name}
+        assert metrics[-1]["Expression"].startswith("SUM([") and metrics[-1]["ReturnData"] is True
+    assert alarms["DeadLetterAlarm"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeliveryDeadLetterQueue", "QueueName"]}}]
+    service = [{"Name": "service", "Value": f"serverless-websocket-{STAGE}"}]
+    assert alarms["FailedDeliveriesAlarm"]["MetricName"] == "DeliveriesFailed" and alarms["FailedDeliveriesAlarm"]["Dimensions"] == service
+    assert alarms["AwsErrorsAlarm"]["MetricName"] == "AwsErrors" and alarms["AwsErrorsAlarm"]["Namespace"] == "ServerlessWebsocket"
+    for properties in alarms.values():
+        assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}] and properties["TreatMissingData"] == "notBreaching"
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    assert "AlarmEmailSubscription" not in resources  # no e-mail given
+
+
+def test_an_alarm_email_stage_parameter_subscribes_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [str(SLS), "package", "--stage", STAGE, "--package", str(tmp_path), "--param", "alarmEmail=ops@example.com"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    resources = json.loads((tmp_path / "cloudformation-template-update-stack.json").read_text())["Resources"]
+    assert resources["AlarmEmailSubscription"]["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email", "Endpoint": "ops@example.com",
+    }
+
+
+def test_the_deployment_bucket_blocks_public_access_and_keeps_versions(resources: dict[str, Any]) -> None:
+    bucket = resources["ServerlessDeploymentBucket"]["Properties"]
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+    }
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
