@@ -58,6 +58,7 @@ bench: install
 	python bench/broadcast_capacity.py
 	python bench/broadcast_capacity.py --budget 8000 --concurrency 8
 	python bench/fanout_offline.py
+	python bench/rate_limit.py
 
 package: install
 	sls package

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import json
-import logging
 import math
 import os
 import random
@@ -24,18 +24,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import boto3
 import jwt
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from boto3.dynamodb.conditions import Key
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-logger = logging.getLogger(__name__)
-logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+# Structured JSON logs and CloudWatch Embedded Metric Format, from Powertools for AWS Lambda.
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "serverless-websocket")
+logger = Logger(service=SERVICE, level=os.environ.get("LOG_LEVEL", "INFO"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ServerlessWebsocket"), service=SERVICE)
 
 DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 DEFAULT_MESSAGES_TABLE = "serverless-websocket-messages"
@@ -92,8 +96,19 @@ AWS_ERRORS = (BotoCoreError, ClientError)
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
 TOKEN_LEEWAY_SECONDS = 30
-# The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy.
+# The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy;
+# when a re-read fails (SSM throttled or down), the known secret is used for up to an hour.
 SECRET_CACHE_SECONDS = 300
+SECRET_MAX_STALENESS_SECONDS = 3600
+# Parameter Store allows 40 GetParameter a second by default: after a deploy or a network blip,
+# thousands of reconnecting clients start cold authorizers at once. Four attempts with
+# botocore's jittered backoff (up to 2, 4, 8 s for throttling) spread them out instead of
+# refusing valid users, and still end inside the 29 s API Gateway waits.
+SSM_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 4})
+# Per connection: at most MESSAGE_RATE_PER_SECOND messages a second on average and MESSAGE_BURST
+# at once (sendMessage, sendDirectMessage and getRecentMessages together); 0 turns it off.
+MESSAGE_RATE_PER_SECOND = float(os.environ.get("MESSAGE_RATE_PER_SECOND", "5"))
+MESSAGE_BURST = int(os.environ.get("MESSAGE_BURST", "10"))
 MAX_USER_ID_LENGTH = 128
 # Letters and symbols to Unicode that show nothing: the Hangul fillers and the blank Braille
 # pattern. Separators (Z*) and control, format, private-use, unassigned characters (C*) are
@@ -129,6 +144,71 @@ class InvalidToken(ValueError):
     """The $connect request carries no usable token; the text goes to the log only."""
 
 
+# --- observability -------------------------------------------------------------------------
+
+# What an answer's status means, in the logs and the metrics.
+OUTCOMES = {200: "accepted", 400: "rejected", 403: "rejected", 429: "rate_limited"}
+OUTCOME_METRICS = {"accepted": "MessagesAccepted", "rejected": "MessagesRejected", "rate_limited": "MessagesRateLimited", "failed": "AwsErrors"}
+# Routes whose answers count as messages (the rest only as errors).
+MESSAGE_ROUTES = {"sendMessage", "sendDirectMessage", "getRecentMessages", "$default"}
+
+
+def observed(entry_point: Callable[[dict, Any], Response]) -> Callable[[dict, Any], Response]:
+    """One structured log line per invocation (route, connection, user, outcome) and its
+    metrics, flushed in Embedded Metric Format: CloudWatch turns them into metrics, no API calls."""
+
+    @functools.wraps(entry_point)
+    def wrapper(event: dict, context: Any) -> Response:
+        route = _start_invocation(event, context)
+        started = time.perf_counter()
+        try:
+            response = entry_point(event, context)
+            outcome = OUTCOMES.get(response["statusCode"], "failed")
+            counted = route in MESSAGE_ROUTES and not (route == "getRecentMessages" and outcome == "accepted")
+            if counted or outcome == "failed":
+                metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
+            logger.info("Handled", status_code=response["statusCode"], outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            return response
+        finally:
+            _flush_metrics()
+
+    return wrapper
+
+
+def _start_invocation(event: Any, context: Any, route: str | None = None) -> str | None:
+    """Forget the last invocation's keys (containers are reused) and set this one's."""
+    request = (event.get("requestContext") if isinstance(event, dict) else None) or {}
+    route = route or request.get("routeKey")
+    logger.clear_state()
+    logger.append_keys(
+        route=route,
+        connection_id=request.get("connectionId"),
+        user=_user_id(event) if isinstance(event, dict) else None,
+        request_id=getattr(context, "aws_request_id", None),
+    )
+    return route
+
+
+def _refused(method_arn: str) -> dict[str, Any]:
+    metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
+    logger.info("Handled", outcome="denied")
+    return _policy("anonymous", "Deny", method_arn)
+
+
+def count_outcomes(outcomes: dict[str, str]) -> None:
+    for outcome, count in _summary(outcomes).items():
+        if count:
+            metrics.add_metric(name=DELIVERY_METRICS[outcome], unit=MetricUnit.Count, value=count)
+
+
+DELIVERY_METRICS = {SENT: "DeliveriesSent", GONE: "DeliveriesGone", THROTTLED: "DeliveriesThrottled", FAILED: "DeliveriesFailed"}
+
+
+def _flush_metrics() -> None:
+    if metrics.metric_set:
+        metrics.flush_metrics()
+
+
 # --- entry points --------------------------------------------------------------------------
 
 
@@ -138,15 +218,21 @@ def authorize(event: dict, context: Any) -> dict[str, Any]:
     A Deny policy (API Gateway answers 403) rather than raising "Unauthorized", because
     serverless-offline turns a raised error into a 500 but honours a Deny the same way AWS does.
     """
+    _start_invocation(event, context, "$connect authorizer")
     method_arn = event.get("methodArn", "*")
     try:
         user_id = verify_token(request_token(event), jwt_secret())
     except InvalidToken as error:
         logger.info("Refused connection: %s", error)
-        return _policy("anonymous", "Deny", method_arn)
+        return _refused(method_arn)
     except AWS_ERRORS:
         logger.exception("Could not read the token secret; refusing the connection")
-        return _policy("anonymous", "Deny", method_arn)
+        metrics.add_metric(name="AwsErrors", unit=MetricUnit.Count, value=1)
+        return _refused(method_arn)
+    finally:
+        _flush_metrics()
+    logger.append_keys(user=user_id)
+    logger.info("Handled", outcome="allowed")
     return _policy(user_id, "Allow", method_arn, {"userId": user_id})
 
 
@@ -156,6 +242,7 @@ def ping(event: dict, context: Any) -> Response:
     return {**_response(200, "PONG!"), "headers": {"Content-Type": "text/plain; charset=utf-8"}}
 
 
+@observed
 def connection_manager(event: dict, context: Any) -> Response:
     """$connect stores the connection, $disconnect forgets it."""
     request = event.get("requestContext") or {}
@@ -175,34 +262,40 @@ def connection_manager(event: dict, context: Any) -> Response:
         return _response(500, f"{event_type.capitalize()} failed.")
 
 
+@observed
 def default_message(event: dict, context: Any) -> Response:
     """$default: any frame whose action matches no route (or that is not JSON at all)."""
     return _response(400, "Unrecognized WebSocket action.")
 
 
+@observed
 def send_message(event: dict, context: Any) -> Response:
     """sendMessage: store the message in the room's history, then broadcast it to everyone."""
+    started = time.perf_counter()
     try:
         request = parse_request(event.get("body"), SEND_MESSAGE_EXAMPLE)
         message = new_message(require_content(request), sender=_user_id(event))
         payload = encode_delivery(message)
+        table = connections_table()
+        enforce_rate_limit(table, _connection_id(event))
+        store_message(messages_table(), ROOM, message)
+        summary = broadcast(table, management_endpoint(event), iter_connection_ids(table), payload, message)
     except BadMessage as error:
         return _rejected(event, error)
-    try:
-        store_message(messages_table(), ROOM, message)
-        table = connections_table()
-        summary = broadcast(table, management_endpoint(event), iter_connection_ids(table), payload, message["id"])
     except AWS_ERRORS:
         logger.exception("Broadcast from %s failed", _connection_id(event))
         return _response(500, "Message could not be sent.")
-    logger.info("Broadcast from %s: %s", _connection_id(event), summary)
+    metrics.add_metric(name="BroadcastDuration", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000)
+    logger.info("Broadcast from %s", _connection_id(event), **summary)
     return _response(200, "Message sent to all connections.")
 
 
+@observed
 def send_direct_message(event: dict, context: Any) -> Response:
     """sendDirectMessage: store it in the pair's history, then deliver it to both users' other
     connections; the sender learns whether the recipient got it live."""
     sender = _user_id(event)
+    recipient = None
     try:
         if sender is None:
             raise BadMessage("Direct messages need a signed-in connection: connect with a token.", 403)
@@ -212,28 +305,31 @@ def send_direct_message(event: dict, context: Any) -> Response:
             raise BadMessage("You cannot send a direct message to yourself.")
         message = new_message(require_content(request), sender=sender, to=recipient)
         payload = encode_delivery(message)
-    except BadMessage as error:
-        return _rejected(event, error)
-    try:
-        store_message(messages_table(), dm_conversation(sender, recipient), message)
         table = connections_table()
+        enforce_rate_limit(table, _connection_id(event))
+        store_message(messages_table(), dm_conversation(sender, recipient), message)
         recipient_ids = list(iter_user_connection_ids(table, recipient))
         this_connection = _connection_id(event)
         own_ids = [cid for cid in iter_user_connection_ids(table, sender) if cid != this_connection]
-        outcomes = post_to_connections(table, _management_client_for(event), recipient_ids + own_ids, payload)
+        outcomes = post_to_connections(table, management_client(management_endpoint(event)), recipient_ids + own_ids, payload)
+    except BadMessage as error:
+        return _rejected(event, error)
     except AWS_ERRORS:
         logger.exception("Direct message from %s to %s failed", sender, recipient)
         return _response(500, "Direct message could not be sent.")
-    logger.info("Direct message from %s to %s: %s", sender, recipient, _summary(outcomes))
+    logger.info("Direct message from %s to %s", sender, recipient, **_summary(outcomes))
     if any(outcomes[cid] == SENT for cid in recipient_ids):
         return _response(200, f"Direct message delivered to {recipient}.")
     return _response(200, f"{recipient} is not connected: the message was stored and will be in their history.")
 
 
+@observed
 def get_recent_messages(event: dict, context: Any) -> Response:
     """getRecentMessages: the last N messages of the room or of one of the requester's own
     direct conversations, oldest first, sent back to the requester only."""
     requester = _user_id(event)
+    conversation = ROOM
+    now = time.time()
     try:
         request = parse_request(event.get("body"), HISTORY_EXAMPLE)
         other = request.get("with")
@@ -248,11 +344,10 @@ def get_recent_messages(event: dict, context: Any) -> Response:
         conversation = dm_conversation(requester, other) if other else ROOM
         limit = parse_limit(request.get("limit"))
         before = parse_cursor(request.get("before"))
+        enforce_rate_limit(connections_table(), _connection_id(event))
+        items, more = load_recent(messages_table(), conversation, limit, before, now)
     except BadMessage as error:
         return _rejected(event, error)
-    now = time.time()
-    try:
-        items, more = load_recent(messages_table(), conversation, limit, before, now)
     except AWS_ERRORS:
         logger.exception("History of %s for %s failed", conversation, _connection_id(event))
         return _response(500, "History could not be loaded.")
@@ -292,22 +387,39 @@ def verify_token(token: str, secret: str) -> str:
     return user_id
 
 
+# Parameter name -> (secret, when it was read): one entry per container.
+_secrets: dict[str, tuple[str, float]] = {}
+
+
 def jwt_secret() -> str:
-    """The signing secret from SSM, cached per container for SECRET_CACHE_SECONDS."""
-    return _read_secret(os.environ.get("JWT_SECRET_PARAMETER", ""), int(time.time() // SECRET_CACHE_SECONDS))
-
-
-@lru_cache(maxsize=1)
-def _read_secret(parameter_name: str, period: int) -> str:
-    if not parameter_name:
+    """The signing secret from SSM, cached per container for SECRET_CACHE_SECONDS; a secret
+    already known is kept (for SECRET_MAX_STALENESS_SECONDS) when a re-read fails, so an SSM
+    outage or throttling does not lock out users."""
+    name = os.environ.get("JWT_SECRET_PARAMETER", "")
+    if not name:
         raise InvalidToken("JWT_SECRET_PARAMETER is not set: no secret to verify tokens with")
-    parameter = ssm_client().get_parameter(Name=parameter_name, WithDecryption=True)
-    return parameter["Parameter"]["Value"]
+    now = _now()
+    known = _secrets.get(name)
+    if known and now - known[1] < SECRET_CACHE_SECONDS:
+        return known[0]
+    try:
+        secret = ssm_client().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except AWS_ERRORS:
+        if known and now - known[1] < SECRET_MAX_STALENESS_SECONDS:
+            logger.warning("Could not refresh the token secret; using the one read %d s ago", now - known[1], exc_info=True)
+            return known[0]
+        raise
+    _secrets[name] = (secret, now)
+    return secret
+
+
+def _now() -> float:
+    return time.time()
 
 
 @lru_cache(maxsize=None)
 def ssm_client() -> Any:
-    return boto3.client("ssm", config=AWS_CLIENT_CONFIG)
+    return boto3.client("ssm", config=SSM_CLIENT_CONFIG)
 
 
 def _policy(principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None) -> dict[str, Any]:
@@ -344,6 +456,39 @@ def handle_connect(table: Any, connection_id: str, now: int, user_id: str | None
 def handle_disconnect(table: Any, connection_id: str) -> None:
     """Delete the row; deleting a row that is already gone is not an error."""
     table.delete_item(Key={"connection_id": connection_id})
+
+
+def enforce_rate_limit(table: Any, connection_id: str | None) -> None:
+    """GCRA, the token bucket as one number per connection row: `tat`, the time (ms) at which
+    the connection's bucket is full again. One conditional write per message, no read: the
+    first write applies to an idle connection, the second to one within its burst; when both
+    conditions fail the connection is over its limit (or has no row, and is not limited)."""
+    if MESSAGE_RATE_PER_SECOND <= 0 or not connection_id:
+        return
+    interval = max(1, round(1000 / MESSAGE_RATE_PER_SECOND))
+    now = int(time.time() * 1000)
+    key = {"connection_id": connection_id}
+    attempts = (
+        ("SET tat = :next", "attribute_exists(connection_id) AND (attribute_not_exists(tat) OR tat <= :now)",
+         {":next": now + interval, ":now": now}),
+        ("SET tat = tat + :interval", "attribute_exists(connection_id) AND tat <= :limit",
+         {":interval": interval, ":limit": now + (MESSAGE_BURST - 1) * interval}),
+    )
+    for update, condition, values in attempts:
+        try:
+            table.update_item(Key=key, UpdateExpression=update, ConditionExpression=condition, ExpressionAttributeValues=values)
+            return
+        except table.meta.client.exceptions.ConditionalCheckFailedException:
+            continue
+    if "Item" not in table.get_item(Key=key, ProjectionExpression="connection_id"):
+        return  # no row (already pruned, or an event from a test): nothing to limit
+    raise BadMessage(RATE_LIMITED, 429)
+
+
+RATE_LIMITED = (
+    f"Too many messages: at most {MESSAGE_RATE_PER_SECOND:g} a second ({MESSAGE_BURST} at once) per connection. "
+    "This one was not sent; wait a moment."
+)
 
 
 def iter_connection_ids(table: Any) -> Iterator[str]:
@@ -634,12 +779,19 @@ def load_recent(
 
 
 def management_endpoint(event: dict) -> str:
-    """Where to post to connections: the API's own stage on AWS, the emulator offline."""
+    """Where to post to connections: the emulator offline; on AWS the API's own execute-api
+    endpoint, which the template builds from the API id, region and partition suffix. Never
+    the event's domainName: behind a custom domain that answers @connections with 403 ("No
+    method found matching route"). The event's apiId is the fallback."""
     if os.environ.get("IS_OFFLINE"):
         port = os.environ.get("OFFLINE_WEBSOCKET_PORT", DEFAULT_OFFLINE_WEBSOCKET_PORT)
         return f"http://localhost:{port}"
+    if os.environ.get("WEBSOCKET_API_ENDPOINT"):
+        return os.environ["WEBSOCKET_API_ENDPOINT"]
     request = event["requestContext"]
-    return f"https://{request['domainName']}/{request['stage']}"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://{request['apiId']}.execute-api.{region}.{suffix}/{request['stage']}"
 
 
 @lru_cache(maxsize=None)
@@ -659,7 +811,7 @@ def _post_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=BROADCAST_CONCURRENCY, thread_name_prefix="post")
 
 
-def broadcast(table: Any, endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str) -> dict[str, int]:
+def broadcast(table: Any, endpoint: str, connection_ids: Iterable[str], payload: bytes, message: dict[str, Any]) -> dict[str, int]:
     """Small rooms are posted to here, at once (the lowest latency); larger ones are cut into
     batches for the delivery workers, through SQS, so no room is bounded by one invocation."""
     ids = iter(connection_ids)
@@ -668,7 +820,7 @@ def broadcast(table: Any, endpoint: str, connection_ids: Iterable[str], payload:
         outcomes = deliver(table, management_client(endpoint), first, payload, rounds=INLINE_THROTTLE_ROUNDS)
         return _summary(outcomes)
     batches = _batches(itertools.chain(first, ids), DELIVERY_BATCH_SIZE)
-    return enqueue(DeliveryJob(message_id, endpoint, payload, batch) for batch in batches)
+    return enqueue(DeliveryJob(message["id"], endpoint, payload, batch, sent_at_ms=message["sent_at_ms"]) for batch in batches)
 
 
 def deliver(
@@ -695,6 +847,7 @@ def deliver(
         logger.warning("API Gateway throttled %d posts; retrying in %.2f s", len(pending), wait)
         time.sleep(wait)
     prune(table, [cid for cid, outcome in outcomes.items() if outcome == GONE])
+    count_outcomes(outcomes)
     return outcomes
 
 
@@ -794,6 +947,7 @@ class DeliveryJob:
     payload: bytes
     connections: tuple[str, ...]
     attempt: int = 1
+    sent_at_ms: int = 0  # when the message was sent, for the DeliveryLag metric
 
     def to_body(self) -> str:
         # The payload as base64: SQS bodies may not hold every character JSON text can (U+FFFF).
@@ -804,6 +958,7 @@ class DeliveryJob:
             "payload": base64.b64encode(self.payload).decode("ascii"),
             "connections": list(self.connections),
             "attempt": self.attempt,
+            "sent_at_ms": self.sent_at_ms,
         })
 
     @classmethod
@@ -816,6 +971,7 @@ class DeliveryJob:
                 payload=base64.b64decode(document["payload"], validate=True),
                 connections=tuple(document["connections"]),
                 attempt=int(document["attempt"]),
+                sent_at_ms=int(document.get("sent_at_ms", 0)),
             )
         except (ValueError, TypeError, KeyError, binascii.Error) as error:
             raise PoisonJob(f"not a delivery job: {type(error).__name__}: {error}") from None
@@ -832,7 +988,11 @@ _batch_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batc
 def deliver_messages(event: dict, context: Any) -> dict[str, Any]:
     """The delivery worker: each SQS record is one message for one batch of connections.
     Powertools reports the records that failed, and SQS retries only those."""
-    return process_partial_response(event=event, record_handler=deliver_record, processor=_batch_processor, context=context)
+    _start_invocation(event, context, "delivery worker")
+    try:
+        return process_partial_response(event=event, record_handler=deliver_record, processor=_batch_processor, context=context)
+    finally:
+        _flush_metrics()
 
 
 def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
@@ -853,6 +1013,7 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
     """Deliver one job. Once posting has started the record never fails (a retry of the whole
     record would post twice to the connections already served): the connections that failed
     are queued again, alone, as a new job."""
+    started = time.perf_counter()
     deadline = None
     if lambda_context is not None:
         spare_ms = lambda_context.get_remaining_time_in_millis() - WORKER_RESERVE_MS
@@ -864,7 +1025,10 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
         rounds=WORKER_THROTTLE_ROUNDS, pace=worker_pacer(), deadline=deadline,
     )
     failed = tuple(cid for cid, outcome in outcomes.items() if outcome in (FAILED, THROTTLED))
-    logger.info("Delivery of %s (attempt %d): %s", job.message_id, job.attempt, _summary(outcomes))
+    logger.info("Delivery of %s (attempt %d)", job.message_id, job.attempt, **_summary(outcomes))
+    metrics.add_metric(name="DeliveryJobDuration", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000)
+    if job.sent_at_ms:
+        metrics.add_metric(name="DeliveryLag", unit=MetricUnit.Milliseconds, value=max(0, time.time() * 1000 - job.sent_at_ms))
     if failed:
         retry_failed(job, failed)
 
@@ -874,7 +1038,7 @@ def retry_failed(job: DeliveryJob, failed: tuple[str, ...]) -> None:
     if job.attempt >= MAX_DELIVERY_ATTEMPTS:
         logger.error("Gave up delivering %s to %d connections after %d attempts", job.message_id, len(failed), job.attempt)
         return
-    retry = DeliveryJob(job.message_id, job.endpoint, job.payload, failed, job.attempt + 1)
+    retry = DeliveryJob(job.message_id, job.endpoint, job.payload, failed, job.attempt + 1, job.sent_at_ms)
     try:
         sqs_client().send_message(
             QueueUrl=delivery_queue_url(), MessageBody=retry.to_body(), DelaySeconds=retry_delay_seconds(job.attempt)
@@ -955,10 +1119,6 @@ def _user_id(event: dict) -> str | None:
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
     user_id = authorizer.get("userId")
     return user_id if is_valid_user_id(user_id) else None
-
-
-def _management_client_for(event: dict) -> Any:
-    return management_client(management_endpoint(event))
 
 
 def _rejected(event: dict, error: BadMessage) -> Response:

@@ -4,6 +4,7 @@ management API whose per-connection answers a test can choose."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from typing import Any, Iterator
 from urllib.parse import unquote
@@ -91,12 +92,12 @@ def _clear_caches(module: Any) -> None:
         module.messages_table,
         module.management_client,
         module.ssm_client,
-        module._read_secret,
         module.sqs_client,
         module.delivery_queue_url,
         module.worker_pacer,
     ):
         cached.cache_clear()
+    module._secrets.clear()
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +123,7 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     from botocore.retries import standard
 
     _clear_caches(module)
+    module.logger.logger_handler.setStream(_CurrentStdout())
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(module, "_backoff", lambda attempt: 0.0)
     monkeypatch.setattr(module, "retry_delay_seconds", lambda attempt: 0)
@@ -163,6 +165,17 @@ def aws_failure() -> Iterator[Any]:
     yield fail
     for client, event, raise_error in registered:
         client.meta.events.unregister(event, raise_error)
+
+
+class _CurrentStdout:
+    """Whatever sys.stdout is at the moment of writing: Powertools' log handler keeps the stream
+    it was made with, and pytest's capsys replaces sys.stdout for each test."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 class FakeLambdaContext:

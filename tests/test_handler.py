@@ -304,7 +304,7 @@ def test_scan_failure_answers_500(handler: Any, management: Any, connect: Any, t
 # --- endpoints ----------------------------------------------------------------------------
 
 
-def test_management_endpoint_on_aws_uses_domain_and_stage(handler: Any) -> None:
+def test_management_endpoint_on_aws_is_the_apis_own_stage(handler: Any) -> None:
     event = message_event("alice", "{}")
 
     assert handler.management_endpoint(event) == "https://abc123.execute-api.us-east-1.amazonaws.com/dev"

@@ -397,5 +397,5 @@ def test_aws_clients_give_up_well_inside_the_29_second_integration_limit(handler
         handler.management_client("https://example.com/dev"),
     ):
         config = client.meta.config
-        assert config.connect_timeout <= 3 and config.read_timeout <= 5, client
-        assert config.retries["total_max_attempts"] <= 3, client
+        worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
+        assert worst <= 24, (client, worst)  # and botocore's backoff between attempts: at most 14 s
