@@ -34,8 +34,8 @@ from tests.wsclient import Client  # noqa: E402
 ACK = "Message sent to all connections."
 
 
-def run(rows: int, params: dict[str, str], log: Any) -> dict[str, Any]:
-    with LocalStack(Ports.free(), output=log, params=params) as stack:
+def run(rows: int, params: dict[str, str], log: Any, log_dir: Path) -> dict[str, Any]:
+    with LocalStack(Ports.free(), output=log, log_dir=log_dir, params=params) as stack:
         table = stack.dynamodb().Table(stack.table_names["ConnectionsTable"])
         stale = add_stale_rows(table, rows)
         text = f"big room {uuid.uuid4().hex[:6]}"
@@ -81,7 +81,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as logs:
         for name, params in runs.items():
             with (Path(logs) / f"{name}.log").open("w") as log:
-                result = run(args.rows, params, log)
+                result = run(args.rows, params, log, Path(logs))
             pruned = f"{result['pruned']:.1f} s" if result["pruned"] is not None else "not within 600 s"
             print(
                 f"  {name:8} ack after {result['ack']:6.2f} s, all 3 clients had it after {result['delivered']:6.2f} s, "

@@ -6,6 +6,7 @@ their history). Korean text needs a Korean font in the system (Debian: fonts-nan
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +24,8 @@ def main() -> int:
     if reason:
         print(f"make screenshot: {reason}", file=sys.stderr)
         return 1
-    (ROOT / ".offline").mkdir(exist_ok=True)
-    with (ROOT / ".offline" / "screenshot.log").open("w") as log, LocalStack(Ports.free(), output=log) as stack:
+    logs = Path(tempfile.mkdtemp(prefix="screenshot-"))
+    with (logs / "serverless-offline.log").open("w") as log, LocalStack(Ports.free(), output=log, log_dir=logs) as stack:
         alice_driver, bob_driver = browser.chromium(), browser.chromium()
         try:
             alice = browser.ChatPage(alice_driver).open(stack.page_url_for("alice")).wait_connected()
