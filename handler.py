@@ -817,8 +817,7 @@ def broadcast(table: Any, endpoint: str, connection_ids: Iterable[str], payload:
     ids = iter(connection_ids)
     first = list(itertools.islice(ids, FANOUT_THRESHOLD + 1))
     if len(first) <= FANOUT_THRESHOLD:
-        outcomes = deliver(table, management_client(endpoint), first, payload, rounds=INLINE_THROTTLE_ROUNDS)
-        return _summary(outcomes)
+        return _summary(post_to_connections(table, management_client(endpoint), first, payload))
     batches = _batches(itertools.chain(first, ids), DELIVERY_BATCH_SIZE)
     return enqueue(DeliveryJob(message["id"], endpoint, payload, batch, sent_at_ms=message["sent_at_ms"]) for batch in batches)
 
@@ -876,7 +875,8 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes, pace: Pa
 
 
 def post_to_connections(table: Any, client: Any, connection_ids: Iterable[str], payload: bytes) -> dict[str, str]:
-    """A few connections (a DM's): posted at once, the gone ones deleted."""
+    """Inline posting, for a small room or a DM's few connections: at once, throttled posts
+    retried in this invocation, the gone ones deleted."""
     return deliver(table, client, connection_ids, payload, rounds=INLINE_THROTTLE_ROUNDS)
 
 
