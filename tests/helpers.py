@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from typing import Any, Callable
+
+from scripts.service_config import ROOT
 
 
 def connection_ids(table: Any) -> set[str]:
@@ -42,3 +45,11 @@ def add_stale_rows(table: Any, count: int) -> set[str]:
         for connection_id in ids:
             batch.put_item(Item={"connection_id": connection_id, "connected_at": now, "ttl": now + 7200})
     return ids
+
+
+def make_token(env: dict[str, str], *assignments: str) -> subprocess.CompletedProcess:
+    """`make token` as a user types it, with these variable assignments."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "token", *assignments],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )

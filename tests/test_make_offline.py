@@ -24,6 +24,7 @@ from scripts import offline
 from scripts.local_stack import Ports, offline_env, port_in_use
 from scripts.offline import READY
 from scripts.service_config import ROOT
+from tests.helpers import make_token
 
 
 @pytest.fixture
@@ -88,13 +89,6 @@ def make_offline(ports: Ports, env: dict[str, str] | None = None) -> subprocess.
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-    )
-
-
-def make_token(env: dict[str, str], *assignments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", "token", *assignments],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 
 

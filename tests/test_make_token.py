@@ -16,7 +16,7 @@ import websockets
 
 from scripts import dev_token, offline
 from scripts.local_stack import Ports
-from scripts.service_config import ROOT
+from tests.helpers import make_token
 
 
 def terminal_env(**variables: str) -> dict[str, str]:
@@ -25,28 +25,11 @@ def terminal_env(**variables: str) -> dict[str, str]:
     return {**env, "USER": "root", **variables}
 
 
-def make_token(env: dict[str, str], *assignments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", "token", *assignments],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-
-
 @pytest.fixture
 def running(local_stack: Any) -> Iterator[Any]:
-    """The session's stack, announced the way `make offline` announces itself."""
-    path = offline.state_file(local_stack.ports.websocket)
-    path.parent.mkdir(exist_ok=True)
-    document = {
-        "pid": os.getpid(),
-        "stage": "dev",
-        "region": local_stack.region,
-        "ports": local_stack.ports.as_env(),
-        "websocket_url": local_stack.websocket_url,
-        "ssm_endpoint": local_stack.dynamodb_endpoint,
-        "secret_parameter": local_stack.secret_parameter,
-    }
-    path.write_text(json.dumps(document))
+    """The session's stack, announced by `make offline`'s own writer (this process's pid)."""
+    offline.STATE_DIR.mkdir(exist_ok=True)
+    path = offline.write_state(local_stack)
     yield local_stack
     path.unlink(missing_ok=True)
 

@@ -16,9 +16,8 @@ import pytest
 
 from scripts.service_config import ROOT
 from tests.helpers import connection_ids, wait_for
-from tests.wsclient import Client, RawWebSocket
+from tests.wsclient import ROOM_ACK, Client, RawWebSocket
 
-SENT = "Message sent to all connections."
 # How long "nobody else receives anything" is watched for.
 QUIET_SECONDS = 1.5
 
@@ -37,7 +36,7 @@ async def broadcast_reaches_all(clients: list[Client], text: str) -> None:
     await clients[0].send_message(text)
     for client in clients:
         await client.wait_until(lambda c=client: text in c.contents())
-    await clients[0].wait_until(lambda: SENT in clients[0].replies())
+    await clients[0].wait_until(lambda: ROOM_ACK in clients[0].replies())
 
 
 async def close_all(clients: list[Client]) -> None:
@@ -105,7 +104,7 @@ def test_wscat_message_reaches_another_client(local_stack: Any) -> None:
 
     output = asyncio.run(scenario())
     assert text in output  # wscat's own connection got the broadcast too
-    assert SENT in output
+    assert ROOM_ACK in output
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from tests.conftest import FakeLambdaContext
+from tests.conftest import FakeLambdaContext, _RawBody
 from tests.events import (
     API_ID,
     REGION,
@@ -76,16 +76,8 @@ class SsmAnswers:
         if self.down or self.throttle > 0:
             self.throttle -= 1
             body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
-            return AWSResponse(request.url, 400, {"x-amzn-RequestId": "r"}, _Raw(body))
+            return AWSResponse(request.url, 400, {"x-amzn-RequestId": "r"}, _RawBody(body))
         return None
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Any:
-        yield self.body
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ from typing import Any, Callable
 
 import websockets
 
+# sendMessage's answer to its sender.
+ROOM_ACK = "Message sent to all connections."
+
 
 def parse_broadcast(frame: str) -> list[Any] | None:
     """The contents of a {"messages": [...]} frame, or None for any other frame."""
@@ -77,6 +80,13 @@ class Client:
 
     async def send_message(self, content: Any) -> None:
         await self.send(json.dumps({"action": "sendMessage", "content": content}, ensure_ascii=False))
+
+    async def broadcast(self, content: Any, timeout: float = 15.0) -> float:
+        """Send to the room and wait for this sender's acknowledgement: the seconds it took."""
+        started = time.monotonic()
+        await self.send_message(content)
+        await self.wait_until(lambda: ROOM_ACK in self.replies(), timeout)
+        return time.monotonic() - started
 
     async def wait_until(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
