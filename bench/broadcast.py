@@ -84,14 +84,15 @@ def main() -> None:
 
         create_tables(boto3.client("dynamodb"))
         import handler
+        from chat import connections, delivery, frames, history
 
         ids = [f"conn-{i:05d}" for i in range(args.connections)]
         for connection_id in ids:
             handler.connection_manager(connect_event(connection_id), None)
-        table = handler.connections_table()
+        table = connections.table()
         event = message_event(ids[0], send_message_body("벤치마크 메시지"))
         # An anonymous sender: the payload is the same bytes for every run.
-        payload = handler.encode_delivery(handler.new_message("벤치마크 메시지", sender=None))
+        payload = frames.encode_delivery(history.new_message("벤치마크 메시지", sender=None))
         posts = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].connections
 
         def delivered_once() -> None:
@@ -117,7 +118,7 @@ def main() -> None:
 
     print(f"broadcast to {args.connections} connections, {args.delay_ms:g} ms added per post")
     print(f"  tutorial (sequential, client per post): {tutorial * 1000:9.1f} ms")
-    print(f"  handler  (pool of {handler.BROADCAST_CONCURRENCY}, one client):     {ours * 1000:9.1f} ms  median of {args.repeat}")
+    print(f"  handler  (pool of {delivery.BROADCAST_CONCURRENCY}, one client):     {ours * 1000:9.1f} ms  median of {args.repeat}")
     print(f"  floor    (handler, 0 ms added):         {floor * 1000:9.1f} ms  median of {args.repeat}")
     print(f"  speed-up vs tutorial: {tutorial / ours:6.1f}x   (target >= 25x)")
     print(f"  handler / floor:      {ours / floor:6.2f}x   (target <= 1.3x)")

@@ -3,9 +3,9 @@
 Measured on this machine, in this process (a loopback HTTP sink in another process stands in for
 API Gateway's @connections, DynamoDB and SQS, and answers at once, so what is left is our CPU):
 
-  worker   handler.deliver_job: one SQS job of DELIVERY_BATCH_SIZE connections, posted through
+  worker   worker.deliver_job: one SQS job of DELIVERY_BATCH_SIZE connections, posted through
            boto3 by the bounded thread pool (botocore request building, SigV4, urllib3)
-  sender   handler.broadcast's work for a room: reading every connection id from DynamoDB Scan
+  sender   fanout.broadcast's work for a room: reading every connection id from DynamoDB Scan
            pages, cutting them into jobs, SendMessageBatch to SQS
 
 Projected (labelled as such), from those figures and Lambda's rule that CPU is proportional to
@@ -134,25 +134,24 @@ def main() -> int:
         DELIVERY_QUEUE_NAME="delivery",
     )
     os.environ.pop("IS_OFFLINE", None)
-    import handler
+    from chat import connections, fanout, worker
 
     payload = json.dumps({"messages": [{"content": "서버리스 웹소켓 API 테스트", "sender": "alice"}]}, ensure_ascii=False).encode()
-    batch = handler.DELIVERY_BATCH_SIZE
+    batch = fanout.DELIVERY_BATCH_SIZE
 
     def job(n: int) -> Any:
-        return handler.DeliveryJob("m", endpoint, payload, tuple(f"c{n}-{i}" for i in range(batch)))
+        return fanout.DeliveryJob("m", endpoint, payload, tuple(f"c{n}-{i}" for i in range(batch)))
 
     def run_jobs(count: int) -> None:
         for n in range(count):
-            handler.deliver_job(job(n), Context())
+            worker.deliver_job(job(n), Context())
 
     jobs = max(1, args.posts // batch)
-    table = handler.connections_table()
     with contextlib.redirect_stdout(open(os.devnull, "w")):  # the functions' JSON logs and metrics
         run_jobs(2)  # warm up: clients, pool, connections
         worker_cpu, worker_wall = cpu_and_wall(lambda: run_jobs(jobs))
         sender_cpu, sender_wall = cpu_and_wall(
-            lambda: handler.broadcast(table, endpoint, handler.iter_connection_ids(table), payload, {"id": "m", "sent_at_ms": 0})
+            lambda: fanout.broadcast(endpoint, connections.all_ids(), payload, {"id": "m", "sent_at_ms": 0})
         )
     sink.terminate()
     posts = jobs * batch

@@ -55,19 +55,20 @@ def main() -> int:
     with mock_aws():
         create_tables(boto3.client("dynamodb"))
         import handler
+        from chat import connections, ratelimit
 
         for connection_id in ["sender"] + [f"c{n}" for n in range(args.room - 1)]:
             handler.connection_manager(connect_event(connection_id), None)
         calls: list[str] = []
-        handler.connections_table().meta.client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
+        connections.table().meta.client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
 
         samples: dict[str, list[float]] = {"on": [], "off": []}
-        handler.MESSAGE_RATE_PER_SECOND = 1e9
+        ratelimit.MESSAGE_RATE_PER_SECOND = 1e9
         with contextlib.redirect_stdout(open(os.devnull, "w")):  # the functions' JSON logs and metrics
             per_message(handler, 20)  # warm up
             for _ in range(args.rounds):
                 for mode, rate in (("on", 1e9), ("off", 0.0)):
-                    handler.MESSAGE_RATE_PER_SECOND = rate
+                    ratelimit.MESSAGE_RATE_PER_SECOND = rate
                     calls.clear()
                     samples[mode] += per_message(handler, args.messages // args.rounds)
                     if mode == "on":

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
-import handler  # noqa: E402  (the authorizer's own user id rule)
+from chat import users  # noqa: E402  (the authorizer's own user id rule)
 from scripts.local_stack import DEV_TOKEN_HOURS, StackError, local_session, mint_token, port_from_env  # noqa: E402
 from scripts.offline import STATE_DIR, state_file  # noqa: E402
 
@@ -50,9 +50,9 @@ def user_id(text: str) -> str:
     """The id exactly as the authorizer will see it (NFC), or TokenError saying the rule."""
     if not text:
         raise TokenError("say which user the token is for: make token FOR=alice")
-    user = handler.normalize_user_id(text)
+    user = users.normalize_user_id(text)
     if user is None:
-        raise TokenError(f"{text!r} is not a user id the authorizer accepts: {handler.USER_ID_RULE}.")
+        raise TokenError(f"{text!r} is not a user id the authorizer accepts: {users.USER_ID_RULE}.")
     return user
 
 

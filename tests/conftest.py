@@ -3,9 +3,12 @@ management API whose per-connection answers a test can choose."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import sys
 import threading
+import time
 from typing import Any, Iterator
 from urllib.parse import unquote
 
@@ -14,6 +17,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from scripts import service_config
+from chat import delivery, fanout
 from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
 from tests.helpers import queue_depth
 
@@ -86,18 +90,18 @@ def jwt_secret(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
     return secret
 
 
-def _clear_caches(module: Any) -> None:
-    for cached in (
-        module.connections_table,
-        module.messages_table,
-        module.management_client,
-        module.ssm_client,
-        module.sqs_client,
-        module.delivery_queue_url,
-        module.worker_pacer,
-    ):
-        cached.cache_clear()
-    module._secrets.clear()
+def _clear_caches() -> None:
+    """Forget every client, table, queue URL, pacer and secret the package cached (each is made
+    once per Lambda container), so each test starts cold on its own mock."""
+    import chat
+    from chat import tokens
+
+    for module_info in pkgutil.iter_modules(chat.__path__):
+        module = importlib.import_module(f"chat.{module_info.name}")
+        for value in vars(module).values():
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+    tokens._secrets.clear()
 
 
 @pytest.fixture(scope="session")
@@ -122,13 +126,16 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     import handler as module
     from botocore.retries import standard
 
-    _clear_caches(module)
-    module.logger.logger_handler.setStream(_CurrentStdout())
+    from chat import worker
+    from chat.telemetry import logger
+
+    _clear_caches()
+    logger.logger_handler.setStream(_CurrentStdout())
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
-    monkeypatch.setattr(module, "_backoff", lambda attempt: 0.0)
-    monkeypatch.setattr(module, "retry_delay_seconds", lambda attempt: 0)
+    monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)
     yield module
-    _clear_caches(module)
+    _clear_caches()
 
 
 @pytest.fixture
@@ -141,7 +148,15 @@ def clock(monkeypatch: pytest.MonkeyPatch, handler: Any) -> list[float]:
         now[0] += 0.001
         return now[0]
 
-    monkeypatch.setattr(handler.time, "time", tick)
+    monkeypatch.setattr(time, "time", tick)
+    return now
+
+
+@pytest.fixture
+def frozen_clock(handler: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The handler's clock, standing still until a test moves it (now[0] += seconds)."""
+    now = [1_764_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
     return now
 
 
@@ -210,7 +225,7 @@ class EventSourceMapping:
         messages = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
         jobs = []
         while messages.get("Messages"):
-            jobs += [self.handler.DeliveryJob.from_body(m["Body"]) for m in messages["Messages"]]
+            jobs += [fanout.DeliveryJob.from_body(m["Body"]) for m in messages["Messages"]]
             for message in messages["Messages"]:
                 self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
             messages = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
@@ -317,7 +332,7 @@ class ManagementApi:
 
 @pytest.fixture
 def management(handler: Any) -> ManagementApi:
-    return ManagementApi(handler.management_client(MANAGEMENT_ENDPOINT))
+    return ManagementApi(delivery.management_client(MANAGEMENT_ENDPOINT))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ API_ID = "abc123"
 REGION = "us-east-1"
 STAGE = "dev"
 DOMAIN_NAME = f"{API_ID}.execute-api.{REGION}.amazonaws.com"
-# Where handler.management_endpoint() posts for events built here.
+# Where chat.delivery.management_endpoint() posts for events built here.
 MANAGEMENT_ENDPOINT = f"https://{DOMAIN_NAME}/{STAGE}"
 CONNECTED_AT_MS = 1_764_000_000_000
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from chat import connections, fanout
 from tests.events import message_event, send_message_body
 
 
@@ -14,7 +15,7 @@ from tests.events import message_event, send_message_body
 def send(request: pytest.FixtureRequest, handler: Any, workers: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """send_message on one path; on the fan-out path the workers then drain the queue."""
     if request.param == "inline":
-        monkeypatch.setattr(handler, "FANOUT_THRESHOLD", 100_000)
+        monkeypatch.setattr(fanout, "FANOUT_THRESHOLD", 100_000)
 
     def _send(event: dict[str, Any]) -> dict[str, Any]:
         response = handler.send_message(event, None)
@@ -26,7 +27,7 @@ def send(request: pytest.FixtureRequest, handler: Any, workers: Any, monkeypatch
 
 def count_scan_pages(handler: Any) -> list[int]:
     pages: list[int] = []
-    client = handler.connections_table().meta.client
+    client = connections.table().meta.client
     client.meta.events.register("after-call.dynamodb.Scan", lambda parsed, **_: pages.append(parsed["Count"]))
     return pages
 
@@ -54,7 +55,7 @@ def test_projection_keeps_scan_pages_small(handler: Any, management: Any, table:
         for i in range(600):
             batch.put_item(Item={"connection_id": f"c{i}", "padding": "p" * 1000})
     scanned: list[dict] = []
-    client = handler.connections_table().meta.client
+    client = connections.table().meta.client
     client.meta.events.register("after-call.dynamodb.Scan", lambda parsed, **_: scanned.extend(parsed["Items"]))
 
     handler.send_message(message_event("c0", send_message_body("hi")), None)

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
+from chat import aws, connections
 from tests.events import action_body, message_event, send_message_body
 
 
@@ -56,7 +57,7 @@ def test_dm_recipient_lookup_is_a_query_on_the_user_index(
     handler: Any, management: Any, alice_bob_carol: None
 ) -> None:
     calls: list[str] = []
-    client = handler.connections_table().meta.client
+    client = connections.table().meta.client
     for operation in ("Scan", "Query"):
         client.meta.events.register(
             f"before-parameter-build.dynamodb.{operation}", lambda params, op=operation, **_: calls.append(f"{op}:{params.get('IndexName')}")
@@ -148,7 +149,7 @@ def test_dm_is_stored_even_when_delivery_fails(handler: Any, management: Any, me
 
 def test_failed_store_sends_nothing(handler: Any, management: Any, messages: Any, alice_bob_carol: None) -> None:
     messages.delete()
-    handler.messages_table.cache_clear()
+    aws.dynamodb_table.cache_clear()
 
     response = direct(handler, "alice-phone", "alice", dm_body("bob"))
 

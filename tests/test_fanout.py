@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter
 from typing import Any
@@ -12,6 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from chat import connections, delivery, fanout, worker
 from tests.conftest import FakeLambdaContext
 from tests.events import MANAGEMENT_ENDPOINT, message_event, send_message_body
 
@@ -21,8 +21,8 @@ SENT_OK = {"statusCode": 200, "body": "Message sent to all connections."}
 @pytest.fixture
 def small_rooms(handler: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Fan out above 10 connections, 25 to a job, so tests stay small."""
-    monkeypatch.setattr(handler, "FANOUT_THRESHOLD", 10)
-    monkeypatch.setattr(handler, "DELIVERY_BATCH_SIZE", 25)
+    monkeypatch.setattr(fanout, "FANOUT_THRESHOLD", 10)
+    monkeypatch.setattr(fanout, "DELIVERY_BATCH_SIZE", 25)
     return handler
 
 
@@ -73,10 +73,10 @@ def test_a_room_above_the_threshold_is_queued_for_the_workers_not_posted_by_the_
 def test_jobs_cover_every_connection_exactly_once_across_scan_pages(
     small_rooms: Any, management: Any, table: Any, workers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(small_rooms, "DELIVERY_BATCH_SIZE", 100)
+    monkeypatch.setattr(fanout, "DELIVERY_BATCH_SIZE", 100)
     ids = add_connections(table, 700, padding=5000)  # about 3.5 MB: several 1 MB Scan pages
     pages: list[int] = []
-    table_client = small_rooms.connections_table().meta.client
+    table_client = connections.table().meta.client
     table_client.meta.events.register("after-call.dynamodb.Scan", lambda parsed, **_: pages.append(parsed["Count"]))
 
     assert say(small_rooms, "all pages") == SENT_OK
@@ -119,7 +119,7 @@ def test_jobs_are_sent_at_most_ten_and_256_kb_to_a_batch(
 ) -> None:
     add_connections(table, 300)
     batches: list[tuple[int, int]] = []
-    sqs = small_rooms.sqs_client()
+    sqs = fanout.sqs_client()
     sqs.meta.events.register(
         "before-parameter-build.sqs.SendMessageBatch",
         lambda params, **_: batches.append((len(params["Entries"]), sum(len(e["MessageBody"]) for e in params["Entries"]))),
@@ -161,15 +161,14 @@ def test_a_connection_that_keeps_failing_is_given_up_after_the_last_attempt(
     say(small_rooms, "try hard")
     workers.drain()
 
-    assert management.attempts["conn-00003"] == small_rooms.MAX_DELIVERY_ATTEMPTS
+    assert management.attempts["conn-00003"] == worker.MAX_DELIVERY_ATTEMPTS
     assert "Gave up delivering" in caplog.text and "to 1 connections after 4 attempts" in caplog.text
     assert workers.count(queues["DeliveryQueue"]) == 0 and workers.count(queues["DeliveryDeadLetterQueue"]) == 0
 
 
 def test_retries_wait_longer_each_time() -> None:
-    import handler
 
-    assert [handler.retry_delay_seconds(attempt) for attempt in (1, 2, 3, 8)] == [10, 20, 40, 900]
+    assert [worker.retry_delay_seconds(attempt) for attempt in (1, 2, 3, 8)] == [10, 20, 40, 900]
 
 
 # botocore's standard retry mode tries a throttled post 3 times itself (these codes, and a
@@ -183,7 +182,7 @@ def test_throttled_posts_are_retried_with_backoff_in_the_same_invocation(
 ) -> None:
     ids = add_connections(table, 30)
     backoffs: list[int] = []
-    monkeypatch.setattr(small_rooms, "_backoff", lambda attempt: backoffs.append(attempt) or 0.0)
+    monkeypatch.setattr(delivery, "backoff", lambda attempt: backoffs.append(attempt) or 0.0)
     for cid in ids[:5]:
         management.answer(cid, 429, code, times=BOTOCORE_ATTEMPTS)  # the first call fails, the next succeeds
 
@@ -199,7 +198,7 @@ def test_posts_throttled_beyond_the_rounds_are_queued_again(
     small_rooms: Any, management: Any, table: Any, workers: Any
 ) -> None:
     ids = add_connections(table, 12)
-    management.answer("conn-00001", 429, None, times=small_rooms.WORKER_THROTTLE_ROUNDS * BOTOCORE_ATTEMPTS)
+    management.answer("conn-00001", 429, None, times=worker.WORKER_THROTTLE_ROUNDS * BOTOCORE_ATTEMPTS)
 
     say(small_rooms, "later")
     workers.drain()
@@ -243,7 +242,7 @@ def test_pruning_that_fails_is_logged_and_does_not_fail_the_job(
 ) -> None:
     ids = add_connections(table, 15)
     management.answer(ids[4], 410)
-    aws_failure(small_rooms.connections_table().meta.client, "BatchWriteItem", EndpointConnectionError(endpoint_url="x"))
+    aws_failure(connections.table().meta.client, "BatchWriteItem", EndpointConnectionError(endpoint_url="x"))
 
     say(small_rooms, "prune later")
     workers.drain()
@@ -303,7 +302,7 @@ def test_a_worker_short_of_time_returns_the_job_untouched(
 
     received = boto3.client("sqs").receive_message(QueueUrl=queues["DeliveryQueue"], AttributeNames=["All"])["Messages"]
     event = {"Records": [workers._record(received[0])]}
-    response = small_rooms.deliver_messages(event, FakeLambdaContext(remaining_ms=small_rooms.WORKER_RESERVE_MS - 1))
+    response = small_rooms.deliver_messages(event, FakeLambdaContext(remaining_ms=worker.WORKER_RESERVE_MS - 1))
 
     assert response == {"batchItemFailures": [{"itemIdentifier": received[0]["MessageId"]}]}
     assert management.attempts == {}
@@ -318,7 +317,7 @@ def test_queueing_a_retry_that_fails_is_logged_and_nobody_gets_a_second_copy(
     ids = add_connections(table, 12)
     management.answer(ids[5], 403, "ForbiddenException", times=1)
     say(small_rooms, "best effort")
-    aws_failure(small_rooms.sqs_client(), "SendMessage", EndpointConnectionError(endpoint_url="x"))
+    aws_failure(fanout.sqs_client(), "SendMessage", EndpointConnectionError(endpoint_url="x"))
 
     workers.drain()
 
@@ -331,7 +330,7 @@ def test_the_sender_answers_500_when_the_queue_cannot_be_reached(
     small_rooms: Any, management: Any, table: Any, aws_failure: Any
 ) -> None:
     add_connections(table, 20)
-    aws_failure(small_rooms.sqs_client(), "SendMessageBatch", EndpointConnectionError(endpoint_url="x"))
+    aws_failure(fanout.sqs_client(), "SendMessageBatch", EndpointConnectionError(endpoint_url="x"))
 
     assert say(small_rooms, "lost?") == {"statusCode": 500, "body": "Message could not be sent."}
 
@@ -342,9 +341,9 @@ def test_the_sender_answers_500_when_the_queue_cannot_be_reached(
 def test_a_worker_posts_at_most_its_share_of_the_posting_budget(
     handler: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(handler, "POSTING_BUDGET_PER_SECOND", 400.0)
-    monkeypatch.setattr(handler, "DELIVERY_CONCURRENCY", 4)
-    pacer = handler.worker_pacer()
+    monkeypatch.setattr(worker, "POSTING_BUDGET_PER_SECOND", 400.0)
+    monkeypatch.setattr(worker, "DELIVERY_CONCURRENCY", 4)
+    pacer = worker.worker_pacer()
 
     started = time.monotonic()
     for _ in range(51):
@@ -358,8 +357,8 @@ def test_a_worker_posts_at_most_its_share_of_the_posting_budget(
 def test_the_worker_paces_its_posts(
     small_rooms: Any, management: Any, table: Any, workers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(small_rooms, "POSTING_BUDGET_PER_SECOND", 200.0)
-    monkeypatch.setattr(small_rooms, "DELIVERY_CONCURRENCY", 2)  # 100 posts/s for this worker
+    monkeypatch.setattr(worker, "POSTING_BUDGET_PER_SECOND", 200.0)
+    monkeypatch.setattr(worker, "DELIVERY_CONCURRENCY", 2)  # 100 posts/s for this worker
     add_connections(table, 40)
     say(small_rooms, "paced")
 

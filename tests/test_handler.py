@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from chat import aws, connections, delivery
 from tests.events import (
     CONNECTED_AT_MS,
     connect_event,
@@ -81,16 +82,16 @@ def test_connection_manager_rejects_other_events(handler: Any, table: Any, event
 
 def test_connect_reports_failure_when_table_is_missing(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONNECTIONS_TABLE", "no-such-table")
-    handler.connections_table.cache_clear()
+    aws.dynamodb_table.cache_clear()
 
     assert handler.connection_manager(connect_event("conn-1"), None) == {"statusCode": 500, "body": "Connect failed."}
 
 
 def test_table_name_defaults_when_environment_is_unset(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONNECTIONS_TABLE")
-    handler.connections_table.cache_clear()
+    aws.dynamodb_table.cache_clear()
 
-    assert handler.connections_table().name == "serverless-websocket-connections"
+    assert connections.table().name == "serverless-websocket-connections"
 
 
 # --- default_message ----------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_management_client_is_reused_across_invocations(handler: Any, management
     for _ in range(3):
         handler.send_message(message_event("alice", send_message_body("hi")), None)
 
-    assert handler.management_client.cache_info().currsize == 1
+    assert delivery.management_client.cache_info().currsize == 1
     assert len(management.received("bob")) == 3
 
 
@@ -294,7 +295,7 @@ def test_other_failure_keeps_the_row_and_others_still_receive(
 def test_scan_failure_answers_500(handler: Any, management: Any, connect: Any, table: Any) -> None:
     connect("alice")
     table.delete()
-    handler.connections_table.cache_clear()
+    aws.dynamodb_table.cache_clear()
 
     response = handler.send_message(message_event("alice", send_message_body("hi")), None)
 
@@ -307,7 +308,7 @@ def test_scan_failure_answers_500(handler: Any, management: Any, connect: Any, t
 def test_management_endpoint_on_aws_is_the_apis_own_stage(handler: Any) -> None:
     event = message_event("alice", "{}")
 
-    assert handler.management_endpoint(event) == "https://abc123.execute-api.us-east-1.amazonaws.com/dev"
+    assert delivery.management_endpoint(event["requestContext"]) == "https://abc123.execute-api.us-east-1.amazonaws.com/dev"
 
 
 @pytest.mark.parametrize(("port", "expected"), [(None, "http://localhost:3001"), ("4001", "http://localhost:4001")])
@@ -321,4 +322,4 @@ def test_management_endpoint_offline(
     event = message_event("alice", "{}")
     event["requestContext"].update(domainName="localhost", stage="local")
 
-    assert handler.management_endpoint(event) == expected
+    assert delivery.management_endpoint(event["requestContext"]) == expected

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.chat import dm, history, say
+from chat import history as history_store
+from tests.actions import dm, history, say
 from tests.events import action_body, message_event
 
 
@@ -59,7 +60,7 @@ def test_history_is_one_query_with_a_limit_never_a_scan(handler: Any, management
     for n in range(5):
         say(handler, "alice", n)
     calls: list[tuple[str, Any]] = []
-    client = handler.messages_table().meta.client
+    client = history_store.table().meta.client
     for operation in ("Scan", "Query"):
         client.meta.events.register(
             f"before-parameter-build.dynamodb.{operation}", lambda params, op=operation, **_: calls.append((op, params.get("Limit")))

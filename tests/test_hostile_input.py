@@ -16,9 +16,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from tests.chat import all_history, dm, dm_response, history, history_response, say, say_response
+from chat import connections, delivery, tokens
+from chat import history as history_store
+from tests.actions import all_history, dm, dm_response, history, history_response, say, say_response
 from tests.events import (
-    action_body,
     authorizer_event,
     connect_event,
     disconnect_event,
@@ -317,22 +318,22 @@ BOTOCORE_FAILURES = {
 
 def entry_points(handler: Any) -> dict[str, tuple[Any, str, Any, dict[str, Any]]]:
     """Each entry point: (client, operation that fails, call, expected answer)."""
-    connections = handler.connections_table().meta.client
-    history_store = handler.messages_table().meta.client
+    connections_client = connections.table().meta.client
+    messages_client = history_store.table().meta.client
     return {
-        "connect": (connections, "PutItem", lambda: handler.connection_manager(connect_event("c1", "alice"), None),
+        "connect": (connections_client, "PutItem", lambda: handler.connection_manager(connect_event("c1", "alice"), None),
                     {"statusCode": 500, "body": "Connect failed."}),
-        "disconnect": (connections, "DeleteItem", lambda: handler.connection_manager(disconnect_event("c1"), None),
+        "disconnect": (connections_client, "DeleteItem", lambda: handler.connection_manager(disconnect_event("c1"), None),
                        {"statusCode": 500, "body": "Disconnect failed."}),
-        "send-store": (history_store, "PutItem", lambda: say_response(handler, "alice", "hi"),
+        "send-store": (messages_client, "PutItem", lambda: say_response(handler, "alice", "hi"),
                        {"statusCode": 500, "body": "Message could not be sent."}),
-        "send-scan": (connections, "Scan", lambda: say_response(handler, "alice", "hi"),
+        "send-scan": (connections_client, "Scan", lambda: say_response(handler, "alice", "hi"),
                       {"statusCode": 500, "body": "Message could not be sent."}),
-        "dm-store": (history_store, "PutItem", lambda: dm_response(handler, "alice", "bob", "hi"),
+        "dm-store": (messages_client, "PutItem", lambda: dm_response(handler, "alice", "bob", "hi"),
                      {"statusCode": 500, "body": "Direct message could not be sent."}),
-        "dm-lookup": (connections, "Query", lambda: dm_response(handler, "alice", "bob", "hi"),
+        "dm-lookup": (connections_client, "Query", lambda: dm_response(handler, "alice", "bob", "hi"),
                       {"statusCode": 500, "body": "Direct message could not be sent."}),
-        "history": (history_store, "Query", lambda: history_response(handler, "alice"),
+        "history": (messages_client, "Query", lambda: history_response(handler, "alice"),
                     {"statusCode": 500, "body": "History could not be loaded."}),
     }
 
@@ -357,7 +358,7 @@ def test_every_entry_point_answers_an_aws_failure_with_a_clear_5xx(
 def test_authorizer_denies_when_the_secret_cannot_be_read(
     handler: Any, jwt_secret: str, aws_failure: Any, caplog: Any, failure: Exception
 ) -> None:
-    aws_failure(handler.ssm_client(), "GetParameter", failure)
+    aws_failure(tokens.ssm_client(), "GetParameter", failure)
 
     with caplog.at_level(logging.ERROR):
         policy = handler.authorize(authorizer_event(query_token=token(jwt_secret)), None)
@@ -371,7 +372,7 @@ def test_a_post_that_fails_in_botocore_is_logged_and_the_others_still_get_it(
     handler: Any, management: Any, connect: Any, table: Any, caplog: Any, failure: Exception
 ) -> None:
     connect("alice", "flaky", "bob")
-    client = handler.management_client(handler.management_endpoint(message_event("alice", "{}")))
+    client = delivery.management_client(delivery.management_endpoint(message_event("alice", "{}")["requestContext"]))
 
     def fail_for_flaky(params: dict[str, Any], **_: Any) -> None:
         if params["ConnectionId"] == "flaky":
@@ -391,10 +392,10 @@ def test_a_post_that_fails_in_botocore_is_logged_and_the_others_still_get_it(
 
 def test_aws_clients_give_up_well_inside_the_29_second_integration_limit(handler: Any) -> None:
     for client in (
-        handler.connections_table().meta.client,
-        handler.messages_table().meta.client,
-        handler.ssm_client(),
-        handler.management_client("https://example.com/dev"),
+        connections.table().meta.client,
+        history_store.table().meta.client,
+        tokens.ssm_client(),
+        delivery.management_client("https://example.com/dev"),
     ):
         config = client.meta.config
         worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -282,19 +283,58 @@ def test_cfn_lint_reports_no_errors(package_dir: Path) -> None:
     assert errors == []
 
 
-def test_zip_holds_handler_and_pyjwt_but_no_aws_sdk(package_dir: Path) -> None:
+def test_zip_holds_handler_the_chat_package_and_pyjwt_but_no_aws_sdk(package_dir: Path) -> None:
     archive = package_dir / "serverless-websocket.zip"
     names = zipfile.ZipFile(archive).namelist()
     assert "handler.py" in names
+    modules = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "chat").glob("*.py"))
+    assert "chat/__init__.py" in modules and sorted(n for n in names if n.startswith("chat/")) == modules
     assert "jwt/__init__.py" in names and "jwt/api_jwt.py" in names
     assert not [n for n in names if n.split("/")[0] in {"boto3", "botocore", "s3transfer", "urllib3"}]
     # Powertools comes from its AWS layer (and typing_extensions with it).
     assert not [n for n in names if n.split("/")[0] in {"aws_lambda_powertools", "typing_extensions.py"}]
     assert not [n for n in names if n.startswith(("tests/", "node_modules/", "scripts/", ".venv/")) or "Pipfile" in n]
-    # handler.py is about 10 KB zipped, PyJWT (slim: no dist-info, no caches) under 30 KB.
-    assert archive.stat().st_size < 48 * 1024
-    packaged = zipfile.ZipFile(archive).read("handler.py")
-    assert packaged == (ROOT / "handler.py").read_bytes()
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # handler.py and chat/ are about 25 KB zipped, PyJWT (slim: no dist-info, no caches) under 30 KB.
+    assert archive.stat().st_size < 64 * 1024
+    for name in ["handler.py", *modules]:
+        assert zipfile.ZipFile(archive).read(name) == (ROOT / name).read_bytes(), name
+
+
+# What Lambda puts beside the zip: the Python runtime's boto3 (and its dependencies) and the
+# Powertools layer (with its own).
+RUNTIME_AND_LAYER = ["boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3",
+                     "aws_lambda_powertools", "typing_extensions.py"]
+
+
+def test_the_zip_imports_in_a_clean_interpreter_with_only_the_runtime_and_layer_beside_it(
+    package_dir: Path, tmp_path: Path
+) -> None:
+    import boto3
+
+    unpacked, layer = tmp_path / "task", tmp_path / "layer"
+    zipfile.ZipFile(package_dir / "serverless-websocket.zip").extractall(unpacked)
+    layer.mkdir()
+    site_packages = Path(boto3.__file__).parent.parent
+    for name in RUNTIME_AND_LAYER:
+        (layer / name).symlink_to(site_packages / name)
+    # -I: no PYTHON* variables, no user site; -S: not even the virtualenv's site-packages.
+    script = (
+        "import sys; sys.path[:0] = sys.argv[1:3]\n"
+        "import handler, jwt, json\n"
+        "assert jwt.__file__.startswith(sys.argv[1]), jwt.__file__\n"
+        "print(json.dumps({'ping': handler.ping({}, None)['body'],"
+        " 'chat': sorted(m for m in sys.modules if m.startswith('chat.'))}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, str(unpacked), str(layer)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "ap-northeast-2"},
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["ping"] == "PONG!"
+    assert loaded["chat"] == sorted(f"chat.{path.stem}" for path in (ROOT / "chat").glob("*.py") if path.stem != "__init__")
 
 
 # --- production (issue 9) ---------------------------------------------------------------------

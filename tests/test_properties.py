@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.chat import history
+from chat import users
+from tests.actions import history
 from tests.events import authorizer_event, message_event, token
 
 # The fixtures (moto, tables, clock) are set up once per test and shared by its examples:
@@ -132,7 +133,7 @@ def test_the_authorizer_allows_exactly_the_valid_user_ids_normalized(
     policy = handler.authorize(event, None)
 
     (statement,) = policy["policyDocument"]["Statement"]
-    expected = handler.normalize_user_id(sub)
+    expected = users.normalize_user_id(sub)
     if expected is None:
         assert statement["Effect"] == "Deny" and "context" not in policy
     else:
@@ -154,13 +155,12 @@ def test_the_authorizer_denies_any_garbage_token_and_never_raises(
 @settings(max_examples=500)
 @given(value=st.one_of(any_text, json_values))
 def test_user_ids_are_normalized_visible_and_one_spelling_each(value: Any) -> None:
-    import handler
 
-    user_id = handler.normalize_user_id(value)
+    user_id = users.normalize_user_id(value)
     if user_id is None:
         return
-    assert handler.is_valid_user_id(user_id)
+    assert users.is_valid_user_id(user_id)
     assert unicodedata.is_normalized("NFC", user_id)
-    assert handler.normalize_user_id(unicodedata.normalize("NFD", user_id)) == user_id
+    assert users.normalize_user_id(unicodedata.normalize("NFD", user_id)) == user_id
     assert not any(unicodedata.category(c)[0] in "ZC" for c in user_id)
     assert "#" not in user_id and 1 <= len(user_id) <= 128

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
+from chat import tokens
+from tests.conftest import _RawBody
 from tests.events import authorizer_event, connect_event, token
 
 
@@ -142,3 +146,90 @@ def test_connect_stores_the_authorized_user(handler: Any, table: Any) -> None:
     rows = {item["connection_id"]: item for item in table.scan()["Items"]}
     assert rows["conn-1"]["user_id"] == "alice"
     assert "user_id" not in rows["conn-2"]  # anonymous still works, outside the user index
+
+
+# --- the token secret: throttling and outages --------------------------------------------
+
+
+class SsmAnswers:
+    """SSM's GetParameter answered at the HTTP layer: throttled the next `n` times, or down."""
+
+    def __init__(self, client: Any) -> None:
+        self.throttle = 0
+        self.down = False
+        self.requests = 0
+        client.meta.events.register_first("before-send.ssm.GetParameter", self._before_send)
+
+    def _before_send(self, request: Any, **_: Any) -> AWSResponse | None:
+        self.requests += 1
+        if self.down or self.throttle > 0:
+            self.throttle -= 1
+            body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+            return AWSResponse(request.url, 400, {"x-amzn-RequestId": "r"}, _RawBody(body))
+        return None
+
+
+@pytest.fixture
+def ssm(handler: Any, jwt_secret: str) -> SsmAnswers:
+    return SsmAnswers(tokens.ssm_client())
+
+
+def signs_in(handler: Any, secret: str, user: str = "alice") -> bool:
+    policy = handler.authorize(authorizer_event(query_token=token(secret, user)), None)
+    return policy["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+
+
+def test_a_cold_start_read_throttled_three_times_still_lets_the_user_in(handler: Any, jwt_secret: str, ssm: SsmAnswers) -> None:
+    ssm.throttle = 3  # a reconnect storm: SSM's 40 requests/s are used up
+
+    assert signs_in(handler, jwt_secret)
+    assert ssm.requests == 4
+
+
+def test_a_cold_start_that_cannot_read_the_secret_denies(handler: Any, jwt_secret: str, ssm: SsmAnswers, caplog: Any) -> None:
+    ssm.down = True
+
+    assert not signs_in(handler, jwt_secret)
+    assert "Could not read the token secret" in caplog.text
+
+
+@pytest.fixture
+def secret_clock(handler: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The clock of the secret's cache, moved by the test."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(tokens, "_now", lambda: now[0])
+    return now
+
+
+def test_a_failed_refresh_keeps_using_the_known_secret(
+    handler: Any, jwt_secret: str, ssm: SsmAnswers, secret_clock: list[float], caplog: Any
+) -> None:
+    assert signs_in(handler, jwt_secret)
+    ssm.down = True
+    secret_clock[0] += tokens.SECRET_CACHE_SECONDS + 1  # due for a refresh
+
+    with caplog.at_level(logging.WARNING):
+        assert signs_in(handler, jwt_secret, "bob")
+
+    assert "using the one read 301 s ago" in caplog.text
+
+
+def test_a_known_secret_is_used_no_longer_than_the_staleness_bound(
+    handler: Any, jwt_secret: str, ssm: SsmAnswers, secret_clock: list[float]
+) -> None:
+    assert signs_in(handler, jwt_secret)
+    ssm.down = True
+    secret_clock[0] += tokens.SECRET_MAX_STALENESS_SECONDS + 1
+
+    assert not signs_in(handler, jwt_secret)
+
+
+def test_a_refreshed_secret_replaces_the_old_one(
+    handler: Any, jwt_secret: str, ssm: SsmAnswers, secret_clock: list[float]
+) -> None:
+    assert signs_in(handler, jwt_secret)
+    rotated = "rotated-" + "z" * 60
+    boto3.client("ssm").put_parameter(Name="/serverless-websocket/test/jwt-secret", Value=rotated, Type="SecureString", Overwrite=True)
+    secret_clock[0] += tokens.SECRET_CACHE_SECONDS + 1
+
+    assert signs_in(handler, rotated) and not signs_in(handler, jwt_secret)

@@ -1,0 +1,69 @@
+"""The connections table: one row per open WebSocket connection, keyed by its id, with the
+user it belongs to (the sparse `user_id-index` finds a user's connections)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from boto3.dynamodb.conditions import Key
+
+from chat import aws
+from chat.telemetry import logger
+
+DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
+USER_INDEX = "user_id-index"
+# API Gateway closes every WebSocket connection after 2 hours, so an older row is stale.
+CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
+
+
+def table() -> Any:
+    return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE)
+
+
+def connect(connection_id: str, now: int, user_id: str | None = None) -> None:
+    """Store the connection with a TTL, so rows that $disconnect never removed expire."""
+    item: dict[str, Any] = {"connection_id": connection_id, "connected_at": now, "ttl": now + CONNECTION_LIFETIME_SECONDS}
+    if user_id is not None:
+        item["user_id"] = user_id  # anonymous rows stay out of the sparse user index
+    table().put_item(Item=item)
+
+
+def disconnect(connection_id: str) -> None:
+    """Delete the row; deleting a row that is already gone is not an error."""
+    table().delete_item(Key={"connection_id": connection_id})
+
+
+def all_ids() -> Iterator[str]:
+    """Every stored connection id, across all Scan pages (a page stops at 1 MB)."""
+    for item in all_pages(table().scan, ProjectionExpression="connection_id"):
+        yield item["connection_id"]
+
+
+def user_connection_ids(user_id: str) -> Iterator[str]:
+    """The open connections of one user: a Query on the user index, never a Scan."""
+    for item in all_pages(table().query, IndexName=USER_INDEX, KeyConditionExpression=Key("user_id").eq(user_id)):
+        yield item["connection_id"]
+
+
+def prune(connection_ids: list[str]) -> None:
+    """Delete the rows of connections that are gone, 25 to a request. A failure here is
+    logged, not raised: the message was delivered, and the rows expire by TTL anyway."""
+    if not connection_ids:
+        return
+    logger.info("Deleting %d gone connections", len(connection_ids))
+    try:
+        with table().batch_writer() as batch:
+            for connection_id in connection_ids:
+                batch.delete_item(Key={"connection_id": connection_id})
+    except aws.AWS_ERRORS:
+        logger.exception("Could not delete %d gone connections", len(connection_ids))
+
+
+def all_pages(operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The items of a Scan or Query, following LastEvaluatedKey to the last page."""
+    while True:
+        page = operation(**kwargs)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

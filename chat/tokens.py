@@ -1,0 +1,136 @@
+"""The $connect authorizer's side: the JWT a client connects with, and the secret it is
+checked against, read from SSM Parameter Store and cached per container."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jwt
+from botocore.config import Config
+
+from chat import aws
+from chat.telemetry import count, logger
+from chat.users import normalize_user_id
+
+# Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
+TOKEN_ALGORITHMS = ["HS256"]
+TOKEN_LEEWAY_SECONDS = 30
+# The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy;
+# when a re-read fails (SSM throttled or down), the known secret is used for up to an hour.
+SECRET_CACHE_SECONDS = 300
+SECRET_MAX_STALENESS_SECONDS = 3600
+# Parameter Store allows 40 GetParameter a second by default: after a deploy or a network blip,
+# thousands of reconnecting clients start cold authorizers at once. Four attempts with
+# botocore's jittered backoff (up to 2, 4, 8 s for throttling) spread them out instead of
+# refusing valid users, and still end inside the 29 s API Gateway waits.
+SSM_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 4})
+
+
+class InvalidToken(ValueError):
+    """The $connect request carries no usable token; the text goes to the log only."""
+
+
+def authorize(event: dict) -> dict[str, Any]:
+    """An Allow policy carrying the user id for a valid token, a Deny policy for anything else.
+
+    A Deny (API Gateway answers 403) rather than raising "Unauthorized", because
+    serverless-offline turns a raised error into a 500 but honours a Deny the same way AWS does.
+    """
+    method_arn = event.get("methodArn", "*")
+    try:
+        user_id = verify_token(request_token(event), jwt_secret())
+    except InvalidToken as error:
+        logger.info("Refused connection: %s", error)
+        return _refused(method_arn)
+    except aws.AWS_ERRORS:
+        logger.exception("Could not read the token secret; refusing the connection")
+        count("AwsErrors")
+        return _refused(method_arn)
+    logger.append_keys(user=user_id)
+    logger.info("Handled", outcome="allowed")
+    return policy(user_id, "Allow", method_arn, {"userId": user_id})
+
+
+def _refused(method_arn: str) -> dict[str, Any]:
+    count("ConnectionsRefused")
+    logger.info("Handled", outcome="denied")
+    return policy("anonymous", "Deny", method_arn)
+
+
+def request_token(event: dict) -> str:
+    """The token from ?token=... (browsers cannot set WebSocket headers) or Authorization: Bearer."""
+    token = (event.get("queryStringParameters") or {}).get("token")
+    if token:
+        return token
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    raise InvalidToken("no token in the query string or an Authorization: Bearer header")
+
+
+def verify_token(token: str, secret: str) -> str:
+    """The user id (`sub`) of a valid token, or InvalidToken saying why not."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=TOKEN_ALGORITHMS,
+            leeway=TOKEN_LEEWAY_SECONDS,
+            options={"require": ["exp", "sub"]},
+        )
+    except (jwt.InvalidTokenError, UnicodeError) as error:  # a lone surrogate cannot even be encoded
+        raise InvalidToken(f"{type(error).__name__}: {error}") from None
+    user_id = normalize_user_id(claims["sub"])
+    if user_id is None:
+        raise InvalidToken("the token's sub is not a valid user id")
+    return user_id
+
+
+# Parameter name -> (secret, when it was read): one entry per container.
+_secrets: dict[str, tuple[str, float]] = {}
+
+
+def jwt_secret() -> str:
+    """The signing secret from SSM, cached per container for SECRET_CACHE_SECONDS; a secret
+    already known is kept (for SECRET_MAX_STALENESS_SECONDS) when a re-read fails, so an SSM
+    outage or throttling does not lock out users."""
+    name = os.environ.get("JWT_SECRET_PARAMETER", "")
+    if not name:
+        raise InvalidToken("JWT_SECRET_PARAMETER is not set: no secret to verify tokens with")
+    now = _now()
+    known = _secrets.get(name)
+    if known and now - known[1] < SECRET_CACHE_SECONDS:
+        return known[0]
+    try:
+        secret = ssm_client().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except aws.AWS_ERRORS:
+        if known and now - known[1] < SECRET_MAX_STALENESS_SECONDS:
+            logger.warning("Could not refresh the token secret; using the one read %d s ago", now - known[1], exc_info=True)
+            return known[0]
+        raise
+    _secrets[name] = (secret, now)
+    return secret
+
+
+def _now() -> float:
+    return time.time()
+
+
+def ssm_client() -> Any:
+    return aws.client("ssm", SSM_CLIENT_CONFIG)
+
+
+def policy(principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "principalId": principal_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}],
+        },
+    }
+    if context:
+        document["context"] = context
+    return document

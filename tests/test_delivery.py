@@ -1,0 +1,50 @@
+"""Where posts go: the API's own endpoint, behind a custom domain and in every partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chat import delivery
+from tests.events import (
+    API_ID,
+    REGION,
+    STAGE,
+    message_event,
+    send_message_body,
+)
+
+# --- the management endpoint -------------------------------------------------------------
+
+
+def custom_domain_event(connection_id: str = "alice", body: str = "{}") -> dict[str, Any]:
+    event = message_event(connection_id, body)
+    event["requestContext"].update(domainName="chat.example.com", stage=STAGE)
+    return event
+
+
+def test_behind_a_custom_domain_the_endpoint_is_the_apis_own(handler: Any) -> None:
+    # https://chat.example.com/dev answers 403 "No method found matching route" for @connections.
+    assert delivery.management_endpoint(custom_domain_event()["requestContext"]) == f"https://{API_ID}.execute-api.{REGION}.amazonaws.com/{STAGE}"
+
+
+def test_the_endpoint_built_in_the_template_wins(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBSOCKET_API_ENDPOINT", "https://zz9.execute-api.cn-north-1.amazonaws.com.cn/prod")
+
+    assert delivery.management_endpoint(custom_domain_event()["requestContext"]) == "https://zz9.execute-api.cn-north-1.amazonaws.com.cn/prod"
+
+
+def test_in_a_china_region_the_fallback_uses_its_partitions_suffix(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "cn-northwest-1")
+
+    assert delivery.management_endpoint(custom_domain_event()["requestContext"]) == f"https://{API_ID}.execute-api.cn-northwest-1.amazonaws.com.cn/{STAGE}"
+
+
+def test_a_broadcast_behind_a_custom_domain_reaches_everyone(handler: Any, management: Any, connect: Any) -> None:
+    connect("alice", "bob")
+
+    response = handler.send_message(custom_domain_event("alice", send_message_body("via chat.example.com")), None)
+
+    assert response == {"statusCode": 200, "body": "Message sent to all connections."}
+    assert management.received("bob") == [{"messages": [{"content": "via chat.example.com"}]}]
