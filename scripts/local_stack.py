@@ -239,7 +239,7 @@ class LocalStack:
             self.progress(f"Starting moto (DynamoDB, SSM) on {self.dynamodb_endpoint}")
             self.moto_log.parent.mkdir(parents=True, exist_ok=True)
             with self.moto_log.open("w") as moto_output:
-                moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.dynamodb)]
+                moto = [sys.executable, "-m", "scripts.moto_server", "-H", "127.0.0.1", "-p", str(self.ports.dynamodb)]
                 self._spawn("moto", moto, env, moto_output)
             self._wait_for(lambda: _http_ok(f"{self.dynamodb_endpoint}/moto-api/"), "moto", timeout)
             self.progress("Creating the tables and queues from serverless.yml")

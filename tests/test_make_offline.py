@@ -192,7 +192,7 @@ def test_make_offline_prints_what_to_type_last_and_stops_everything(ports: Ports
         assert "(λ: ping)" in read_until(process, "(λ: ping)", timeout=30)
         # moto, node, and at least one Python worker (the ping just ran in one).
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_of(ports)]
-        assert any(b"moto.server" in c for c in commands)
+        assert any(b"scripts.moto_server" in c for c in commands)
         assert any(b"invoke.py" in c for c in commands)
         assert any(b"offline" in c and b"start" in c for c in commands)
         assert offline.state_file(ports.websocket).exists()

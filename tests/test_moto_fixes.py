@@ -1,0 +1,79 @@
+"""The local DynamoDB keeps DynamoDB's promises (scripts/moto_fixes.py): a transaction is all or
+nothing and serializable with other writes, and a retried ClientRequestToken is not applied twice."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+
+@pytest.fixture
+def counters(tables: dict[str, Any]) -> Any:
+    return tables["ConversationsTable"]
+
+
+def bump(client: Any, table: str, expected: int, token: str | None = None) -> None:
+    """Move the counter from `expected` to expected + 1, and record the move: one transaction."""
+    condition = {"ConditionExpression": "seq = :n", "ExpressionAttributeValues": {":n": {"N": str(expected)}}} if expected else {
+        "ConditionExpression": "attribute_not_exists(seq)"}
+    values = {**condition.get("ExpressionAttributeValues", {}), ":next": {"N": str(expected + 1)}}
+    client.transact_write_items(
+        TransactItems=[
+            {"Update": {"TableName": table, "Key": {"pk": {"S": "c"}, "sk": {"S": "head"}}, "UpdateExpression": "SET seq = :next",
+                        "ConditionExpression": condition["ConditionExpression"], "ExpressionAttributeValues": values}},
+            {"Put": {"TableName": table, "Item": {"pk": {"S": "c"}, "sk": {"S": f"move#{expected + 1}"}},
+                     "ConditionExpression": "attribute_not_exists(sk)"}},
+        ],
+        **({"ClientRequestToken": token} if token else {}),
+    )
+
+
+def test_a_token_seen_before_is_not_applied_again(counters: Any) -> None:
+    client = boto3.client("dynamodb")
+    bump(client, counters.name, 0, token="t-1")
+    bump(client, counters.name, 0, token="t-1")  # a retry of the same call: answered, not applied
+
+    assert counters.get_item(Key={"pk": "c", "sk": "head"})["Item"]["seq"] == 1
+    with pytest.raises(ClientError, match="TransactionCanceledException"):
+        bump(client, counters.name, 0, token="t-2")  # a new call with a stale view fails its condition
+
+
+def test_a_failed_condition_writes_nothing(counters: Any) -> None:
+    client = boto3.client("dynamodb")
+    counters.put_item(Item={"pk": "c", "sk": "move#1"})  # the second item's condition will fail
+
+    with pytest.raises(ClientError) as raised:
+        bump(client, counters.name, 0)
+
+    assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == ["None", "ConditionalCheckFailed"]
+    assert "Item" not in counters.get_item(Key={"pk": "c", "sk": "head"})
+
+
+def test_racing_transactions_each_apply_exactly_once(counters: Any) -> None:
+    client = boto3.client("dynamodb")
+    applied: list[int] = []
+
+    def race(n: int) -> None:
+        for _ in range(200):
+            head = counters.get_item(Key={"pk": "c", "sk": "head"}, ConsistentRead=True).get("Item")
+            current = int(head["seq"]) if head else 0
+            try:
+                bump(client, counters.name, current)
+                applied.append(current + 1)
+                return
+            except ClientError:
+                continue
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(applied) == list(range(1, 9))
+    moves = [item["sk"] for item in counters.scan()["Items"] if item["sk"].startswith("move#")]
+    assert sorted(moves) == [f"move#{n}" for n in range(1, 9)]
