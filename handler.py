@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import messaging, sessions, tokens, worker
+from chat import channels, messaging, recovery, sessions, tokens, worker
 from chat.gateway import (
     Response,
     answer,
@@ -56,8 +56,9 @@ def default_message(event: dict, context: Any) -> Response:
 
 @route(failure="Message could not be sent.", what="Broadcast")
 def send_message(event: dict, context: Any) -> str:
-    """sendMessage: store the message in the room's history, then broadcast it to everyone."""
-    return messaging.send_to_room(caller(event), event.get("body"))
+    """sendMessage: store the message as its conversation's next seq, then send it to everyone
+    in the room, or to the members of its channel."""
+    return messaging.send_message(caller(event), event.get("body"))
 
 
 @route(failure="Direct message could not be sent.", what="Direct message")
@@ -66,10 +67,23 @@ def send_direct_message(event: dict, context: Any) -> str:
     return messaging.send_direct(caller(event), event.get("body"))
 
 
+@route(failure="Could not join the channel.", what="Join")
+def join(event: dict, context: Any) -> str:
+    """join: the connection gets a channel's messages from now on."""
+    return channels.join(caller(event), event.get("body"))
+
+
+@route(failure="Could not leave the channel.", what="Leave")
+def leave(event: dict, context: Any) -> str:
+    """leave: the connection stops getting a channel's messages."""
+    return channels.leave(caller(event), event.get("body"))
+
+
 @route(failure="History could not be loaded.", what="History")
 def get_recent_messages(event: dict, context: Any) -> str:
-    """getRecentMessages: the last messages of the room or of one's own DM conversation."""
-    return messaging.recent_messages(caller(event), event.get("body"))
+    """getRecentMessages: a page of the room's, a channel's or one's own DM history, going back
+    (before) or catching up (after)."""
+    return recovery.recent_messages(caller(event), event.get("body"))
 
 
 def deliver_messages(event: dict, context: Any) -> dict[str, Any]:

@@ -19,7 +19,9 @@ def use_fake_aws(**settings: str) -> None:
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",
         CONNECTIONS_TABLE="bench-connections",
-        MESSAGES_TABLE="bench-messages",
+        MEMBERS_TABLE="bench-members",
+        HISTORY_TABLE="bench-history",
+        CONVERSATIONS_TABLE="bench-conversations",
         LOG_LEVEL="WARNING",
         **settings,
     )
@@ -28,9 +30,19 @@ def use_fake_aws(**settings: str) -> None:
 
 
 def create_tables(dynamodb_client: Any) -> None:
-    """The service's tables, from serverless.yml, under the bench names (inside mock_aws)."""
-    from scripts import service_config
+    """The service's tables, from serverless.yml, under the bench names (inside mock_aws, made
+    atomic as DynamoDB is: scripts/moto_fixes.py)."""
+    from scripts import moto_fixes, service_config
 
+    moto_fixes.apply()
     tables = service_config.table_resources(service_config.resolved_config("bench"))
-    for logical_id, variable in (("ConnectionsTable", "CONNECTIONS_TABLE"), ("MessagesTable", "MESSAGES_TABLE")):
+    for logical_id, variable in TABLES.items():
         service_config.create_table(dynamodb_client, tables[logical_id], os.environ[variable])
+
+
+TABLES = {
+    "ConnectionsTable": "CONNECTIONS_TABLE",
+    "MembersTable": "MEMBERS_TABLE",
+    "HistoryTable": "HISTORY_TABLE",
+    "ConversationsTable": "CONVERSATIONS_TABLE",
+}

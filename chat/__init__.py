@@ -3,10 +3,11 @@
 handler.py (the Lambda entry points) calls the modules in the first group; they call the ones
 below them, never the other way round, and nothing here imports handler.py.
 
-    messaging    the routes' work: send to the room, send a direct message, read history
-    sessions     a connection's life: $connect and $disconnect
+    messaging    sending: to the room, to a channel, to one user (store, then deliver)
+    channels     join, leave, and which channels a token allows
+    recovery     reading a conversation back: history pages (before), catching up (after)
+    sessions     a connection's life: $connect, $disconnect, found gone
     gateway      API Gateway's events taken apart, and the replies it expects
-    telemetry    structured logs and metrics (Powertools), one line per invocation
     tokens       the $connect authorizer: JWTs and the secret in SSM
     worker       the SQS delivery worker
 
@@ -14,9 +15,11 @@ below them, never the other way round, and nothing here imports handler.py.
     frames       what clients get: the JSON the service sends
     users        what a user id may be
     ratelimit    how many messages a connection may send (GCRA on its row)
-    connections  the connections table: connect, disconnect, lookups, pruning
-    history      the messages table: stored messages and reading them back
-    fanout       large rooms: delivery jobs on the SQS queue
+    connections  the connections table: one row per open connection
+    members      the members table: which connections are in which channel
+    history      each conversation's log by seq: the history and conversations tables
+    fanout       large audiences: delivery jobs on the SQS queue
     delivery     posting to connections through the management API
+    telemetry    structured logs and metrics (Powertools)
     aws          the shared AWS client settings and errors
 """

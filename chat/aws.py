@@ -1,5 +1,9 @@
 """What every AWS adapter here shares: client settings that keep each call inside API
-Gateway's 29 s, the errors a failed call raises, and DynamoDB tables made once per container."""
+Gateway's 29 s, the errors a failed call raises, and DynamoDB tables made once per container.
+
+A table's `meta.client` is the low-level client for the calls the table resource lacks
+(TransactWriteItems, BatchGetItem); boto3 converts Python values to DynamoDB's typed form and
+back on it, as it does on the table itself."""
 
 from __future__ import annotations
 
@@ -30,3 +34,4 @@ def dynamodb_table(variable: str, default: str) -> Any:
 def client(service: str, config: Config = AWS_CLIENT_CONFIG) -> Any:
     """One boto3 client per service (and settings) per container."""
     return boto3.client(service, config=config)
+

@@ -1,5 +1,6 @@
 """The connections table: one row per open WebSocket connection, keyed by its id, with the
-user it belongs to (the sparse `user_id-index` finds a user's connections)."""
+user it belongs to (the sparse `user_id-index` finds a user's connections), the channels it is
+in, and its rate-limit state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any, Iterator
 from boto3.dynamodb.conditions import Key
 
 from chat import aws
-from chat.telemetry import logger
 
 DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 USER_INDEX = "user_id-index"
@@ -28,9 +28,35 @@ def connect(connection_id: str, now: int, user_id: str | None = None) -> None:
     table().put_item(Item=item)
 
 
-def disconnect(connection_id: str) -> None:
+def row(connection_id: str) -> dict[str, Any] | None:
+    """The connection's row, read consistently; None if it has none."""
+    return table().get_item(Key={"connection_id": connection_id}, ConsistentRead=True).get("Item")
+
+
+def delete(connection_id: str) -> None:
     """Delete the row; deleting a row that is already gone is not an error."""
     table().delete_item(Key={"connection_id": connection_id})
+
+
+def rows(connection_ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of these connections that exist (user and channels only), 100 to a BatchGetItem."""
+    found: list[dict[str, Any]] = []
+    resource = table().meta.client
+    for start in range(0, len(connection_ids), 100):
+        keys = [{"connection_id": cid} for cid in dict.fromkeys(connection_ids[start:start + 100])]
+        request: dict[str, Any] = {table().name: {"Keys": keys, "ProjectionExpression": "connection_id, user_id, channels"}}
+        while request:
+            answer = resource.batch_get_item(RequestItems=request)
+            found += [item for item in answer["Responses"].get(table().name, [])]
+            request = answer.get("UnprocessedKeys") or {}
+    return found
+
+
+def delete_all(connection_ids: list[str]) -> None:
+    """Delete these rows, 25 to a BatchWriteItem."""
+    with table().batch_writer() as batch:
+        for connection_id in dict.fromkeys(connection_ids):
+            batch.delete_item(Key={"connection_id": connection_id})
 
 
 def all_ids() -> Iterator[str]:
@@ -43,20 +69,6 @@ def user_connection_ids(user_id: str) -> Iterator[str]:
     """The open connections of one user: a Query on the user index, never a Scan."""
     for item in all_pages(table().query, IndexName=USER_INDEX, KeyConditionExpression=Key("user_id").eq(user_id)):
         yield item["connection_id"]
-
-
-def prune(connection_ids: list[str]) -> None:
-    """Delete the rows of connections that are gone, 25 to a request. A failure here is
-    logged, not raised: the message was delivered, and the rows expire by TTL anyway."""
-    if not connection_ids:
-        return
-    logger.info("Deleting %d gone connections", len(connection_ids))
-    try:
-        with table().batch_writer() as batch:
-            for connection_id in connection_ids:
-                batch.delete_item(Key={"connection_id": connection_id})
-    except aws.AWS_ERRORS:
-        logger.exception("Could not delete %d gone connections", len(connection_ids))
 
 
 def all_pages(operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,6 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chat import connections
 from chat.telemetry import count, logger
 
 DEFAULT_OFFLINE_WEBSOCKET_PORT = "3001"
@@ -65,7 +64,7 @@ def post_pool() -> ThreadPoolExecutor:
 
 def post_to_connections(endpoint: str, connection_ids: Iterable[str], payload: bytes) -> dict[str, str]:
     """Inline posting, for a small room or a DM's few connections: at once, throttled posts
-    retried in this invocation, the gone ones deleted."""
+    retried in this invocation."""
     return deliver(endpoint, connection_ids, payload, rounds=INLINE_THROTTLE_ROUNDS)
 
 
@@ -78,8 +77,8 @@ def deliver(
     deadline: float | None = None,
 ) -> dict[str, str]:
     """Post the payload to each connection concurrently; post again, after a backoff, to
-    those API Gateway throttled (up to `rounds` times in all, while there is time); delete
-    the ones that are gone. Returns each connection's outcome."""
+    those API Gateway throttled (up to `rounds` times in all, while there is time). Returns
+    each connection's outcome: the caller forgets the ones that are gone."""
     client = management_client(endpoint)
     outcomes: dict[str, str] = {}
     pending = list(connection_ids)
@@ -92,7 +91,6 @@ def deliver(
             break
         logger.warning("API Gateway throttled %d posts; retrying in %.2f s", len(pending), wait)
         time.sleep(wait)
-    connections.prune([cid for cid, outcome in outcomes.items() if outcome == GONE])
     for outcome, number in summary(outcomes).items():
         if number:
             count(OUTCOME_METRICS[outcome], number)
@@ -121,6 +119,11 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes, pace: Pa
     except BotoCoreError:
         logger.exception("Could not post to connection %s", connection_id)
         return FAILED
+
+
+def gone(outcomes: dict[str, str]) -> list[str]:
+    """The connections that are gone (the client left without a $disconnect we saw)."""
+    return [cid for cid, outcome in outcomes.items() if outcome == GONE]
 
 
 def summary(outcomes: dict[str, str]) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""Large rooms: the message is cut into delivery jobs (one batch of connection ids each) on
-the SQS queue, for the delivery workers, so no room is bounded by one invocation."""
+"""Large rooms and channels: the message is cut into delivery jobs (one batch of connection ids
+each) on the SQS queue, for the delivery workers, so no audience is bounded by one invocation."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from botocore.exceptions import ClientError
 from chat import aws, delivery
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
-# Rooms up to this many connections are posted to by sendMessage itself; larger ones go to the
-# delivery workers through SQS (README: "Two delivery paths" says how this was chosen).
+# Audiences (the room, a channel) up to this many connections are posted to by sendMessage
+# itself; larger ones go to the delivery workers through SQS (README: "Two delivery paths" says
+# how this was chosen).
 FANOUT_THRESHOLD = int(os.environ.get("FANOUT_THRESHOLD", "200"))
 # Connection ids per SQS message (one job); a worker gets up to `batchSize` jobs at a time.
 DELIVERY_BATCH_SIZE = int(os.environ.get("DELIVERY_BATCH_SIZE", "500"))
@@ -75,14 +76,9 @@ class DeliveryJob:
         return job
 
 
-def broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, message: dict[str, Any]) -> dict[str, int]:
-    """Small rooms are posted to here, at once (the lowest latency); larger ones are cut into
-    batches for the delivery workers, through SQS."""
-    ids = iter(connection_ids)
-    first = list(itertools.islice(ids, FANOUT_THRESHOLD + 1))
-    if len(first) <= FANOUT_THRESHOLD:
-        return delivery.summary(delivery.post_to_connections(endpoint, first, payload))
-    batches = batched(itertools.chain(first, ids), DELIVERY_BATCH_SIZE)
+def fan_out(endpoint: str, connection_ids: Iterable[str], payload: bytes, message: dict[str, Any]) -> dict[str, int]:
+    """Cut the recipients into jobs of DELIVERY_BATCH_SIZE and queue them for the workers."""
+    batches = batched(connection_ids, DELIVERY_BATCH_SIZE)
     return enqueue(DeliveryJob(message["id"], endpoint, payload, batch, sent_at_ms=message["sent_at_ms"]) for batch in batches)
 
 

@@ -13,10 +13,14 @@ from chat.telemetry import logger
 # API Gateway refuses to deliver a WebSocket message larger than 128 KB.
 MAX_MESSAGE_BYTES = 128 * 1024
 # Room kept in a history reply for everything around the messages ("with" is at most 128
-# characters, 512 bytes), so that any message that was accepted also fits in one, alone.
+# characters, 512 bytes; "channel" 100; the two cursors), so that any message that was accepted
+# also fits in one, alone.
 HISTORY_ENVELOPE_BYTES = 1024
 # json.dumps writes ", " between the messages of a history reply.
 HISTORY_SEPARATOR_BYTES = 2
+# The size of the largest seq any message can have, for checking a message before it has one:
+# DynamoDB numbers have 38 digits, a conversation would need 10^15 messages to reach this.
+LARGEST_SEQ = 10**15
 
 
 def encode(document: Any) -> bytes:
@@ -29,18 +33,29 @@ def encode(document: Any) -> bytes:
 
 
 def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
-    """What clients see. Anonymous live messages stay {"content": ...}, as in part 1."""
+    """What clients see of a message. Anonymous live messages stay {"content": ...}, as in
+    part 1; every other one carries its seq, and its channel, recipient and clientMessageId
+    when it has them."""
     if not full:
         return {"content": message["content"]}
-    shown = {"content": message["content"], "sender": message.get("sender"), "sent_at": iso(message["sent_at_ms"]), "id": message["id"]}
+    shown: dict[str, Any] = {"channel": message["channel"]} if "channel" in message else {}
+    shown.update(seq=message["seq"], content=message["content"], sender=message.get("sender"), sent_at=iso(message["sent_at_ms"]), id=message["id"])
     if "to" in message:
         shown["to"] = message["to"]
+    if "client_message_id" in message:
+        shown["clientMessageId"] = message["client_message_id"]
     return shown
+
+
+def check_size(message: dict[str, Any]) -> None:
+    """Refuse, before anything is stored, a message that would not fit API Gateway's 128 KB
+    message limit once it has its seq: live, or alone in a history reply."""
+    encode_delivery({**message, "seq": LARGEST_SEQ})
 
 
 def encode_delivery(message: dict[str, Any]) -> bytes:
     """The exact bytes every recipient gets, within API Gateway's 128 KB message limit, both
-    now and later, alone, in a history reply (the same budget encode_history applies)."""
+    now and later, alone, in a history reply (the same budget fit_history applies)."""
     payload = encode({"messages": [public_message(message, full="sender" in message)]})
     in_history = len(encode(public_message(message, full=True))) + HISTORY_ENVELOPE_BYTES
     size = max(len(payload), in_history)
@@ -49,32 +64,34 @@ def encode_delivery(message: dict[str, Any]) -> bytes:
     return payload
 
 
-def encode_history(other: str | None, entries: list[tuple[str, dict[str, Any] | None, int]], more: bool) -> str:
-    """The history reply: as many of the newest messages as fit in one 128 KB frame, oldest
-    first, and a cursor for the older ones when there are any.
+def fit_history(entries: list[tuple[int, dict[str, Any] | None, int]]) -> tuple[list[dict[str, Any]], int, bool]:
+    """As many of the entries (in the order read) as fit in one 128 KB history reply: the
+    messages shown, how many entries were used, and whether the reply was cut short.
 
-    `entries` are (cursor, message shown or None, its size), newest first. An entry without a
-    message (expired, or one that could not be read back) is passed over, never the reason the
-    reply fails: the cursor still moves past it.
+    An entry without a message (expired, or one that could not be read back) is passed over,
+    never the reason the reply fails: the cursor still moves past it.
     """
     budget = room = MAX_MESSAGE_BYTES - HISTORY_ENVELOPE_BYTES
     shown: list[dict[str, Any]] = []
     consumed = 0
-    for cursor, message, size in entries:  # newest first
+    for seq, message, size in entries:
         if message is not None:
             cost = size + (HISTORY_SEPARATOR_BYTES if shown else 0)
             if size > room:
-                logger.warning("Skipped stored message %s: %d bytes never fit in a history reply", cursor, size)
+                logger.warning("Skipped stored message %s: %d bytes never fit in a history reply", seq, size)
             elif cost > budget:
-                more = True  # it goes first on the next page
-                break
+                return shown, consumed, True  # it goes first on the next page
             else:
                 budget -= cost
                 shown.append(message)
         consumed += 1
-    # Older messages exist (or may) when the Query stopped at its Limit or some did not fit.
-    before = entries[consumed - 1][0] if more and consumed else None
-    return encode({"history": {"with": other, "messages": shown[::-1], "before": before}}).decode("utf-8")
+    return shown, consumed, False
+
+
+def encode_history(conversation: dict[str, Any], messages: list[dict[str, Any]], before: int | None, after: int | None) -> str:
+    """The history reply: whose conversation ({"with": ...} or {"channel": ...}), its messages
+    oldest first, and the cursors to page on with (null when there is nothing more that way)."""
+    return encode({"history": {**conversation, "messages": messages, "before": before, "after": after}}).decode("utf-8")
 
 
 def shown_with_size(message: dict[str, Any]) -> tuple[dict[str, Any], int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -26,15 +27,30 @@ MESSAGE_ROUTES = {"sendMessage", "sendDirectMessage", "getRecentMessages", "$def
 @dataclass(frozen=True)
 class Caller:
     """Who sent a frame: the connection, the user the $connect authorizer verified (None for an
-    anonymous connection), and the request context the frame came with."""
+    anonymous connection), the channels its token allows (None: the token has no such claim),
+    and the request context the frame came with."""
 
     connection_id: str | None
     user: str | None
+    channels: tuple[str, ...] | None = None
     request_context: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def caller(event: dict) -> Caller:
-    return Caller(connection_id(event), user_id(event), event.get("requestContext") or {})
+    return Caller(connection_id(event), user_id(event), allowed_channels(event), event.get("requestContext") or {})
+
+
+def allowed_channels(event: dict) -> tuple[str, ...] | None:
+    """The token's `channels` claim, which the authorizer passed on as JSON text (its context
+    holds only strings and numbers). Anything unreadable allows no channel at all."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    if "channels" not in authorizer:
+        return None
+    try:
+        patterns = json.loads(authorizer["channels"])
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p for p in patterns if isinstance(p, str)) if isinstance(patterns, list) else ()
 
 
 def connection_id(event: dict) -> str | None:

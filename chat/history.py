@@ -1,39 +1,84 @@
-"""The messages table: every message kept for its conversation's history (the room, or one
-pair's direct messages), stored before it is delivered, read back newest first."""
+"""Each conversation's log (the room, a channel, one pair's direct messages): every message under
+its `seq` (1, 2, 3, ... with no gap), stored before it is delivered, read back by seq.
+
+Two tables. The history table holds the messages, keyed (conversation, seq). The conversations
+table holds, per conversation, its head (the latest seq) and the send records that make a retried
+`clientMessageId` the same message. A message, its head and its send record are written in one
+DynamoDB transaction, conditional on the head still being the seq we read: two senders can never
+get the same seq, and a failed write leaves no hole (README: "Sequence numbers").
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
 
 from chat import aws, frames
+from chat.requests import BadMessage
 from chat.telemetry import logger
 
-DEFAULT_MESSAGES_TABLE = "serverless-websocket-messages"
+DEFAULT_HISTORY_TABLE = "serverless-websocket-history"
+DEFAULT_CONVERSATIONS_TABLE = "serverless-websocket-conversations"
 ROOM = "room"
 MESSAGE_RETENTION_SECONDS = int(os.environ.get("MESSAGE_RETENTION_DAYS", "30")) * 24 * 60 * 60
+# A send with the same clientMessageId from the same sender in the same conversation within this
+# time is the same message (Ably keeps its ids 2 minutes, Centrifugo 5).
+SEND_RECORD_SECONDS = 24 * 60 * 60
+# Tries to take the next seq when other senders keep taking it first, with jittered waits
+# between them; then the sender is asked to send again.
+APPEND_ATTEMPTS = 8
+APPEND_BACKOFF_SECONDS = 0.01
+# How many Query pages one history request may read to get past expired messages.
+MAX_HISTORY_PAGES = 5
+HEAD = "head"
+BUSY = "Too many messages at once in this conversation: this one was not stored; send it again."
 
-# A message as read back for a history reply: (its cursor, what the client is shown or None if
-# it cannot be shown, the size of that in bytes).
-Entry = tuple[str, "dict[str, Any] | None", int]
 
 
-def table() -> Any:
-    return aws.dynamodb_table("MESSAGES_TABLE", DEFAULT_MESSAGES_TABLE)
+@dataclass(frozen=True)
+class Appended:
+    """The outcome of storing a message: the message as stored (with its seq), and whether the
+    same send had already stored it (then `delivered` says whether that send finished)."""
+
+    message: dict[str, Any]
+    duplicate: bool = False
+    delivered: bool = False
 
 
-def new_message(content: Any, sender: str | None, to: str | None = None) -> dict[str, Any]:
-    """A message with its identity: a unique id and the time it was sent."""
-    message: dict[str, Any] = {"content": content, "id": uuid.uuid4().hex, "sent_at_ms": int(time.time() * 1000)}
+@dataclass(frozen=True)
+class Page:
+    """Messages read back in the order asked for: (seq, what the client is shown or None when it
+    cannot be shown, its size in bytes); whether the Query left more behind; whether it reached
+    messages past their retention (everything older is past it too)."""
+
+    entries: list[tuple[int, dict[str, Any] | None, int]]
+    more: bool
+    reached_expired: bool = False
+
+
+def history_table() -> Any:
+    return aws.dynamodb_table("HISTORY_TABLE", DEFAULT_HISTORY_TABLE)
+
+
+def conversations_table() -> Any:
+    return aws.dynamodb_table("CONVERSATIONS_TABLE", DEFAULT_CONVERSATIONS_TABLE)
+
+
+def new_message(content: Any, sender: str | None, **fields: str | None) -> dict[str, Any]:
+    """A message with its identity: a unique id and the time it was sent; `to`, `channel` and
+    `client_message_id` when given."""
+    message: dict[str, Any] = {"content": content, "id": uuid.uuid4().hex, "sent_at_ms": _now_ms()}
     if sender is not None:
         message["sender"] = sender
-    if to is not None:
-        message["to"] = to
+    message.update({name: value for name, value in fields.items() if value is not None})
     return message
 
 
@@ -43,57 +88,190 @@ def dm_conversation(user_a: str, user_b: str) -> str:
     return f"dm#{first}#{second}"
 
 
-def store(conversation: str, message: dict[str, Any]) -> None:
-    """Persist before delivering, so a failed delivery loses nothing."""
+def channel_conversation(channel: str) -> str:
+    return f"ch#{channel}"
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def append(conversation: str, message: dict[str, Any], sender_key: str | None = None) -> Appended:
+    """Store the message as the conversation's next seq. With a client_message_id (and the
+    sender's key, its user or connection), a send already recorded within SEND_RECORD_SECONDS
+    is not stored again: its first outcome is returned, marked duplicate."""
+    client_message_id = message.get("client_message_id")
+    record_key = f"send#{sender_key}#{client_message_id}" if client_message_id else None
+    for attempt in range(APPEND_ATTEMPTS):
+        head, record = _head_and_record(conversation, record_key)
+        now = time.time()
+        if record is not None and int(record["expires_at"]) > now:
+            return Appended(_load(conversation, int(record["seq"])), duplicate=True, delivered=bool(record.get("delivered")))
+        stored = {**message, "seq": head + 1, "sent_at_ms": int(now * 1000)}
+        try:
+            history_table().meta.client.transact_write_items(TransactItems=_append_items(conversation, stored, head, record_key, now))
+            return Appended(stored)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            # Another sender took this seq (or the same send was recorded meanwhile): read again.
+            logger.debug("Seq %d of %s was taken: %s", head + 1, conversation, error)
+        time.sleep(random.uniform(0, APPEND_BACKOFF_SECONDS * 2**attempt))
+    logger.warning("Gave up storing a message in %s after %d attempts", conversation, APPEND_ATTEMPTS)
+    raise BadMessage(BUSY, 429)
+
+
+def mark_delivered(conversation: str, sender_key: str | None, client_message_id: str | None) -> None:
+    """The send's delivery finished: a retry of it is answered without delivering again."""
+    if client_message_id:
+        conversations_table().update_item(
+            Key={"pk": conversation, "sk": f"send#{sender_key}#{client_message_id}"},
+            UpdateExpression="SET delivered = :yes", ExpressionAttributeValues={":yes": True},
+        )
+
+
+def latest_seq(conversation: str) -> int:
+    """The conversation's latest seq, 0 if it has none: read consistently, so it is never older
+    than a message whose store has been acknowledged."""
+    item = conversations_table().get_item(Key={"pk": conversation, "sk": HEAD}, ConsistentRead=True).get("Item")
+    return int(item["seq"]) if item else 0
+
+
+def _head_and_record(conversation: str, record_key: str | None) -> tuple[int, dict[str, Any] | None]:
+    """The head's seq and the send record, in one consistent read."""
+    table = conversations_table()
+    keys = [{"pk": conversation, "sk": HEAD}] + ([{"pk": conversation, "sk": record_key}] if record_key else [])
+    request: dict[str, Any] = {table.name: {"Keys": keys, "ConsistentRead": True}}
+    found: dict[str, dict[str, Any]] = {}
+    for _ in range(5):  # BatchGetItem may leave keys unprocessed when throttled
+        answer = table.meta.client.batch_get_item(RequestItems=request)
+        for item in answer["Responses"].get(table.name, []):
+            found[item["sk"]] = item
+        request = answer.get("UnprocessedKeys") or {}
+        if not request:
+            break
+    else:
+        raise ClientError({"Error": {"Code": "UnprocessedKeys", "Message": "BatchGetItem left keys unread"}}, "BatchGetItem")
+    head = found.get(HEAD)
+    return (int(head["seq"]) if head else 0), (found.get(record_key) if record_key else None)
+
+
+def _append_items(conversation: str, message: dict[str, Any], head: int, record_key: str | None, now: float) -> list[dict]:
+    seq = message["seq"]
+    head_condition = "attribute_not_exists(seq)" if head == 0 else "seq = :head"
+    items: list[dict[str, Any]] = [
+        {"Update": {
+            "TableName": conversations_table().name,
+            "Key": {"pk": conversation, "sk": HEAD},
+            "UpdateExpression": "SET seq = :seq, updated_at = :now",
+            "ConditionExpression": head_condition,
+            "ExpressionAttributeValues": {":seq": seq, ":now": int(now), **({":head": head} if head else {})},
+        }},
+        {"Put": {
+            "TableName": history_table().name,
+            "Item": _stored_item(conversation, message),
+            "ConditionExpression": "attribute_not_exists(seq)",
+        }},
+    ]
+    if record_key:
+        items.append({"Put": {
+            "TableName": conversations_table().name,
+            "Item": {
+                "pk": conversation, "sk": record_key, "seq": seq, "id": message["id"], "delivered": False,
+                "expires_at": int(now) + SEND_RECORD_SECONDS, "ttl": int(now) + SEND_RECORD_SECONDS,
+            },
+            # A record past its time may still be there (TTL deletes within days): it is replaced.
+            "ConditionExpression": "attribute_not_exists(sk) OR expires_at <= :now",
+            "ExpressionAttributeValues": {":now": int(now)},
+        }})
+    return items
+
+
+def _stored_item(conversation: str, message: dict[str, Any]) -> dict[str, Any]:
     item = {
         "conversation": conversation,
-        # Time first so a Query returns messages in order; the id keeps keys unique.
-        "sort_key": f"{message['sent_at_ms']:013d}#{message['id']}",
+        "seq": message["seq"],
         "id": message["id"],
         "sent_at_ms": message["sent_at_ms"],
         # Any JSON value is allowed as content; stored as text it comes back exactly.
         "content_json": json.dumps(message["content"], ensure_ascii=False),
         "ttl": message["sent_at_ms"] // 1000 + MESSAGE_RETENTION_SECONDS,
     }
-    for field in ("sender", "to"):
+    for field in ("sender", "to", "channel", "client_message_id"):
         if field in message:
             item[field] = message[field]
-    table().put_item(Item=item)
+    return item
+
+
+# --- reading -------------------------------------------------------------------------------
 
 
 def stored_to_message(item: dict[str, Any]) -> dict[str, Any]:
-    message = {"content": json.loads(item["content_json"]), "id": item["id"], "sent_at_ms": int(item["sent_at_ms"])}
-    for field in ("sender", "to"):
+    message = {
+        "content": json.loads(item["content_json"]),
+        "id": item["id"],
+        "sent_at_ms": int(item["sent_at_ms"]),
+        "seq": int(item["seq"]),
+    }
+    for field in ("sender", "to", "channel", "client_message_id"):
         if field in item:
             message[field] = item[field]
     return message
 
 
-def load_recent(conversation: str, limit: int, before: str | None, now: float) -> tuple[list[Entry], bool]:
-    """Up to `limit` messages older than `before` and younger than the retention, newest first;
-    and whether older ones may exist. A Query with a Limit: never a Scan, never more than
-    asked for, never an item past its retention (DynamoDB's TTL deletes only eventually)."""
-    oldest_kept = f"{int((now - MESSAGE_RETENTION_SECONDS) * 1000):013d}"
-    if before is not None and before <= oldest_kept:
-        return [], False  # also: DynamoDB refuses a start key outside the key condition
-    kwargs: dict[str, Any] = {
-        "KeyConditionExpression": Key("conversation").eq(conversation) & Key("sort_key").gt(oldest_kept),
-        "ScanIndexForward": False,
-        "Limit": limit,
-    }
-    if before:
-        kwargs["ExclusiveStartKey"] = {"conversation": conversation, "sort_key": before}
-    page = table().query(**kwargs)
-    return [entry(item, now) for item in page.get("Items", [])], "LastEvaluatedKey" in page
+def _load(conversation: str, seq: int) -> dict[str, Any]:
+    item = history_table().get_item(Key={"conversation": conversation, "seq": seq}, ConsistentRead=True)["Item"]
+    return stored_to_message(item)
 
 
-def entry(item: dict[str, Any], now: float) -> Entry:
-    """A stored item as a history entry; without a message if it has expired (DynamoDB deletes
-    expired items only eventually) or cannot be read back (logged)."""
+def read_before(conversation: str, limit: int, before: int | None, now: float) -> Page:
+    """Up to `limit` messages with a seq below `before` (the newest without it), newest first."""
+    key = Key("conversation").eq(conversation) & (Key("seq").between(1, before - 1) if before else Key("seq").gt(0))
+    page = history_table().query(KeyConditionExpression=key, ScanIndexForward=False, Limit=limit, ConsistentRead=True)
+    entries = []
+    for item in page.get("Items", []):
+        if expired(item, now):
+            # Seq follows time: everything older has passed its retention too.
+            return Page(entries, more=False, reached_expired=True)
+        entries.append(entry(item))
+    return Page(entries, more="LastEvaluatedKey" in page)
+
+
+def read_after(conversation: str, limit: int, after: int, now: float) -> Page:
+    """Up to `limit` messages with a seq above `after`, oldest first. Messages past their
+    retention come first and are passed over (as entries without a message), reading on for
+    up to MAX_HISTORY_PAGES pages so a client far behind is not handed empty pages."""
+    key = Key("conversation").eq(conversation) & Key("seq").gt(after)
+    kwargs: dict[str, Any] = {"KeyConditionExpression": key, "ScanIndexForward": True, "ConsistentRead": True}
+    entries: list[tuple[int, dict[str, Any] | None, int]] = []
+    for _ in range(MAX_HISTORY_PAGES):
+        page = history_table().query(Limit=limit, **kwargs)
+        for item in page.get("Items", []):
+            entries.append((int(item["seq"]), None, 0) if expired(item, now) else entry(item))
+        more = "LastEvaluatedKey" in page
+        if not more or any(shown is not None for _, shown, _ in entries):
+            return Page(entries, more)
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return Page(entries, more)
+
+
+def expired(item: dict[str, Any], now: float) -> bool:
+    """Past its own TTL, or older than the retention now in force (it may have been shortened):
+    DynamoDB's TTL deletes expired items only eventually, typically within days."""
     try:
-        if "ttl" in item and int(item["ttl"]) <= now:
-            return item["sort_key"], None, 0
-        return (item["sort_key"], *frames.shown_with_size(stored_to_message(item)))
+        return int(item["ttl"]) <= now or int(item["sent_at_ms"]) < (now - MESSAGE_RETENTION_SECONDS) * 1000
+    except (KeyError, TypeError, ValueError):
+        return False  # entry() says what is wrong with it
+
+
+def entry(item: dict[str, Any]) -> tuple[int, dict[str, Any] | None, int]:
+    """A stored item as a history entry; without a message if it cannot be read back (logged)."""
+    seq = int(item["seq"])
+    try:
+        return (seq, *frames.shown_with_size(stored_to_message(item)))
     except (KeyError, TypeError, ValueError, RecursionError) as error:
-        logger.warning("Skipped stored message %s: %s: %s", item.get("sort_key"), type(error).__name__, error)
-        return item.get("sort_key", ""), None, 0
+        logger.warning("Skipped stored message %s#%s: %s: %s", item.get("conversation"), seq, type(error).__name__, error)
+        return seq, None, 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

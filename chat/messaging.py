@@ -1,48 +1,76 @@
-"""What the chat routes do: send to the room, send a direct message, read a conversation's
-history. Each checks the request, applies the sender's rate limit, stores, then delivers, and
-returns the text the sender is answered with (or raises BadMessage with the reason)."""
+"""Sending: to the room, to a channel, to one user. Each send is checked, counted against the
+sender's rate limit, stored as its conversation's next seq, and only then delivered: to the
+connections read after storing, so a connection that joins meanwhile cannot fall between the two.
+
+Once a message is stored, a failed delivery does not answer a bare 500 that would invite a
+blind retry: the reply says it was stored, with its seq, and that delivery is incomplete; a
+retry with the same clientMessageId completes it instead of storing the message again.
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
-from chat import connections, delivery, fanout, frames, history, ratelimit
+from chat import aws, channels, connections, delivery, fanout, frames, history, members, ratelimit, sessions
 from chat.gateway import Caller
 from chat.requests import (
     DIRECT_MESSAGE_EXAMPLE,
-    HISTORY_EXAMPLE,
     SEND_MESSAGE_EXAMPLE,
     BadMessage,
-    parse_cursor,
-    parse_limit,
+    parse_channel,
+    parse_client_message_id,
     parse_request,
     require_content,
     require_user_id,
 )
-from chat.telemetry import logger, milliseconds
+from chat.telemetry import count, logger, milliseconds
 
 ROOM_SENT = "Message sent to all connections."
 
 
-def send_to_room(caller: Caller, body: str | None) -> str:
-    """sendMessage: stored in the room's history, then sent to every connection."""
+@dataclass(frozen=True)
+class Delivery:
+    """How delivering a stored message went: complete (every recipient was posted to or queued
+    for the workers), and which connections of a DM's recipient got it live."""
+
+    complete: bool
+    reached: frozenset[str] = frozenset()
+
+
+def send_message(caller: Caller, body: str | None) -> str:
+    """sendMessage: to the room (every connection), or with "channel" to that channel's members."""
     started = time.perf_counter()
     request = parse_request(body, SEND_MESSAGE_EXAMPLE)
-    message = history.new_message(require_content(request), sender=caller.user)
-    payload = frames.encode_delivery(message)
+    channel = parse_channel(request.get("channel"))
+    client_message_id = parse_client_message_id(request.get("clientMessageId"))
+    content = require_content(request)
+    if channel is not None:
+        channels.require_access(caller, channel)
+    message = history.new_message(content, caller.user, channel=channel, client_message_id=client_message_id)
+    frames.check_size(message)
     ratelimit.enforce(caller.connection_id)
-    history.store(history.ROOM, message)
-    endpoint = delivery.management_endpoint(caller.request_context)
-    counts = fanout.broadcast(endpoint, connections.all_ids(), payload, message)
+    if channel is None:
+        appended = history.append(history.ROOM, message, _sender_key(caller))
+        done = _deliver(caller, history.ROOM, appended, connections.all_ids)
+        milliseconds("BroadcastDuration", (time.perf_counter() - started) * 1000)
+        if client_message_id is None:
+            return ROOM_SENT if done.complete else _incomplete_text(appended, "the room's history")
+        return _ack(appended, done, {})
+    if not members.is_member(channel, caller.connection_id, caller.user):  # type: ignore[arg-type]
+        raise BadMessage(f'Join channel "{channel}" before sending to it: {{"action": "join", "channel": "{channel}"}}.', 403)
+    conversation = history.channel_conversation(channel)
+    appended = history.append(conversation, message, _sender_key(caller))
+    done = _deliver(caller, conversation, appended, lambda: members.member_ids(channel))
     milliseconds("BroadcastDuration", (time.perf_counter() - started) * 1000)
-    logger.info("Broadcast from %s", caller.connection_id, **counts)
-    return ROOM_SENT
+    return _ack(appended, done, {"channel": channel})
 
 
 def send_direct(caller: Caller, body: str | None) -> str:
-    """sendDirectMessage: stored in the pair's history, then delivered to both users' other
-    connections; the sender learns whether the recipient got it live."""
+    """sendDirectMessage: to every connection of the recipient and the sender's other ones; the
+    sender learns whether the recipient got it live."""
     sender = caller.user
     if sender is None:
         raise BadMessage("Direct messages need a signed-in connection: connect with a token.", 403)
@@ -50,42 +78,89 @@ def send_direct(caller: Caller, body: str | None) -> str:
     recipient = require_user_id(request.get("to"), "to")
     if recipient == sender:
         raise BadMessage("You cannot send a direct message to yourself.")
-    message = history.new_message(require_content(request), sender=sender, to=recipient)
-    payload = frames.encode_delivery(message)
+    client_message_id = parse_client_message_id(request.get("clientMessageId"))
+    message = history.new_message(require_content(request), sender, to=recipient, client_message_id=client_message_id)
+    frames.check_size(message)
     ratelimit.enforce(caller.connection_id)
-    history.store(history.dm_conversation(sender, recipient), message)
-    recipient_ids = list(connections.user_connection_ids(recipient))
-    own_ids = [cid for cid in connections.user_connection_ids(sender) if cid != caller.connection_id]
-    endpoint = delivery.management_endpoint(caller.request_context)
-    outcomes = delivery.post_to_connections(endpoint, recipient_ids + own_ids, payload)
-    logger.info("Direct message from %s to %s", sender, recipient, **delivery.summary(outcomes))
-    if any(outcomes[cid] == delivery.SENT for cid in recipient_ids):
+    conversation = history.dm_conversation(sender, recipient)
+    appended = history.append(conversation, message, _sender_key(caller))
+    recipient_ids: list[str] = []
+
+    def audience() -> list[str]:
+        recipient_ids.extend(connections.user_connection_ids(recipient))
+        own = [cid for cid in connections.user_connection_ids(sender) if cid != caller.connection_id]
+        return recipient_ids + own
+
+    done = _deliver(caller, conversation, appended, audience, inline_only=True)
+    online = any(cid in done.reached for cid in recipient_ids)
+    if client_message_id is not None:
+        return _ack(appended, done, {"to": recipient}, online if done.complete and not _already_done(appended) else None)
+    if not done.complete:
+        return _incomplete_text(appended, f"your history with {recipient}")
+    if online:
         return f"Direct message delivered to {recipient}."
     return f"{recipient} is not connected: the message was stored and will be in their history."
 
 
-def recent_messages(caller: Caller, body: str | None) -> str:
-    """getRecentMessages: the last N messages of the room or of one of the requester's own
-    direct conversations, oldest first, sent back to the requester only."""
-    now = time.time()
-    request = parse_request(body, HISTORY_EXAMPLE)
-    other = _history_partner(caller.user, request.get("with"))
-    # The conversation is derived from the requester's own identity: nobody can name another
-    # pair's conversation.
-    conversation = history.dm_conversation(caller.user, other) if other else history.ROOM  # type: ignore[arg-type]
-    limit = parse_limit(request.get("limit"))
-    before = parse_cursor(request.get("before"))
-    ratelimit.enforce(caller.connection_id)
-    entries, more = history.load_recent(conversation, limit, before, now)
-    return frames.encode_history(other, entries, more)
+def _deliver(
+    caller: Caller, conversation: str, appended: history.Appended, audience: Callable[[], Iterable[str]], inline_only: bool = False
+) -> Delivery:
+    """Deliver a stored message (unless the same send already did), then mark its send record
+    delivered. An AWS failure here is logged and reported as incomplete, never raised: the
+    message is stored."""
+    if _already_done(appended):
+        return Delivery(complete=True)
+    message = appended.message
+    try:
+        endpoint = delivery.management_endpoint(caller.request_context)
+        reached = _broadcast(endpoint, audience(), frames.encode_delivery(message), message, inline_only)
+    except aws.AWS_ERRORS:
+        logger.exception("Delivery of %s (seq %d of %s) is incomplete", message["id"], message["seq"], conversation)
+        count("DeliveriesIncomplete")
+        return Delivery(complete=False)
+    try:
+        history.mark_delivered(conversation, _sender_key(caller), message.get("client_message_id"))
+    except aws.AWS_ERRORS:  # a retry would deliver it again: clients drop a seq they have
+        logger.exception("Could not mark %s delivered", message["id"])
+    return Delivery(complete=True, reached=reached)
 
 
-def _history_partner(requester: str | None, other: Any) -> str | None:
-    if other is None:
-        return None
-    if requester is None:
-        raise BadMessage("Direct message history needs a signed-in connection: connect with a token.", 403)
-    other = require_user_id(other, "with")
-    if other == requester:
-        raise BadMessage('You have no direct conversation with yourself: leave out "with" for the room.')
-    return other
+def _broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, message: dict[str, Any], inline_only: bool) -> frozenset[str]:
+    """Small audiences are posted to here, at once (the lowest latency); larger ones are cut
+    into jobs for the delivery workers, through SQS. Returns the connections posted to here."""
+    ids = iter(connection_ids)
+    first = list(itertools.islice(ids, None if inline_only else fanout.FANOUT_THRESHOLD + 1))
+    if inline_only or len(first) <= fanout.FANOUT_THRESHOLD:
+        outcomes = delivery.post_to_connections(endpoint, first, payload)
+        sessions.forget(delivery.gone(outcomes))
+        logger.info("Delivered %s (seq %d)", message["id"], message["seq"], **delivery.summary(outcomes))
+        return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT)
+    counts = fanout.fan_out(endpoint, itertools.chain(first, ids), payload, message)
+    logger.info("Queued %s (seq %d) for the workers", message["id"], message["seq"], **counts)
+    return frozenset()
+
+
+def _ack(appended: history.Appended, done: Delivery, named: dict[str, Any], online: bool | None = None) -> str:
+    """The JSON acknowledgement of a send that named a channel or a clientMessageId."""
+    message = appended.message
+    sent: dict[str, Any] = {**named, "seq": message["seq"], "id": message["id"]}
+    if "client_message_id" in message:
+        sent["clientMessageId"] = message["client_message_id"]
+    sent.update(duplicate=appended.duplicate, delivery="complete" if done.complete else "incomplete")
+    if online is not None:
+        sent["recipientOnline"] = online
+    return frames.encode({"sent": sent}).decode("utf-8")
+
+
+def _incomplete_text(appended: history.Appended, where: str) -> str:
+    return (f"Message stored as seq {appended.message['seq']}, but not delivered to everyone: do not send it "
+            f"again; it is in {where}.")
+
+
+def _already_done(appended: history.Appended) -> bool:
+    return appended.duplicate and appended.delivered
+
+
+def _sender_key(caller: Caller) -> str:
+    """Whose clientMessageIds these are: the user, or an anonymous connection on its own."""
+    return caller.user if caller.user is not None else f"connection:{caller.connection_id}"

@@ -18,12 +18,18 @@ MAX_CONTENT_DEPTH = 64
 MAX_INTEGER_DIGITS = 4300
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
-# A history cursor: the sort key of a stored message, "<sent_at ms, 13 digits>#<message id>".
-CURSOR_PATTERN = re.compile(r"[0-9]{13}#[0-9a-f]{32}")
+# Channel names are part of DynamoDB keys and of capability patterns ("team-*"): ASCII only, so
+# no two names look alike, and never "#" or "*".
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+CHANNEL_RULE = '1 to 100 characters: ASCII letters, digits, "-", "_", ".", ":"'
+# A client's own id for a message, so that a retry is recognized: a UUID fits.
+CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 SEND_MESSAGE_EXAMPLE = '{"action": "sendMessage", "content": "..."}'
 DIRECT_MESSAGE_EXAMPLE = '{"action": "sendDirectMessage", "to": "<user id>", "content": "..."}'
 HISTORY_EXAMPLE = '{"action": "getRecentMessages", "with": "<user id>", "limit": 20}'
+JOIN_EXAMPLE = '{"action": "join", "channel": "<name>"}'
+LEAVE_EXAMPLE = '{"action": "leave", "channel": "<name>"}'
 
 TOO_DEEP = f'Message is nested too deeply: "content" may have at most {MAX_CONTENT_DEPTH} levels of arrays and objects.'
 NOT_FINITE = "Message has a number that is not finite (NaN, Infinity, or too large for a double such as 1e400)."
@@ -113,9 +119,27 @@ def parse_limit(value: Any) -> int:
     return value
 
 
-def parse_cursor(value: Any) -> str | None:
+def parse_seq_cursor(value: Any, field: str, minimum: int) -> int | None:
+    """`before` or `after`: a message's seq (a whole number), as an earlier reply gave it."""
     if value is None:
         return None
-    if not isinstance(value, str) or not CURSOR_PATTERN.fullmatch(value):
-        raise BadMessage('"before" must be the "before" value of an earlier history reply.')
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadMessage(f'"{field}" must be a whole number >= {minimum}: the "{field}" of an earlier history reply, or a seq you have.')
+    return value
+
+
+def parse_channel(value: Any, required: bool = False) -> str | None:
+    """A channel name, or None when the request names none (and need not)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not CHANNEL_NAME.fullmatch(value):
+        raise BadMessage(f'"channel" must be a channel name: {CHANNEL_RULE}.')
+    return value
+
+
+def parse_client_message_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CLIENT_MESSAGE_ID.fullmatch(value):
+        raise BadMessage('"clientMessageId" must be 1 to 64 characters: ASCII letters, digits, "-", "_" (a UUID fits).')
     return value

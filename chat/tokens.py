@@ -3,7 +3,9 @@ checked against, read from SSM Parameter Store and cached per container."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from typing import Any
 
@@ -17,6 +19,9 @@ from chat.users import normalize_user_id
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
 TOKEN_LEEWAY_SECONDS = 30
+# The `channels` claim: channel names (chat/requests.py's rule) or prefixes of them before "*".
+CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}|[A-Za-z0-9_.:-]{0,99}\*")
+MAX_CHANNEL_PATTERNS = 100
 # The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy;
 # when a re-read fails (SSM throttled or down), the known secret is used for up to an hour.
 SECRET_CACHE_SECONDS = 300
@@ -40,7 +45,7 @@ def authorize(event: dict) -> dict[str, Any]:
     """
     method_arn = event.get("methodArn", "*")
     try:
-        user_id = verify_token(request_token(event), jwt_secret())
+        user_id, channels = verify_token(request_token(event), jwt_secret())
     except InvalidToken as error:
         logger.info("Refused connection: %s", error)
         return _refused(method_arn)
@@ -50,7 +55,10 @@ def authorize(event: dict) -> dict[str, Any]:
         return _refused(method_arn)
     logger.append_keys(user=user_id)
     logger.info("Handled", outcome="allowed")
-    return policy(user_id, "Allow", method_arn, {"userId": user_id})
+    context = {"userId": user_id}
+    if channels is not None:  # API Gateway passes only strings and numbers on: the list as JSON
+        context["channels"] = json.dumps(channels, separators=(",", ":"))
+    return policy(user_id, "Allow", method_arn, context)
 
 
 def _refused(method_arn: str) -> dict[str, Any]:
@@ -71,8 +79,9 @@ def request_token(event: dict) -> str:
     raise InvalidToken("no token in the query string or an Authorization: Bearer header")
 
 
-def verify_token(token: str, secret: str) -> str:
-    """The user id (`sub`) of a valid token, or InvalidToken saying why not."""
+def verify_token(token: str, secret: str) -> tuple[str, list[str] | None]:
+    """The user id (`sub`) of a valid token and the channels it allows (None without a
+    `channels` claim), or InvalidToken saying why not."""
     try:
         claims = jwt.decode(
             token,
@@ -86,7 +95,20 @@ def verify_token(token: str, secret: str) -> str:
     user_id = normalize_user_id(claims["sub"])
     if user_id is None:
         raise InvalidToken("the token's sub is not a valid user id")
-    return user_id
+    return user_id, channel_claim(claims.get("channels"))
+
+
+def channel_claim(value: Any) -> list[str] | None:
+    """The `channels` claim: at most MAX_CHANNEL_PATTERNS channel names, each possibly ending in
+    "*" (a prefix: "team-*", or "*" for all). A malformed claim refuses the token rather than
+    guessing what it was meant to allow."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_CHANNEL_PATTERNS or not all(
+        isinstance(pattern, str) and CHANNEL_PATTERN.fullmatch(pattern) for pattern in value
+    ):
+        raise InvalidToken(f"the token's channels claim is not a list of at most {MAX_CHANNEL_PATTERNS} channel names or prefixes*")
+    return value
 
 
 # Parameter name -> (secret, when it was read): one entry per container.

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chat import aws, delivery, fanout
+from chat import aws, delivery, fanout, sessions
 from chat.fanout import DeliveryJob, PoisonJob
 from chat.telemetry import logger, milliseconds
 
@@ -69,6 +69,7 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
     outcomes = delivery.deliver(
         job.endpoint, job.connections, job.payload, rounds=WORKER_THROTTLE_ROUNDS, pace=worker_pacer(), deadline=deadline,
     )
+    sessions.forget(delivery.gone(outcomes))
     failed = tuple(cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED))
     logger.info("Delivery of %s (attempt %d)", job.message_id, job.attempt, **delivery.summary(outcomes))
     milliseconds("DeliveryJobDuration", (time.perf_counter() - started) * 1000)

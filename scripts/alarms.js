@@ -1,14 +1,16 @@
 'use strict';
 
-// Two CloudWatch alarms over every function of this service, added to the compiled template:
-// any Lambda error (an unhandled exception, a timeout) and any Lambda throttle (the account's
-// or a function's concurrency used up) within 5 minutes. One metric math SUM over the
-// functions' own metrics, so a function added to serverless.yml is covered without editing
-// an alarm. They notify the AlarmTopic declared in serverless.yml, which e-mails
-// custom.alarms.email when one is given (--param alarmEmail=...).
+// CloudWatch alarms over every function of this service, added to the compiled template: any
+// Lambda error (an unhandled exception, a timeout) and any Lambda throttle (the account's or a
+// function's concurrency used up) within 5 minutes. Each is a metric math SUM over the
+// functions' own metrics, so a function added to serverless.yml is covered without editing an
+// alarm. An alarm's metric math may use at most 10 metrics, a hard limit (CloudWatch, "Limits
+// that apply to alarms based on metric math expressions"): one is the SUM, so the functions go
+// 9 to an alarm (FunctionErrorsAlarm, FunctionErrorsAlarm2, ...). They notify the AlarmTopic
+// declared in serverless.yml, which e-mails custom.alarms.email when one is given
+// (--param alarmEmail=...).
 const PERIOD_SECONDS = 300;
-// CloudWatch: an alarm's metric math may use at most 10 metrics (one is the SUM).
-const MAX_FUNCTIONS = 9;
+const FUNCTIONS_PER_ALARM = 9;
 
 class Alarms {
   constructor(serverless) {
@@ -29,13 +31,12 @@ class Alarms {
 
   addFunctionAlarms() {
     const functions = this.functionLogicalIds();
-    if (functions.length > MAX_FUNCTIONS) {
-      throw new this.serverless.classes.Error(
-        `scripts/alarms.js: ${functions.length} functions, but one alarm's metric math takes at most ${MAX_FUNCTIONS}`
-      );
+    for (let start = 0; start < functions.length; start += FUNCTIONS_PER_ALARM) {
+      const group = functions.slice(start, start + FUNCTIONS_PER_ALARM);
+      const suffix = start === 0 ? '' : String(start / FUNCTIONS_PER_ALARM + 1);
+      this.resources[`FunctionErrorsAlarm${suffix}`] = alarm('Errors', group, 'Lambda functions failed (errors or timeouts).');
+      this.resources[`FunctionThrottlesAlarm${suffix}`] = alarm('Throttles', group, 'Lambda invocations were throttled.');
     }
-    this.resources.FunctionErrorsAlarm = alarm('Errors', functions, 'Lambda functions failed (errors or timeouts).');
-    this.resources.FunctionThrottlesAlarm = alarm('Throttles', functions, 'Lambda invocations were throttled.');
     const email = ((this.serverless.service.custom || {}).alarms || {}).email;
     if (email) {
       this.resources.AlarmEmailSubscription = {

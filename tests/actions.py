@@ -41,8 +41,8 @@ def say(handler: Any, user: str | None, content: Any) -> None:
     assert say_response(handler, user, content)["statusCode"] == 200
 
 
-def dm_response(handler: Any, sender: str, to: Any, content: Any) -> dict[str, Any]:
-    body = action_body("sendDirectMessage", to=to, content=content)
+def dm_response(handler: Any, sender: str, to: Any, content: Any, **fields: Any) -> dict[str, Any]:
+    body = action_body("sendDirectMessage", to=to, content=content, **fields)
     return handler.send_direct_message(message_event(f"{sender}-conn", body, "sendDirectMessage", sender), None)
 
 

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from scripts import service_config
+from scripts import moto_fixes, service_config
 from chat import delivery, fanout
 from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
 from tests.helpers import queue_depth
@@ -24,7 +24,9 @@ from tests.helpers import queue_depth
 # Logical id in serverless.yml -> (environment variable the handler reads, name used here).
 TEST_TABLES = {
     "ConnectionsTable": ("CONNECTIONS_TABLE", "connections-under-test"),
-    "MessagesTable": ("MESSAGES_TABLE", "messages-under-test"),
+    "MembersTable": ("MEMBERS_TABLE", "members-under-test"),
+    "HistoryTable": ("HISTORY_TABLE", "history-under-test"),
+    "ConversationsTable": ("CONVERSATIONS_TABLE", "conversations-under-test"),
 }
 SECRET_PARAMETER = "/serverless-websocket/test/jwt-secret"
 
@@ -52,8 +54,10 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(aws_credentials: None) -> Iterator[None]:
+    """moto in this process, with its DynamoDB made atomic as DynamoDB is (scripts/moto_fixes.py)."""
     from moto import mock_aws
 
+    moto_fixes.apply()
     with mock_aws():
         yield
 
@@ -77,8 +81,8 @@ def table(tables: dict[str, Any]) -> Any:
 
 @pytest.fixture
 def messages(tables: dict[str, Any]) -> Any:
-    """The messages (history) table."""
-    return tables["MessagesTable"]
+    """The history table: every stored message, by conversation and seq."""
+    return tables["HistoryTable"]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def dm_body(to: Any, content: Any = "안녕 bob") -> str:
 
 
 def stored(messages: Any) -> list[dict[str, Any]]:
-    return sorted(messages.scan()["Items"], key=lambda item: item["sort_key"])
+    return sorted(messages.scan()["Items"], key=lambda item: (item["conversation"], item["seq"]))
 
 
 @pytest.fixture
@@ -165,9 +165,9 @@ def test_broadcast_from_signed_in_user_carries_sender_and_time(
     (delivery,) = management.received("anon-1")
     (message,) = delivery["messages"]
     assert message["content"] == "모두 안녕" and message["sender"] == "alice"
-    assert set(message) == {"content", "sender", "sent_at", "id"}
+    assert set(message) == {"seq", "content", "sender", "sent_at", "id"}
     (item,) = stored(messages)
-    assert item["conversation"] == "room" and item["id"] == message["id"]
+    assert item["conversation"] == "room" and item["id"] == message["id"] and item["seq"] == message["seq"] == 1
 
 
 def test_anonymous_broadcast_is_stored_and_keeps_the_part_1_shape(

@@ -217,9 +217,10 @@ def test_bad_message_is_rejected_and_nothing_is_sent(
 
 
 # A message must fit API Gateway's 128 KB frame both when it is broadcast and, later, in a
-# history reply, whose entry has sender, sent_at and id too, and whose envelope keeps 1 KB.
+# history reply, whose entry has seq, sender, sent_at and id too, and whose envelope keeps 1 KB.
+# It is checked before it has a seq, with room for the largest (16 digits).
 HISTORY_ENTRY_OVERHEAD = len(
-    json.dumps({"content": "", "sender": None, "sent_at": "2026-11-25T12:22:25.146Z", "id": "0" * 32}).encode()
+    json.dumps({"seq": 10**15, "content": "", "sender": None, "sent_at": "2026-11-25T12:22:25.146Z", "id": "0" * 32}).encode()
 )
 LARGEST_CONTENT = 128 * 1024 - 1024 - HISTORY_ENTRY_OVERHEAD
 

@@ -53,14 +53,14 @@ def test_paging_with_before_walks_back_to_the_first_message(handler: Any, manage
 
 
 def test_empty_history(handler: Any) -> None:
-    assert history(handler, "alice") == {"with": None, "messages": [], "before": None}
+    assert history(handler, "alice") == {"with": None, "messages": [], "before": None, "after": None}
 
 
 def test_history_is_one_query_with_a_limit_never_a_scan(handler: Any, management: Any, clock: Any) -> None:
     for n in range(5):
         say(handler, "alice", n)
     calls: list[tuple[str, Any]] = []
-    client = history_store.table().meta.client
+    client = history_store.history_table().meta.client
     for operation in ("Scan", "Query"):
         client.meta.events.register(
             f"before-parameter-build.dynamodb.{operation}", lambda params, op=operation, **_: calls.append((op, params.get("Limit")))
@@ -147,10 +147,15 @@ def test_json_content_comes_back_exactly(handler: Any, management: Any, clock: A
         ({"with": ""}, '"with" must be a user id'),
         ({"with": 7}, '"with" must be a user id'),
         ({"with": "a#b"}, '"with" must be a user id'),
-        ({"before": "yesterday"}, '"before" must be'),
-        ({"before": 5}, '"before" must be'),
+        ({"before": "yesterday"}, '"before" must be a whole number >= 1'),
+        ({"before": "5"}, '"before" must be a whole number >= 1'),
+        ({"before": 0}, '"before" must be a whole number >= 1'),
+        ({"before": 2.5}, '"before" must be a whole number >= 1'),
+        ({"before": True}, '"before" must be a whole number >= 1'),
+        ({"before": "0001764000000000#" + "0" * 32}, '"before" must be a whole number >= 1'),
     ],
-    ids=["zero", "over-100", "string", "float", "bool", "empty-with", "number-with", "hash-with", "bad-cursor", "number-cursor"],
+    ids=["zero", "over-100", "string", "float", "bool", "empty-with", "number-with", "hash-with", "word-cursor",
+         "text-cursor", "zero-cursor", "float-cursor", "bool-cursor", "old-style-cursor"],
 )
 def test_bad_history_request_is_rejected(handler: Any, fields: dict[str, Any], reason: str) -> None:
     event = message_event("reader", action_body("getRecentMessages", **fields), "getRecentMessages", "alice")

@@ -166,14 +166,11 @@ def test_message_exactly_at_the_budget_is_read_back_alone_and_paging_goes_on(
 # --- stored items this version did not write ----------------------------------------------
 
 
-def put_stored(messages: Any, sort_key: str, **fields: Any) -> None:
-    item = {"conversation": "room", "sort_key": sort_key, "id": sort_key[-32:], "sent_at_ms": int(sort_key[:13])}
+def put_stored(messages: Any, seq: int, sent_at_ms: Any, **fields: Any) -> None:
+    """A history item as written by hand or by another version: any field may be missing or odd."""
+    item = {"conversation": "room", "seq": seq, "id": f"{seq:032x}", "sent_at_ms": sent_at_ms, "ttl": 2_000_000_000}
     item.update(fields)
     messages.put_item(Item={key: value for key, value in item.items() if value is not None})
-
-
-def key(ms: int, n: int) -> str:
-    return f"{ms:013d}#{n:032x}"
 
 
 POISONED = {
@@ -188,22 +185,34 @@ POISONED = {
 }
 
 
-def test_stored_items_that_cannot_be_encoded_are_skipped_and_logged(
-    handler: Any, messages: Any, clock: Any, caplog: Any
+@pytest.mark.parametrize("fields", POISONED.values(), ids=POISONED.keys())
+def test_a_stored_item_that_cannot_be_sent_back_is_skipped_and_logged(
+    handler: Any, messages: Any, clock: Any, caplog: Any, fields: dict[str, Any]
 ) -> None:
     now_ms = int(clock[0] * 1000)
-    put_stored(messages, key(now_ms - 9000, 1), content_json='"oldest"')
-    for n, fields in enumerate(POISONED.values()):
-        put_stored(messages, key(now_ms - 8000 + n, 100 + n), **fields)
-    put_stored(messages, key(now_ms - 1000, 2), content_json='"newest"')
+    put_stored(messages, 1, now_ms - 9000, content_json='"oldest"')
+    put_stored(messages, 2, **{"sent_at_ms": now_ms - 8000, **fields})
+    put_stored(messages, 3, now_ms - 1000, content_json='"newest"')
 
     with caplog.at_level(logging.WARNING):
         assert [m["content"] for m in history(handler, "bob", limit=100)["messages"]] == ["oldest", "newest"]
-        # Page by page too: a page of nothing but bad items still leads to the older ones.
-        for limit in (1, 2, 3):
-            assert all_history(handler, "bob", limit=limit) == ["oldest", "newest"]
+    assert caplog.text.count("Skipped stored message") == 1 and ("room#2" in caplog.text or " 2: " in caplog.text)
+    # Page by page, both ways: a page of nothing but the bad item still leads on.
+    for limit in (1, 2):
+        assert all_history(handler, "bob", limit=limit) == ["oldest", "newest"]
+        assert [m["content"] for m in catch_up(handler, "bob", limit=limit)] == ["oldest", "newest"]
 
-    assert caplog.text.count("Skipped stored message") >= len(POISONED)
+
+def catch_up(handler: Any, user: str, limit: int, after: int = 0, **fields: Any) -> list[dict[str, Any]]:
+    """Every message after `after`, following the reply's "after" to the end."""
+    messages: list[dict[str, Any]] = []
+    for _ in range(1000):
+        page = history(handler, user, limit=limit, after=after, **fields)
+        messages += page["messages"]
+        if page["after"] is None:
+            return messages
+        after = page["after"]
+    raise AssertionError("catching up did not end")
 
 
 # --- retention ----------------------------------------------------------------------------
@@ -217,14 +226,29 @@ def test_history_never_returns_a_message_past_its_retention(handler: Any, manage
 
     assert all_history(handler, "bob", limit=20) == ["yesterday"]
     assert all_history(handler, "bob", limit=1) == ["yesterday"]
+    assert [m["content"] for m in catch_up(handler, "bob", limit=1)] == ["yesterday"]
+
+
+def test_a_message_older_than_the_retention_is_not_served_whatever_its_own_ttl_says(
+    handler: Any, messages: Any, clock: Any
+) -> None:
+    """The retention in force counts, not only the item's ttl (written under an older, longer
+    retention, or by hand)."""
+    now_ms = int(clock[0] * 1000)
+    put_stored(messages, 1, now_ms - 31 * 24 * 3600 * 1000, content_json='"too old"', ttl=int(clock[0]) + 3600)
+    put_stored(messages, 2, now_ms - 5000, content_json='"kept"')
+
+    assert all_history(handler, "bob", limit=20) == ["kept"]
+    assert [m["content"] for m in catch_up(handler, "bob", limit=1)] == ["kept"]
 
 
 def test_history_skips_an_item_whose_own_ttl_has_passed(handler: Any, messages: Any, clock: Any) -> None:
     now_ms = int(clock[0] * 1000)
-    put_stored(messages, key(now_ms - 5000, 1), content_json='"kept"', ttl=int(clock[0]) + 3600)
-    put_stored(messages, key(now_ms - 4000, 2), content_json='"expired"', ttl=int(clock[0]) - 1)
+    put_stored(messages, 1, now_ms - 5000, content_json='"expired"', ttl=int(clock[0]) - 1)
+    put_stored(messages, 2, now_ms - 4000, content_json='"kept"', ttl=int(clock[0]) + 3600)
 
     assert all_history(handler, "bob", limit=20) == ["kept"]
+    assert [m["content"] for m in catch_up(handler, "bob", limit=1)] == ["kept"]
 
 
 def test_a_cursor_older_than_the_retention_gives_an_empty_page(handler: Any, management: Any, clock: Any) -> None:
@@ -233,7 +257,23 @@ def test_a_cursor_older_than_the_retention_gives_an_empty_page(handler: Any, man
     cursor = history(handler, "bob", limit=1)["before"]
     clock[0] += 31 * 24 * 3600
 
-    assert history(handler, "bob", limit=5, before=cursor) == {"with": None, "messages": [], "before": None}
+    page = history(handler, "bob", limit=5, before=cursor)
+
+    assert page["messages"] == [] and page["before"] is None
+
+
+def test_catching_up_far_behind_passes_expired_messages_without_empty_pages(
+    handler: Any, management: Any, clock: Any
+) -> None:
+    for n in range(12):
+        say(handler, "alice", f"old {n}")
+    clock[0] += 31 * 24 * 3600
+    say(handler, "alice", "new")
+
+    page = history(handler, "bob", limit=5, after=0)
+
+    assert [m["content"] for m in page["messages"]] == ["new"] and page["messages"][0]["seq"] == 13
+    assert page["after"] is None
 
 
 # --- user ids -----------------------------------------------------------------------------
@@ -317,23 +357,28 @@ BOTOCORE_FAILURES = {
 
 
 def entry_points(handler: Any) -> dict[str, tuple[Any, str, Any, dict[str, Any]]]:
-    """Each entry point: (client, operation that fails, call, expected answer)."""
+    """Each entry point: (client, operation that fails, call, expected answer). Before the
+    message is stored, a failure is a 500 (nothing happened: sending again is safe); after, the
+    answer says it was stored, with its seq, and that delivery is incomplete (sending again
+    would store it twice)."""
     connections_client = connections.table().meta.client
-    messages_client = history_store.table().meta.client
+    history_client = history_store.history_table().meta.client
+    stored_room = "Message stored as seq 1, but not delivered to everyone: do not send it again; it is in the room's history."
+    stored_dm = "Message stored as seq 1, but not delivered to everyone: do not send it again; it is in your history with bob."
     return {
         "connect": (connections_client, "PutItem", lambda: handler.connection_manager(connect_event("c1", "alice"), None),
                     {"statusCode": 500, "body": "Connect failed."}),
         "disconnect": (connections_client, "DeleteItem", lambda: handler.connection_manager(disconnect_event("c1"), None),
                        {"statusCode": 500, "body": "Disconnect failed."}),
-        "send-store": (messages_client, "PutItem", lambda: say_response(handler, "alice", "hi"),
+        "send-store": (history_client, "TransactWriteItems", lambda: say_response(handler, "alice", "hi"),
                        {"statusCode": 500, "body": "Message could not be sent."}),
         "send-scan": (connections_client, "Scan", lambda: say_response(handler, "alice", "hi"),
-                      {"statusCode": 500, "body": "Message could not be sent."}),
-        "dm-store": (messages_client, "PutItem", lambda: dm_response(handler, "alice", "bob", "hi"),
+                      {"statusCode": 200, "body": stored_room}),
+        "dm-store": (history_client, "TransactWriteItems", lambda: dm_response(handler, "alice", "bob", "hi"),
                      {"statusCode": 500, "body": "Direct message could not be sent."}),
         "dm-lookup": (connections_client, "Query", lambda: dm_response(handler, "alice", "bob", "hi"),
-                      {"statusCode": 500, "body": "Direct message could not be sent."}),
-        "history": (messages_client, "Query", lambda: history_response(handler, "alice"),
+                      {"statusCode": 200, "body": stored_dm}),
+        "history": (history_client, "Query", lambda: history_response(handler, "alice"),
                     {"statusCode": 500, "body": "History could not be loaded."}),
     }
 
@@ -342,7 +387,7 @@ def entry_points(handler: Any) -> dict[str, tuple[Any, str, Any, dict[str, Any]]
 @pytest.mark.parametrize(
     "entry_point", ["connect", "disconnect", "send-store", "send-scan", "dm-store", "dm-lookup", "history"]
 )
-def test_every_entry_point_answers_an_aws_failure_with_a_clear_5xx(
+def test_every_entry_point_answers_an_aws_failure_clearly_and_logs_it(
     handler: Any, management: Any, aws_failure: Any, caplog: Any, entry_point: str, failure: Exception
 ) -> None:
     client, operation, call, expected = entry_points(handler)[entry_point]
@@ -393,7 +438,7 @@ def test_a_post_that_fails_in_botocore_is_logged_and_the_others_still_get_it(
 def test_aws_clients_give_up_well_inside_the_29_second_integration_limit(handler: Any) -> None:
     for client in (
         connections.table().meta.client,
-        history_store.table().meta.client,
+        history_store.history_table().meta.client,
         tokens.ssm_client(),
         delivery.management_client("https://example.com/dev"),
     ):

@@ -116,7 +116,7 @@ def test_an_aws_failure_is_counted_and_logged_as_an_error(
 ) -> None:
     from botocore.exceptions import EndpointConnectionError
 
-    aws_failure(history.table().meta.client, "PutItem", EndpointConnectionError(endpoint_url="x"))
+    aws_failure(history.history_table().meta.client, "TransactWriteItems", EndpointConnectionError(endpoint_url="x"))
 
     handler.send_message(message_event("alice", send_message_body("x")), None)
 
