@@ -43,6 +43,14 @@ class BadMessage(ValueError):
         self.status_code = status_code
 
 
+def is_heartbeat(body: Any) -> bool:
+    """{"action": "heartbeat"}: on AWS a MOCK route answers it; offline it reaches $default."""
+    try:
+        return isinstance(body, str) and json.loads(body) == {"action": "heartbeat"}
+    except ValueError:
+        return False
+
+
 def parse_request(body: str | None, example: str) -> dict[str, Any]:
     """The frame as a JSON object, or a BadMessage that shows the sender an example."""
     if not isinstance(body, str) or not body.strip():

@@ -139,6 +139,26 @@ def test_bad_message_is_answered_to_sender_only_and_connection_stays_usable(
     asyncio.run(scenario())
 
 
+def test_a_heartbeat_is_answered_with_nothing_and_keeps_the_connection(local_stack: Any) -> None:
+    """On AWS a MOCK route takes it (no Lambda); offline it reaches $default, which stays silent."""
+
+    async def scenario() -> Any:
+        client, other = await connect_all(local_stack, 2)
+        await client.send('{"action": "heartbeat"}')
+        await client.send('{"action": "heartbeat", "extra": 1}')  # not a heartbeat: an unknown frame
+        await client.wait_until(lambda: "Unrecognized WebSocket action." in client.replies())
+        await asyncio.sleep(QUIET_SECONDS)
+        text = unique("after heartbeats")
+        await client.send_message(text)
+        await other.wait_until(lambda: text in other.contents())
+        await client.wait_until(lambda: ROOM_ACK in client.replies())
+        await close_all([client, other])
+        return client
+
+    client = asyncio.run(scenario())
+    assert client.replies() == ["Unrecognized WebSocket action.", ROOM_ACK]
+
+
 def test_stale_row_is_pruned_by_next_broadcast_and_the_rest_still_receive(
     local_stack: Any, connections: Any
 ) -> None:

@@ -67,7 +67,9 @@ def actions(statement: dict[str, Any]) -> list[str]:
 
 def test_websocket_routes_are_the_tutorials_four_part_2s_two_and_the_channels(resources: dict[str, Any]) -> None:
     routes = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route")}
-    assert routes == {"$connect", "$disconnect", "$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave"}
+    assert routes == {
+        "$connect", "$disconnect", "$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave", "heartbeat",
+    }
     api = of_type(resources, "AWS::ApiGatewayV2::Api")[0]["Properties"]
     assert api["ProtocolType"] == "WEBSOCKET"
     assert api["RouteSelectionExpression"] == "$request.body.action"
@@ -81,6 +83,17 @@ def test_bad_messages_get_an_answer_through_route_responses(resources: dict[str,
     }
     assert routes_with_response == {"$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave"}
     assert len(of_type(resources, "AWS::ApiGatewayV2::RouteResponse")) == 6
+
+
+def test_the_heartbeat_is_a_mock_route_with_no_lambda_and_no_reply_in_the_deployment(resources: dict[str, Any]) -> None:
+    route = resources["HeartbeatWebsocketsRoute"]["Properties"]
+    assert route["RouteKey"] == "heartbeat" and "RouteResponseSelectionExpression" not in route
+    assert route["Target"] == {"Fn::Join": ["/", ["integrations", {"Ref": "HeartbeatIntegration"}]]}
+    integration = resources["HeartbeatIntegration"]["Properties"]
+    assert integration["IntegrationType"] == "MOCK" and integration["RequestTemplates"] == {"$default": '{"statusCode": 200}'}
+    assert not [r for r in of_type(resources, "AWS::ApiGatewayV2::RouteResponse") if "Heartbeat" in json.dumps(r)]
+    (deployment,) = of_type(resources, "AWS::ApiGatewayV2::Deployment")
+    assert "HeartbeatWebsocketsRoute" in deployment["DependsOn"]
 
 
 def test_connect_route_uses_the_lambda_request_authorizer(resources: dict[str, Any]) -> None:
