@@ -54,11 +54,13 @@ token: install
 
 bench: install
 	python bench/broadcast.py
+	python bench/broadcast.py --channel
 	python bench/offline_broadcast.py
 	python bench/broadcast_capacity.py
 	python bench/broadcast_capacity.py --budget 8000 --concurrency 8
 	python bench/fanout_offline.py
 	python bench/rate_limit.py
+	python bench/seq_throughput.py
 
 package: install
 	sls package

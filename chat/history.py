@@ -10,6 +10,7 @@ get the same seq, and a failed write leaves no hole (README: "Sequence numbers")
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -32,10 +33,12 @@ MESSAGE_RETENTION_SECONDS = int(os.environ.get("MESSAGE_RETENTION_DAYS", "30")) 
 # A send with the same clientMessageId from the same sender in the same conversation within this
 # time is the same message (Ably keeps its ids 2 minutes, Centrifugo 5).
 SEND_RECORD_SECONDS = 24 * 60 * 60
-# Tries to take the next seq when other senders keep taking it first, with jittered waits
-# between them; then the sender is asked to send again.
-APPEND_ATTEMPTS = 8
-APPEND_BACKOFF_SECONDS = 0.01
+# How long a sender keeps trying to take the next seq while other senders keep taking it first
+# (well inside API Gateway's 29 s), with full-jitter waits between tries that grow from
+# APPEND_BACKOFF_SECONDS to APPEND_MAX_BACKOFF_SECONDS; then it is asked to send again.
+APPEND_SECONDS = 5.0
+APPEND_BACKOFF_SECONDS = 0.005
+APPEND_MAX_BACKOFF_SECONDS = 0.2
 # How many Query pages one history request may read to get past expired messages.
 MAX_HISTORY_PAGES = 5
 HEAD = "head"
@@ -101,7 +104,8 @@ def append(conversation: str, message: dict[str, Any], sender_key: str | None = 
     is not stored again: its first outcome is returned, marked duplicate."""
     client_message_id = message.get("client_message_id")
     record_key = f"send#{sender_key}#{client_message_id}" if client_message_id else None
-    for attempt in range(APPEND_ATTEMPTS):
+    give_up_at = time.monotonic() + APPEND_SECONDS
+    for attempt in itertools.count():
         head, record = _head_and_record(conversation, record_key)
         now = time.time()
         if record is not None and int(record["expires_at"]) > now:
@@ -115,9 +119,11 @@ def append(conversation: str, message: dict[str, Any], sender_key: str | None = 
                 raise
             # Another sender took this seq (or the same send was recorded meanwhile): read again.
             logger.debug("Seq %d of %s was taken: %s", head + 1, conversation, error)
-        time.sleep(random.uniform(0, APPEND_BACKOFF_SECONDS * 2**attempt))
-    logger.warning("Gave up storing a message in %s after %d attempts", conversation, APPEND_ATTEMPTS)
-    raise BadMessage(BUSY, 429)
+        if time.monotonic() >= give_up_at:
+            logger.warning("Gave up storing a message in %s after %d attempts", conversation, attempt + 1)
+            raise BadMessage(BUSY, 429)
+        time.sleep(random.uniform(0, min(APPEND_MAX_BACKOFF_SECONDS, APPEND_BACKOFF_SECONDS * 2**attempt)))
+    raise AssertionError("unreachable")  # itertools.count() never ends
 
 
 def mark_delivered(conversation: str, sender_key: str | None, client_message_id: str | None) -> None:

@@ -112,7 +112,7 @@ def test_a_conversation_too_busy_to_take_a_seq_refuses_and_stores_nothing(
                            "CancellationReasons": [{"Code": "ConditionalCheckFailed"}]}, "TransactWriteItems")
 
     monkeypatch.setattr(client, "transact_write_items", always_taken)
-    monkeypatch.setattr(history, "APPEND_BACKOFF_SECONDS", 0)
+    monkeypatch.setattr(history, "APPEND_SECONDS", 0.2)
 
     assert say_response(handler, "alice", "x") == {"statusCode": 429, "body": history.BUSY}
     assert messages.scan()["Items"] == []
