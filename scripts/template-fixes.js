@@ -1,6 +1,6 @@
 'use strict';
 
-// Two corrections to what the framework compiles for WebSocket APIs, applied to the template
+// Corrections to what the framework compiles for WebSocket APIs, applied to the template
 // before it is written:
 //
 // 1. Its websocket compiler appends
@@ -16,16 +16,7 @@
 //    API Gateway invoke them from ANY API in any account: no SourceArn (checkov CKV_AWS_364,
 //    the confused-deputy problem). They are scoped to this API: routes invoke as
 //    <api>/<stage>/<route>, the authorizer as <api>/authorizers/<id>.
-//
-// 4. The framework's schema wants a layer to be an ARN or an intrinsic function, so the
-//    Powertools layer is declared as !Sub "{{resolve:ssm:...}}". A Fn::Sub without variables
-//    is the plain string; CloudFormation resolves the dynamic reference either way, and
-//    cfn-lint warns (W1020) about the needless Fn::Sub: it is unwrapped here.
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
-
-// A Fn::Sub whose string has no ${...} variable, like "{{resolve:ssm:...}}".
-const isPlainSub = (value) =>
-  value && typeof value['Fn::Sub'] === 'string' && !value['Fn::Sub'].includes('${') && Object.keys(value).length === 1;
 
 const isWildcardGrant = (statement) =>
   Array.isArray(statement.Resource) &&
@@ -38,7 +29,6 @@ class TemplateFixes {
       'after:package:compileEvents': () => {
         this.removeWildcardGrant();
         this.removeEmptyIdentitySources();
-        this.unwrapPlainLayerSubs();
         this.scopeApiGatewayPermissions();
       },
     };
@@ -100,14 +90,6 @@ class TemplateFixes {
     }
   }
 
-  unwrapPlainLayerSubs() {
-    for (const resource of Object.values(this.resources)) {
-      const properties = resource.Properties || {};
-      if (resource.Type === 'AWS::Lambda::Function' && Array.isArray(properties.Layers)) {
-        properties.Layers = properties.Layers.map((layer) => (isPlainSub(layer) ? layer['Fn::Sub'] : layer));
-      }
-    }
-  }
 }
 
 module.exports = TemplateFixes;

@@ -153,11 +153,16 @@ def test_memory_follows_the_work_small_paths_small_posting_paths_with_cpu(resour
         assert memory[small] == 256
 
 
-def test_every_function_has_the_powertools_layer_of_the_pipfiles_version(resources: dict[str, Any]) -> None:
+def test_every_function_has_the_powertools_layer_of_the_pipfiles_version(template: dict[str, Any], resources: dict[str, Any]) -> None:
     pinned = tomllib.loads((ROOT / "Pipfile").read_text())["packages"]["aws-lambda-powertools"].strip("=")
-    layer = f"{{{{resolve:ssm:/aws/service/powertools/python/arm64/python3.13/{pinned}}}}}"
+    # AWS's public parameter for that version, read through a template parameter of type
+    # AWS::SSM::Parameter::Value<String>: CloudFormation's dynamic references ({{resolve:ssm:...}})
+    # do not support public parameters.
+    assert template["Parameters"]["PowertoolsLayerArn"]["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert template["Parameters"]["PowertoolsLayerArn"]["Default"] == f"/aws/service/powertools/python/arm64/python3.13/{pinned}"
+    assert "{{resolve:" not in json.dumps(template)
     for function in our_functions(resources):
-        assert function["Properties"]["Layers"] == [layer]
+        assert function["Properties"]["Layers"] == [{"Ref": "PowertoolsLayerArn"}]
         assert function["Properties"]["Architectures"] == ["arm64"] and function["Properties"]["Runtime"] == "python3.13"
 
 
