@@ -16,6 +16,20 @@
 //    API Gateway invoke them from ANY API in any account: no SourceArn (checkov CKV_AWS_364,
 //    the confused-deputy problem). They are scoped to this API: routes invoke as
 //    <api>/<stage>/<route>, the authorizer as <api>/authorizers/<id>.
+//
+// 4. A stage that logs needs API Gateway's account-wide CloudWatch role to be set in the
+//    region first ("CloudWatch Logs role ARN must be set in account settings to enable
+//    logging"). The framework adds a custom resource that sets it, but the WebSocket stage does
+//    not wait for it: in a fresh account the two are created in parallel and the stage can
+//    fail. The stage now DependsOn it. What the custom resource does (osls 4.3.1,
+//    lib/plugins/aws/custom-resources/resources/api-gateway-cloud-watch-role/handler.js): on
+//    the stack's creation it creates the IAM role serverlessApiGatewayCloudWatchRole (with the
+//    AWS managed policy AmazonAPIGatewayPushToCloudWatchLogs) if missing, and unless the
+//    account's role already is that one it REPLACES the account's cloudwatchRoleArn with it,
+//    whoever set the old one; on update and delete it does nothing (the role and the setting
+//    stay after `sls remove`). With --param setApiGatewayAccountRole=false the stack leaves
+//    the account alone: the custom resource, its function and its role are removed, and the
+//    account owner sets the role once (README: Deploy).
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
 
 const isWildcardGrant = (statement) =>
@@ -30,6 +44,7 @@ class TemplateFixes {
         this.removeWildcardGrant();
         this.removeEmptyIdentitySources();
         this.scopeApiGatewayPermissions();
+        this.orderStageAfterAccountRole();
       },
     };
   }
@@ -57,6 +72,32 @@ class TemplateFixes {
       ) {
         delete properties.IdentitySource;
       }
+    }
+  }
+
+  orderStageAfterAccountRole() {
+    const naming = this.serverless.getProvider('aws').naming;
+    const customResource = naming.getCustomResourceApiGatewayAccountCloudWatchRoleResourceLogicalId();
+    const stage = this.resources[naming.getWebsocketsStageLogicalId()];
+    if (!this.resources[customResource] || !stage) return;
+    const setting = String(((this.serverless.service.custom || {}).apiGatewayLogs || {}).setAccountRole);
+    if (setting === 'true') {
+      stage.DependsOn = [...new Set([].concat(stage.DependsOn || [], customResource))];
+      return;
+    }
+    if (setting !== 'false') {
+      throw new this.serverless.classes.Error(
+        `setApiGatewayAccountRole must be true or false, not '${setting}' (README: Deploy)`
+      );
+    }
+    const handler = naming.getCustomResourceApiGatewayAccountCloudWatchRoleHandlerFunctionLogicalId();
+    delete this.resources[customResource];
+    delete this.resources[handler];
+    // The custom resources' shared role, when nothing else uses it (no other custom resource here).
+    const role = naming.getCustomResourcesRoleLogicalId();
+    const others = Object.entries(this.resources).filter(([logicalId]) => logicalId !== role);
+    if (this.resources[role] && !JSON.stringify(others).includes(`"${role}"`)) {
+      delete this.resources[role];
     }
   }
 
