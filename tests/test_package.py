@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -392,10 +393,37 @@ def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message
     assert stage["RouteSettings"]["sendMessage"]["ThrottlingBurstLimit"] == 200
     assert stage["RouteSettings"]["sendMessage"]["DataTraceEnabled"] is False
     access = stage["AccessLogSettings"]  # checkov CKV_AWS_95
-    fields = json.loads(access["Format"])
+    fields = json.loads(access_log_line(access["Format"], {}))
     assert {"requestId", "eventType", "route", "connectionId", "status", "error", "authorizerError", "integrationError"} <= set(fields)
     assert "WebsocketsLogGroup" in json.dumps(access["DestinationArn"])
     assert resources["WebsocketsLogGroup"]["Properties"]["RetentionInDays"] == 14
+
+
+def access_log_line(log_format: str, values: dict[str, str]) -> str:
+    """The line API Gateway writes: each $context variable replaced by its value, as it is
+    ("-" when it has none); $context.error.messageString is the message already quoted."""
+    message = values.get("$context.error.message", "-")
+    values = {"$context.error.messageString": json.dumps(message), **values}
+    return re.sub(r"\$context\.[A-Za-z.]+", lambda variable: values.get(variable.group(0), "-"), log_format)
+
+
+def test_an_error_message_with_quotes_leaves_the_access_log_line_valid_json(resources: dict[str, Any]) -> None:
+    log_format = resources["WebsocketsDeploymentStage"]["Properties"]["AccessLogSettings"]["Format"]
+    message = 'Invalid "token" \\ in\tthe header'
+
+    line = json.loads(access_log_line(log_format, {"$context.error.message": message, "$context.status": "403"}))
+
+    assert line["error"] == message and line["status"] == "403"
+
+
+def test_the_stages_execution_log_group_is_the_stacks_with_the_same_retention(resources: dict[str, Any]) -> None:
+    # API Gateway writes a stage's execution logs to API-Gateway-Execution-Logs_{api id}/{stage}
+    # and would create that group itself, outside the stack and kept forever.
+    group = resources["WebsocketsExecutionLogGroup"]["Properties"]
+    assert group["LogGroupName"] == {"Fn::Join": ["", ["API-Gateway-Execution-Logs_", {"Ref": "WebsocketsApi"}, f"/{STAGE}"]]}
+    assert {g["Properties"]["RetentionInDays"] for g in of_type(resources, "AWS::Logs::LogGroup")} == {14}
+    # Created before the stage can log anything, so API Gateway never makes it first.
+    assert "WebsocketsExecutionLogGroup" in resources["WebsocketsDeploymentStage"]["DependsOn"]
 
 
 def test_alarms_cover_function_errors_throttles_failed_deliveries_aws_errors_and_the_dlq(resources: dict[str, Any]) -> None:
