@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from scripts import offline
-from scripts.local_stack import Ports, offline_env, port_in_use
+from scripts.local_stack import LocalStack, Ports, StackError, offline_env, port_in_use
 from scripts.offline import READY
 from scripts.service_config import ROOT
 from tests.helpers import make_token
@@ -310,6 +310,22 @@ def test_make_offline_fails_fast_naming_a_taken_port(ports: Ports) -> None:
     assert "Traceback" not in output
     assert elapsed < 20
     assert processes_of(ports) == []
+
+
+@pytest.mark.parametrize("field", list(Ports.VARIABLES))
+def test_a_taken_port_is_named_with_the_variable_that_moves_it(field: str) -> None:
+    ports = Ports.free()
+    variable, name = Ports.VARIABLES[field]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", getattr(ports, field)))
+        squatter.listen()
+        with pytest.raises(StackError) as refused:
+            LocalStack(ports).check_ports()
+
+    message = str(refused.value)
+    assert f"Port {getattr(ports, field)} ({name}) is already in use" in message
+    assert f"choose another port with {variable}=..." in message
+    assert all(other in message for other, _ in Ports.VARIABLES.values()), message
 
 
 @pytest.mark.parametrize("value", ["70000", "0", "-1", "abc", "3001.5"])
