@@ -28,11 +28,12 @@ def rows(table: Any) -> dict[str, dict]:
 # --- ping ---------------------------------------------------------------------------------
 
 
-def test_ping_answers_pong_as_plain_text(handler: Any) -> None:
+def test_ping_answers_pong_as_plain_text_ending_with_a_newline(handler: Any) -> None:
+    # The newline: `curl .../ping` would otherwise glue PONG! to the shell's prompt.
     assert handler.ping(http_get_event("/ping"), None) == {
         "statusCode": 200,
         "headers": {"Content-Type": "text/plain; charset=utf-8"},
-        "body": "PONG!",
+        "body": "PONG!\n",
     }
 
 

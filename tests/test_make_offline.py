@@ -185,7 +185,7 @@ def test_make_offline_prints_what_to_type_last_and_stops_everything(ports: Ports
         assert [(m["sender"], m["to"], m["content"]) for m in history["messages"]] == [("alice", "bob", "안녕 bob")]
 
         with urllib.request.urlopen(f"http://localhost:{ports.http}/dev/ping", timeout=30) as response:
-            assert response.read() == b"PONG!"
+            assert response.read() == b"PONG!\n"
         with urllib.request.urlopen(f"http://localhost:{ports.page}/", timeout=30) as response:
             assert response.headers["Content-Type"] == "text/html; charset=utf-8"
         # After the banner come the function logs: the ping's own, for one.
@@ -349,7 +349,7 @@ def test_make_offline_started_twice_fails_fast(local_stack: Any) -> None:
     assert "Traceback" not in output
     # The running stack is untouched.
     with urllib.request.urlopen(f"{local_stack.http_url}/ping", timeout=30) as response:
-        assert response.read() == b"PONG!"
+        assert response.read() == b"PONG!\n"
 
 
 def test_offline_environment_cannot_reach_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -359,7 +359,7 @@ def test_the_zip_imports_in_a_clean_interpreter_with_only_the_runtime_and_layer_
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
-    assert loaded["ping"] == "PONG!"
+    assert loaded["ping"] == "PONG!\n"
     assert loaded["chat"] == sorted(f"chat.{path.stem}" for path in (ROOT / "chat").glob("*.py") if path.stem != "__init__")
 
 
