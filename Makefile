@@ -18,12 +18,17 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.
 
 .PHONY: help install test offline token bench package screenshot clean
 
+# Every target, one line each (tests/test_makefile.py checks that none is missing).
 help:
-	@echo "make offline   start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
-	@echo "make test      install from the lock files and run every test"
-	@echo "make token FOR=alice    a token for the running make offline (--aws: see README)"
-	@echo "make bench     run the benchmarks in bench/"
-	@echo "make package   build the CloudFormation template and zip (sls package)"
+	@echo "make offline      start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
+	@echo "make test         install from the lock files and run every test"
+	@echo "make token FOR=alice   a token for the running make offline (deployed stage: README, Deploy)"
+	@echo "make bench        run the benchmarks in bench/"
+	@echo "make package      build the CloudFormation template and zip (sls package)"
+	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum)"
+	@echo "make install      install pipenv, the Python packages and the npm packages into this folder"
+	@echo "make clean        remove build output, caches and .offline/"
+	@echo "make help         this list"
 
 install: .venv/.installed node_modules/.installed
 
