@@ -54,6 +54,8 @@ offline: install
 # Who the token is for: FOR=alice. USER is also your login name, so it counts only when it is
 # given on the command line (`make token USER=alice` works; `make token` alone is an error).
 token: export DEV_TOKEN_USER = $(or $(FOR),$(if $(filter command line,$(origin USER)),$(USER)))
+# Its errors start with "make token:", what the user typed.
+token: export DEV_TOKEN_CALLER = make token
 token: install
 	@python scripts/dev_token.py
 

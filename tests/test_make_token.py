@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,6 +17,7 @@ import websockets
 
 from scripts import dev_token, offline
 from scripts.local_stack import Ports
+from scripts.service_config import ROOT
 from tests.helpers import make_token
 
 
@@ -83,8 +85,29 @@ def test_the_token_carries_the_id_in_nfc(running: Any) -> None:
 def test_no_running_stack_is_an_error_not_a_token() -> None:
     result = make_token(terminal_env(OFFLINE_WEBSOCKET_PORT=str(Ports.free().websocket)), "FOR=carol")
 
-    assert result.returncode != 0 and result.stdout == ""
-    assert "no `make offline` is running in this folder on WebSocket port" in result.stderr
+    # The script exits 1, so make exits 2 (what the README says).
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("make token: no `make offline` is running in this folder on WebSocket port")
+
+
+def test_errors_of_the_aws_secret_name_the_script_not_make_token() -> None:
+    # --aws is typed as `scripts/dev_token.py alice --aws`, never through make. Every AWS endpoint
+    # here is a closed loopback port and the keys are fake: nothing can reach real AWS.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DEV_TOKEN_", "MAKE"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="fake", AWS_SECRET_ACCESS_KEY="fake", AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{Ports.free().websocket}",
+    )
+    result = subprocess.run(
+        [sys.executable, "scripts/dev_token.py", "alice", "--aws"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(
+        "scripts/dev_token.py: could not read the secret from SSM parameter /serverless-websocket/dev/jwt-secret in ap-northeast-2"
+    ), result.stderr
+    assert "make token" not in result.stderr
 
 
 def test_a_stale_state_file_of_a_killed_stack_is_ignored_and_removed() -> None:
