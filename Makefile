@@ -25,7 +25,7 @@ help:
 	@echo "make token FOR=alice   a token for the running make offline (deployed stage: README, Deploy)"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
-	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum)"
+	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum, fonts-noto-color-emoji)"
 	@echo "make install      install pipenv, the Python packages and the npm packages into this folder"
 	@echo "make clean        remove build output, caches and .offline/"
 	@echo "make help         this list"
@@ -70,7 +70,8 @@ bench: install
 package: install
 	sls package
 
-# web/chat-page.png for the README (needs Debian's chromium, chromium-driver and fonts-nanum).
+# web/chat-page.png for the README. Needs Debian's chromium and chromium-driver, and fonts for
+# Korean and emoji (fonts-nanum, fonts-noto-color-emoji): the script names what is missing.
 screenshot: install
 	python scripts/screenshot.py
 
