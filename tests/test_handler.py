@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chat import aws, connections, delivery
 from tests.events import (
@@ -293,14 +294,18 @@ def test_other_failure_keeps_the_row_and_others_still_receive(
     assert "Could not post to connection flaky" in caplog.text
 
 
-def test_scan_failure_answers_500(handler: Any, management: Any, connect: Any, table: Any) -> None:
-    connect("alice")
-    table.delete()
-    aws.dynamodb_table.cache_clear()
+def test_scan_failure_answers_500(handler: Any, management: Any, connect: Any, aws_failure: Any, caplog: Any) -> None:
+    # Only the Scan fails: the rate limiter's UpdateItem and the history's PutItem go through,
+    # so the 500 can come from nothing but the room's connections not being read.
+    connect("alice", "bob")
+    failure = ClientError({"Error": {"Code": "InternalServerError", "Message": "the Scan broke"}}, "Scan")
+    aws_failure(connections.table().meta.client, "Scan", failure)
 
     response = handler.send_message(message_event("alice", send_message_body("hi")), None)
 
     assert response == {"statusCode": 500, "body": "Message could not be sent."}
+    assert "the Scan broke" in caplog.text  # logged with its traceback
+    assert management.received("bob") == []
 
 
 # --- endpoints ----------------------------------------------------------------------------
