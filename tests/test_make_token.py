@@ -133,13 +133,44 @@ def test_a_port_that_is_not_a_port_is_a_clear_error(value: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_with_no_port_given_it_finds_the_stack_running_in_this_folder(running: Any) -> None:
-    ours = offline.state_file(running.ports.websocket)
-    others = [p for p in offline.STATE_DIR.glob("stack-*.json") if p != ours and dev_token._read_state(p)]
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A .offline/ of the test's own, so a developer's `make offline` running beside the tests
+    cannot change what is checked: only the stacks a test announces there are running."""
+    monkeypatch.setattr(offline, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(dev_token, "STATE_DIR", tmp_path)
+    monkeypatch.delenv("OFFLINE_WEBSOCKET_PORT", raising=False)
+    monkeypatch.delenv("DEV_TOKEN_CALLER", raising=False)
+    return tmp_path
 
-    result = make_token(terminal_env(), "FOR=carol")
 
-    if not others:
-        assert sub_of(result, running) == "carol"
-    else:  # a developer's own `make offline` runs beside the tests: it must ask which one
-        assert result.returncode != 0 and "several `make offline` are running" in result.stderr
+def dev_token_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["dev_token.py", *args])
+    return dev_token.main()
+
+
+def test_with_no_port_given_it_finds_the_stack_running_in_this_folder(
+    local_stack: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    offline.write_state(local_stack)
+
+    assert dev_token_main(monkeypatch, "carol") == 0
+
+    token = capsys.readouterr().out.strip()
+    assert jwt.decode(token, local_stack.jwt_secret, algorithms=["HS256"])["sub"] == "carol"
+
+
+def test_with_no_port_given_and_two_stacks_running_it_asks_which(
+    local_stack: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    ours = offline.write_state(local_stack)
+    other = json.loads(ours.read_text())
+    other["ports"]["OFFLINE_WEBSOCKET_PORT"] = "4999"
+    offline.state_file(4999).write_text(json.dumps(other))  # another stack, alive (this pid)
+
+    assert dev_token_main(monkeypatch, "carol") == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    ports = sorted([str(local_stack.ports.websocket), "4999"])
+    assert f"several `make offline` are running (WebSocket ports {ports[0]}, {ports[1]})" in captured.err
