@@ -239,15 +239,18 @@ class InstalledStopSignals:
 
 
 class SlowAws(http.server.BaseHTTPRequestHandler):
-    """An AWS endpoint on loopback that answers every request after 0.5 s, so a signal can
-    land while botocore waits for the answer."""
+    """An AWS endpoint on loopback that, once a request has arrived, interrupts the main thread
+    with SIGINT and answers only when released (or after 10 s): the signal lands while botocore
+    waits for the answer however slow the machine is, not at a time guessed in advance."""
 
     requests = 0
+    released = threading.Event()
 
     def do_POST(self) -> None:
         type(self).requests += 1
         self.rfile.read(int(self.headers["Content-Length"]))
-        time.sleep(0.5)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        type(self).released.wait(10)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-amz-json-1.1")
         self.end_headers()
@@ -260,18 +263,18 @@ class SlowAws(http.server.BaseHTTPRequestHandler):
 def test_a_stop_signal_inside_a_boto3_call_is_not_swallowed() -> None:
     # botocore's HTTP layer turns any Exception raised while it waits into a retryable
     # HTTPClientError: a Stop(Exception) was retried away and startup went on.
+    SlowAws.requests = 0
+    SlowAws.released.clear()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowAws)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ssm = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1").client(
         "ssm", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}"
     )
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
     try:
         with InstalledStopSignals(), pytest.raises(offline.Stop):
-            timer.start()
             ssm.put_parameter(Name="/x", Value="y", Type="SecureString")
     finally:
-        timer.cancel()
+        SlowAws.released.set()
         server.shutdown()
         server.server_close()
     assert SlowAws.requests == 1  # not retried
