@@ -18,12 +18,17 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.
 
 .PHONY: help install test offline token bench package screenshot clean
 
+# Every target, one line each (tests/test_makefile.py checks that none is missing).
 help:
-	@echo "make offline   start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
-	@echo "make test      install from the lock files and run every test"
-	@echo "make token FOR=alice    a token for the running make offline (--aws: see README)"
-	@echo "make bench     run the benchmarks in bench/"
-	@echo "make package   build the CloudFormation template and zip (sls package)"
+	@echo "make offline      start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
+	@echo "make test         install from the lock files and run every test"
+	@echo "make token FOR=alice   a token for the running make offline (deployed stage: README, Deploy)"
+	@echo "make bench        run the benchmarks in bench/"
+	@echo "make package      build the CloudFormation template and zip (sls package)"
+	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum, fonts-noto-color-emoji)"
+	@echo "make install      install pipenv, the Python packages and the npm packages into this folder"
+	@echo "make clean        remove build output, caches and .offline/"
+	@echo "make help         this list"
 
 install: .venv/.installed node_modules/.installed
 
@@ -49,6 +54,8 @@ offline: install
 # Who the token is for: FOR=alice. USER is also your login name, so it counts only when it is
 # given on the command line (`make token USER=alice` works; `make token` alone is an error).
 token: export DEV_TOKEN_USER = $(or $(FOR),$(if $(filter command line,$(origin USER)),$(USER)))
+# Its errors start with "make token:", what the user typed.
+token: export DEV_TOKEN_CALLER = make token
 token: install
 	@python scripts/dev_token.py
 
@@ -65,7 +72,8 @@ bench: install
 package: install
 	sls package
 
-# web/chat-page.png for the README (needs Debian's chromium, chromium-driver and fonts-nanum).
+# web/chat-page.png for the README. Needs Debian's chromium and chromium-driver, and fonts for
+# Korean and emoji (fonts-nanum, fonts-noto-color-emoji): the script names what is missing.
 screenshot: install
 	python scripts/screenshot.py
 

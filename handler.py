@@ -28,8 +28,9 @@ from chat.requests import is_heartbeat
 
 def ping(event: dict, context: Any) -> Response:
     """GET /ping: a health check that touches nothing else. Plain text: "PONG!" is not JSON,
-    and API Gateway's proxy integration would otherwise label it application/json."""
-    return {**response(200, "PONG!"), "headers": {"Content-Type": "text/plain; charset=utf-8"}}
+    and API Gateway's proxy integration would otherwise label it application/json. It ends
+    with a newline, as text does, so `curl` leaves the shell's prompt on a line of its own."""
+    return {**response(200, "PONG!\n"), "headers": {"Content-Type": "text/plain; charset=utf-8"}}
 
 
 def authorize(event: dict, context: Any) -> dict[str, Any]:

@@ -9,6 +9,11 @@ Each broadcast is sent after the previous one has reached everybody, from a diff
 Prints median and p95 of both, their ratio, and the resident memory of the whole stack (moto,
 node, every Python worker) idle and at the end.
 
+The stack keeps its per-connection rate limit (5 messages a second, 10 at once; the bench sets
+both explicitly), so the baseline's single client, which sends every message, waits 0.25 s
+between two sends: back to back, its 11th would be refused (429) and never broadcast. The wait
+comes before a send, outside the time measured. A refusal stops the bench at once, saying so.
+
 Usage: python bench/offline_broadcast.py [--clients 100] [--broadcasts 30] [--ramp 20]
 """
 
@@ -27,19 +32,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.local_stack import LocalStack, Ports, stack_rss_bytes  # noqa: E402
 from tests.wsclient import Client, close_ramped, connect_ramped  # noqa: E402
 
+# The stack's per-connection limit (serverless.yml: connectionRate, connectionBurst), set here so
+# that the pace below stays right whatever the defaults become.
+CONNECTION_RATE, CONNECTION_BURST = 5, 10
+# One client sends at most one message this often: under CONNECTION_RATE, with a margin.
+SEND_INTERVAL = 1.25 / CONNECTION_RATE
+REFUSED = "Too many messages"
+
+
+class BenchError(RuntimeError):
+    """The stack refused a message the bench sent: its figures would be wrong."""
+
 
 async def broadcast_latencies(clients: list[Client], count: int, tag: str) -> list[float]:
-    """Seconds from send until every client has the message, one broadcast at a time."""
+    """Seconds from send until every client has the message, one broadcast at a time, each
+    client sending at most one message every SEND_INTERVAL."""
     latencies = []
+    last_sent: dict[int, float] = {}
     for n in range(count):
         sender = clients[n % len(clients)]
+        wait = last_sent.get(id(sender), -SEND_INTERVAL) + SEND_INTERVAL - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
         text = f"{tag} #{n} 벤치마크"
-        sent = time.perf_counter()
+        refusals = len([r for r in sender.replies() if r.startswith(REFUSED)])
+        sent = last_sent[id(sender)] = time.perf_counter()
         await sender.send_message(text)
         for client in clients:
-            await client.wait_until(lambda c=client: text in c.contents(), timeout=60)
+            await client.wait_until(lambda c=client: text in c.contents() or refused(sender, refusals), timeout=60)
+            if refused(sender, refusals):
+                raise BenchError(f"the stack refused {text!r}: {sender.replies()[-1]}")
         latencies.append(max(client.arrival_of(text) for client in clients) - sent)
     return latencies
+
+
+def refused(sender: Client, before: int) -> bool:
+    """The sender got a 429 it did not have before."""
+    return len([r for r in sender.replies() if r.startswith(REFUSED)]) > before
 
 
 def p95(values: list[float]) -> float:
@@ -64,7 +93,9 @@ async def run(stack: LocalStack, clients_wanted: int, broadcasts: int, ramp: flo
     await close_ramped(clients, ramp)
 
     lost = sum(1 for c in clients for n in range(broadcasts) if f"load #{n} 벤치마크" not in c.contents())
-    print(f"broadcast latency through serverless-offline, {broadcasts} broadcasts each")
+    print(f"broadcast latency through serverless-offline, {broadcasts} broadcasts each "
+          f"(per-connection rate limit on, {CONNECTION_RATE}/s burst {CONNECTION_BURST}: "
+          f"a client sends at most one message every {SEND_INTERVAL:.2f} s)")
     print(describe("1 client (baseline)", baseline))
     print(describe(f"{clients_wanted} clients (last one)", latencies))
     print(f"  ratio {clients_wanted} clients / 1 client: median {statistics.median(latencies) / statistics.median(baseline):.1f}x, "
@@ -81,8 +112,12 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=20.0, help="connects/disconnects per second")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as logs, open(Path(logs) / "offline.log", "w") as output:
-        with LocalStack(Ports.free(), output=output, log_dir=Path(logs)) as stack:
-            asyncio.run(run(stack, args.clients, args.broadcasts, args.ramp))
+        params = {"connectionRate": str(CONNECTION_RATE), "connectionBurst": str(CONNECTION_BURST)}
+        with LocalStack(Ports.free(), output=output, log_dir=Path(logs), params=params) as stack:
+            try:
+                asyncio.run(run(stack, args.clients, args.broadcasts, args.ramp))
+            except BenchError as error:
+                sys.exit(f"bench/offline_broadcast.py: {error}")
 
 
 if __name__ == "__main__":

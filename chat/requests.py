@@ -47,7 +47,7 @@ def is_heartbeat(body: Any) -> bool:
     """{"action": "heartbeat"}: on AWS a MOCK route answers it; offline it reaches $default."""
     try:
         return isinstance(body, str) and json.loads(body) == {"action": "heartbeat"}
-    except ValueError:
+    except (ValueError, RecursionError):  # any frame at all reaches $default, however deep
         return False
 
 

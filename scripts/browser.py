@@ -6,13 +6,15 @@ Used by the browser tests and by `make screenshot`. Chromium and chromedriver co
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's paths; CHROMIUM and CHROMEDRIVER (as .ci/run reads them) point elsewhere.
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 # Flags for a closed network (no background connections to Google) and a root user.
 CHROMIUM_FLAGS = [
     "--headless=new",

@@ -40,7 +40,8 @@ def main() -> int:
         user = user_id(args.user)
         secret = aws_secret(args.stage, args.region) if args.aws else local_secret()
     except TokenError as error:
-        print(f"make token: {error}", file=sys.stderr)
+        # Named as the user called it: `make token` sets DEV_TOKEN_CALLER; --aws is run directly.
+        print(f"{os.environ.get('DEV_TOKEN_CALLER') or 'scripts/dev_token.py'}: {error}", file=sys.stderr)
         return 1
     print(mint_token(secret, user, args.hours))
     return 0

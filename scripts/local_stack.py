@@ -270,12 +270,15 @@ class LocalStack:
             raise
 
     def check_ports(self) -> None:
-        for name, port in self.ports.named().items():
+        """StackError if any port is taken, naming it, its variable, and every port variable."""
+        for field, (variable, name) in Ports.VARIABLES.items():
+            port = getattr(self.ports, field)
             if port_in_use(port):
+                every = [v for v, _ in Ports.VARIABLES.values()]
                 raise StackError(
                     f"Port {port} ({name}) is already in use. Is `make offline` already running? "
-                    f"Stop it, or choose other ports with OFFLINE_HTTP_PORT, OFFLINE_WEBSOCKET_PORT, "
-                    f"OFFLINE_LAMBDA_PORT and OFFLINE_DYNAMODB_PORT."
+                    f"Stop it, or choose another port with {variable}=... (the ports: "
+                    f"{', '.join(every[:-1])} and {every[-1]})."
                 )
 
     def failed_process(self) -> str | None:

@@ -1,10 +1,16 @@
 """`make screenshot`: web/chat-page.png for the README, taken by headless Chromium against a
 local stack on free ports (alice and bob exchange a room message and a DM, then bob loads
-their history). Korean text needs a Korean font in the system (Debian: fonts-nanum).
+their history).
+
+Chromium draws with the system's fonts: without a Korean font the Korean text comes out as
+empty boxes, without an emoji font so do emoji. The script stops first, naming the Debian
+packages to install (fonts-nanum, fonts-noto-color-emoji), rather than write such a picture.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,10 +23,33 @@ from scripts.local_stack import LocalStack, Ports  # noqa: E402
 from scripts.service_config import ROOT  # noqa: E402
 
 OUTPUT = ROOT / "web" / "chat-page.png"
+# What the page shows, the fontconfig pattern of a font that draws it, and Debian's package.
+FONTS = [
+    ("Korean", ":lang=ko", "fonts-nanum"),
+    ("emoji", ":charset=1f44b", "fonts-noto-color-emoji"),  # U+1F44B WAVING HAND SIGN
+]
+
+
+def fonts_for(pattern: str) -> list[str]:
+    """The font families fontconfig has for a pattern (none if fc-list itself is missing)."""
+    if not shutil.which("fc-list"):
+        return []
+    result = subprocess.run(["fc-list", pattern, "family"], capture_output=True, text=True, timeout=60)
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def missing_fonts() -> str | None:
+    """What to install for the fonts the page needs, or None."""
+    missing = [(what, package) for what, pattern, package in FONTS if not fonts_for(pattern)]
+    if not missing:
+        return None
+    packages = " ".join(package for _, package in missing)
+    what = " and ".join(what for what, _ in missing)
+    return f"no font for {what} text: install it first (Debian: sudo apt-get install {packages})"
 
 
 def main() -> int:
-    reason = browser.missing()
+    reason = browser.missing() or missing_fonts()
     if reason:
         print(f"make screenshot: {reason}", file=sys.stderr)
         return 1

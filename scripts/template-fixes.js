@@ -1,6 +1,6 @@
 'use strict';
 
-// Two corrections to what the framework compiles for WebSocket APIs, applied to the template
+// Corrections to what the framework compiles for WebSocket APIs, applied to the template
 // before it is written:
 //
 // 1. Its websocket compiler appends
@@ -17,15 +17,20 @@
 //    the confused-deputy problem). They are scoped to this API: routes invoke as
 //    <api>/<stage>/<route>, the authorizer as <api>/authorizers/<id>.
 //
-// 4. The framework's schema wants a layer to be an ARN or an intrinsic function, so the
-//    Powertools layer is declared as !Sub "{{resolve:ssm:...}}". A Fn::Sub without variables
-//    is the plain string; CloudFormation resolves the dynamic reference either way, and
-//    cfn-lint warns (W1020) about the needless Fn::Sub: it is unwrapped here.
+// 4. A stage that logs needs API Gateway's account-wide CloudWatch role to be set in the
+//    region first ("CloudWatch Logs role ARN must be set in account settings to enable
+//    logging"). The framework adds a custom resource that sets it, but the WebSocket stage does
+//    not wait for it: in a fresh account the two are created in parallel and the stage can
+//    fail. The stage now DependsOn it. What the custom resource does (osls 4.3.1,
+//    lib/plugins/aws/custom-resources/resources/api-gateway-cloud-watch-role/handler.js): on
+//    the stack's creation it creates the IAM role serverlessApiGatewayCloudWatchRole (with the
+//    AWS managed policy AmazonAPIGatewayPushToCloudWatchLogs) if missing, and unless the
+//    account's role already is that one it REPLACES the account's cloudwatchRoleArn with it,
+//    whoever set the old one; on update and delete it does nothing (the role and the setting
+//    stay after `sls remove`). With --param setApiGatewayAccountRole=false the stack leaves
+//    the account alone: the custom resource, its function and its role are removed, and the
+//    account owner sets the role once (README: Deploy).
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
-
-// A Fn::Sub whose string has no ${...} variable, like "{{resolve:ssm:...}}".
-const isPlainSub = (value) =>
-  value && typeof value['Fn::Sub'] === 'string' && !value['Fn::Sub'].includes('${') && Object.keys(value).length === 1;
 
 const isWildcardGrant = (statement) =>
   Array.isArray(statement.Resource) &&
@@ -38,8 +43,8 @@ class TemplateFixes {
       'after:package:compileEvents': () => {
         this.removeWildcardGrant();
         this.removeEmptyIdentitySources();
-        this.unwrapPlainLayerSubs();
         this.scopeApiGatewayPermissions();
+        this.orderStageAfterAccountRole();
       },
     };
   }
@@ -67,6 +72,32 @@ class TemplateFixes {
       ) {
         delete properties.IdentitySource;
       }
+    }
+  }
+
+  orderStageAfterAccountRole() {
+    const naming = this.serverless.getProvider('aws').naming;
+    const customResource = naming.getCustomResourceApiGatewayAccountCloudWatchRoleResourceLogicalId();
+    const stage = this.resources[naming.getWebsocketsStageLogicalId()];
+    if (!this.resources[customResource] || !stage) return;
+    const setting = String(((this.serverless.service.custom || {}).apiGatewayLogs || {}).setAccountRole);
+    if (setting === 'true') {
+      stage.DependsOn = [...new Set([].concat(stage.DependsOn || [], customResource))];
+      return;
+    }
+    if (setting !== 'false') {
+      throw new this.serverless.classes.Error(
+        `setApiGatewayAccountRole must be true or false, not '${setting}' (README: Deploy)`
+      );
+    }
+    const handler = naming.getCustomResourceApiGatewayAccountCloudWatchRoleHandlerFunctionLogicalId();
+    delete this.resources[customResource];
+    delete this.resources[handler];
+    // The custom resources' shared role, when nothing else uses it (no other custom resource here).
+    const role = naming.getCustomResourcesRoleLogicalId();
+    const others = Object.entries(this.resources).filter(([logicalId]) => logicalId !== role);
+    if (this.resources[role] && !JSON.stringify(others).includes(`"${role}"`)) {
+      delete this.resources[role];
     }
   }
 
@@ -100,14 +131,6 @@ class TemplateFixes {
     }
   }
 
-  unwrapPlainLayerSubs() {
-    for (const resource of Object.values(this.resources)) {
-      const properties = resource.Properties || {};
-      if (resource.Type === 'AWS::Lambda::Function' && Array.isArray(properties.Layers)) {
-        properties.Layers = properties.Layers.map((layer) => (isPlainSub(layer) ? layer['Fn::Sub'] : layer));
-      }
-    }
-  }
 }
 
 module.exports = TemplateFixes;

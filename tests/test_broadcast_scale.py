@@ -11,15 +11,23 @@ from chat import connections, fanout
 from tests.events import message_event, send_message_body
 
 
+# The smallest room these tests send to (test_many_gone_connections_are_all_pruned).
+SMALLEST_ROOM = 200
+
+
 @pytest.fixture(params=["inline", "fan-out"])
 def send(request: pytest.FixtureRequest, handler: Any, workers: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """send_message on one path; on the fan-out path the workers then drain the queue."""
-    if request.param == "inline":
-        monkeypatch.setattr(fanout, "FANOUT_THRESHOLD", 100_000)
+    """send_message on one path, checked to have taken it; on the fan-out path the workers then
+    drain the queue. The threshold puts every room here on the path: above all of them inline,
+    below all of them for the fan-out (at the default, 200, a room of 200 stays inline)."""
+    fan_out = request.param == "fan-out"
+    monkeypatch.setattr(fanout, "FANOUT_THRESHOLD", SMALLEST_ROOM // 4 if fan_out else 100_000)
 
     def _send(event: dict[str, Any]) -> dict[str, Any]:
         response = handler.send_message(event, None)
+        before = len(workers.invocations)
         workers.drain()
+        assert (len(workers.invocations) > before) == fan_out, f"the {request.param} path was not taken"
         return response
 
     return _send

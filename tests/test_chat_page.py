@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import urllib.request
 import uuid
@@ -16,12 +17,25 @@ from scripts.browser import ChatPage
 from scripts.service_config import ROOT
 from tests.wsclient import Client
 
-pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=f"no browser: {browser.missing()}")
+# Set by .ci/run: there, a missing browser fails the browser tests instead of skipping them.
+REQUIRED = "BROWSER_TESTS"
+
+
+def require_browser() -> None:
+    """Skip a test that needs Chromium where it is not installed (saying why), or fail it where
+    the browser tests are required (CI). Only the tests that open a page call this."""
+    reason = browser.missing()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRED) == "required":
+        pytest.fail(f"the browser tests must run here ({REQUIRED}=required), but {reason}")
+    pytest.skip(f"no browser: {reason}")
 
 
 @pytest.fixture
 def pages() -> Iterator[Any]:
     """Open chat pages, each in a browser of its own; all closed at the end."""
+    require_browser()
     drivers: list[Any] = []
 
     def open_page(url: str) -> ChatPage:
@@ -44,6 +58,22 @@ def test_the_page_is_served_as_utf8_html_with_its_script(local_stack: Any) -> No
         assert b'<script src="chat.js">' in response.read()
     with urllib.request.urlopen(f"{local_stack.page_url}chat.js", timeout=30) as response:
         assert response.headers["Content-Type"] == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.parametrize("required", [True, False], ids=["ci", "elsewhere"])
+def test_without_a_browser_the_browser_tests_fail_in_ci_and_are_skipped_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, required: bool
+) -> None:
+    monkeypatch.setattr(browser, "missing", lambda: "/usr/bin/chromium not installed")
+    if required:
+        monkeypatch.setenv(REQUIRED, "required")
+    else:
+        monkeypatch.delenv(REQUIRED, raising=False)
+
+    with pytest.raises(pytest.fail.Exception if required else pytest.skip.Exception) as stopped:
+        require_browser()
+
+    assert "/usr/bin/chromium not installed" in str(stopped.value)
 
 
 def test_two_users_exchange_a_room_message_and_a_dm_and_a_wscat_frame_appears(local_stack: Any, pages: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -181,8 +182,11 @@ def test_throttled_posts_are_retried_with_backoff_in_the_same_invocation(
     small_rooms: Any, management: Any, table: Any, workers: Any, monkeypatch: pytest.MonkeyPatch, code: str | None
 ) -> None:
     ids = add_connections(table, 30)
-    backoffs: list[int] = []
-    monkeypatch.setattr(delivery, "backoff", lambda attempt: backoffs.append(attempt) or 0.0)
+    # The backoff's wait, recognisable among the pacer's; recorded, not slept.
+    wait = 0.0123456
+    monkeypatch.setattr(delivery, "backoff", lambda attempt: wait)
+    sleeps: list[float] = []
+    monkeypatch.setattr(delivery, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleeps.append))
     for cid in ids[:5]:
         management.answer(cid, 429, code, times=BOTOCORE_ATTEMPTS)  # the first call fails, the next succeeds
 
@@ -190,7 +194,9 @@ def test_throttled_posts_are_retried_with_backoff_in_the_same_invocation(
     workers.drain()
 
     assert all(frames(management, cid) == [{"messages": [{"content": "slow down"}]}] for cid in ids)
-    assert backoffs and backoffs[0] == 0  # backed off before the next round
+    # A second round for the throttled ones only, after the backoff's wait.
+    assert {cid: management.attempts[cid] for cid in ids} == {cid: BOTOCORE_ATTEMPTS + 1 if cid in ids[:5] else 1 for cid in ids}
+    assert wait in sleeps
     assert len(workers.invocations) == 1  # both jobs in one invocation: nothing was queued again
 
 

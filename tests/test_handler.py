@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chat import aws, connections, delivery
 from tests.events import (
@@ -28,11 +29,12 @@ def rows(table: Any) -> dict[str, dict]:
 # --- ping ---------------------------------------------------------------------------------
 
 
-def test_ping_answers_pong_as_plain_text(handler: Any) -> None:
+def test_ping_answers_pong_as_plain_text_ending_with_a_newline(handler: Any) -> None:
+    # The newline: `curl .../ping` would otherwise glue PONG! to the shell's prompt.
     assert handler.ping(http_get_event("/ping"), None) == {
         "statusCode": 200,
         "headers": {"Content-Type": "text/plain; charset=utf-8"},
-        "body": "PONG!",
+        "body": "PONG!\n",
     }
 
 
@@ -293,14 +295,23 @@ def test_other_failure_keeps_the_row_and_others_still_receive(
     assert "Could not post to connection flaky" in caplog.text
 
 
-def test_scan_failure_answers_500(handler: Any, management: Any, connect: Any, table: Any) -> None:
-    connect("alice")
-    table.delete()
-    aws.dynamodb_table.cache_clear()
+def test_a_scan_failure_after_storing_says_the_message_is_stored_not_delivered(
+    handler: Any, management: Any, connect: Any, messages: Any, aws_failure: Any, caplog: Any
+) -> None:
+    # Only the Scan fails: the rate limiter's UpdateItem and the history's transaction go through,
+    # so the answer can come from nothing but the room's connections not being read. Once stored,
+    # a bare 500 would invite a retry that stores the message twice (issue 14).
+    connect("alice", "bob")
+    failure = ClientError({"Error": {"Code": "InternalServerError", "Message": "the Scan broke"}}, "Scan")
+    aws_failure(connections.table().meta.client, "Scan", failure)
 
     response = handler.send_message(message_event("alice", send_message_body("hi")), None)
 
-    assert response == {"statusCode": 500, "body": "Message could not be sent."}
+    assert response == {"statusCode": 200, "body": "Message stored as seq 1, but not delivered to everyone: do not send it again; "
+                                                    "it is in the room's history."}
+    assert "the Scan broke" in caplog.text  # logged with its traceback
+    assert management.received("bob") == []
+    assert [item["seq"] for item in messages.scan()["Items"]] == [1]
 
 
 # --- endpoints ----------------------------------------------------------------------------

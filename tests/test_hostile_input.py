@@ -445,3 +445,11 @@ def test_aws_clients_give_up_well_inside_the_29_second_integration_limit(handler
         config = client.meta.config
         worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
         assert worst <= 24, (client, worst)  # and botocore's backoff between attempts: at most 14 s
+
+
+def test_default_answers_a_frame_nested_deeper_than_the_parser_goes(handler: Any) -> None:
+    """$default looks for the offline heartbeat in every frame; a frame too deep to parse is
+    just an unknown frame (found by the any-body property: a RecursionError escaped)."""
+    body = "[" * 100_000 + "]" * 100_000
+
+    assert handler.default_message(message_event("c1", body, "$default"), None) == {"statusCode": 400, "body": "Unrecognized WebSocket action."}

@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from scripts import offline
-from scripts.local_stack import Ports, offline_env, port_in_use
+from scripts.local_stack import LocalStack, Ports, StackError, offline_env, port_in_use
 from scripts.offline import READY
 from scripts.service_config import ROOT
 from tests.helpers import make_token
@@ -185,7 +185,7 @@ def test_make_offline_prints_what_to_type_last_and_stops_everything(ports: Ports
         assert [(m["sender"], m["to"], m["content"]) for m in history["messages"]] == [("alice", "bob", "안녕 bob")]
 
         with urllib.request.urlopen(f"http://localhost:{ports.http}/dev/ping", timeout=30) as response:
-            assert response.read() == b"PONG!"
+            assert response.read() == b"PONG!\n"
         with urllib.request.urlopen(f"http://localhost:{ports.page}/", timeout=30) as response:
             assert response.headers["Content-Type"] == "text/html; charset=utf-8"
         # After the banner come the function logs: the ping's own, for one.
@@ -239,15 +239,18 @@ class InstalledStopSignals:
 
 
 class SlowAws(http.server.BaseHTTPRequestHandler):
-    """An AWS endpoint on loopback that answers every request after 0.5 s, so a signal can
-    land while botocore waits for the answer."""
+    """An AWS endpoint on loopback that, once a request has arrived, interrupts the main thread
+    with SIGINT and answers only when released (or after 10 s): the signal lands while botocore
+    waits for the answer however slow the machine is, not at a time guessed in advance."""
 
     requests = 0
+    released = threading.Event()
 
     def do_POST(self) -> None:
         type(self).requests += 1
         self.rfile.read(int(self.headers["Content-Length"]))
-        time.sleep(0.5)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        type(self).released.wait(10)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-amz-json-1.1")
         self.end_headers()
@@ -260,18 +263,18 @@ class SlowAws(http.server.BaseHTTPRequestHandler):
 def test_a_stop_signal_inside_a_boto3_call_is_not_swallowed() -> None:
     # botocore's HTTP layer turns any Exception raised while it waits into a retryable
     # HTTPClientError: a Stop(Exception) was retried away and startup went on.
+    SlowAws.requests = 0
+    SlowAws.released.clear()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowAws)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ssm = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1").client(
         "ssm", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}"
     )
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
     try:
         with InstalledStopSignals(), pytest.raises(offline.Stop):
-            timer.start()
             ssm.put_parameter(Name="/x", Value="y", Type="SecureString")
     finally:
-        timer.cancel()
+        SlowAws.released.set()
         server.shutdown()
         server.server_close()
     assert SlowAws.requests == 1  # not retried
@@ -312,6 +315,22 @@ def test_make_offline_fails_fast_naming_a_taken_port(ports: Ports) -> None:
     assert processes_of(ports) == []
 
 
+@pytest.mark.parametrize("field", list(Ports.VARIABLES))
+def test_a_taken_port_is_named_with_the_variable_that_moves_it(field: str) -> None:
+    ports = Ports.free()
+    variable, name = Ports.VARIABLES[field]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", getattr(ports, field)))
+        squatter.listen()
+        with pytest.raises(StackError) as refused:
+            LocalStack(ports).check_ports()
+
+    message = str(refused.value)
+    assert f"Port {getattr(ports, field)} ({name}) is already in use" in message
+    assert f"choose another port with {variable}=..." in message
+    assert all(other in message for other, _ in Ports.VARIABLES.values()), message
+
+
 @pytest.mark.parametrize("value", ["70000", "0", "-1", "abc", "3001.5"])
 def test_make_offline_refuses_a_port_that_is_not_a_port(ports: Ports, value: str) -> None:
     process = make_offline(ports, offline_ports_env(ports, OFFLINE_HTTP_PORT=value))
@@ -333,7 +352,7 @@ def test_make_offline_started_twice_fails_fast(local_stack: Any) -> None:
     assert "Traceback" not in output
     # The running stack is untouched.
     with urllib.request.urlopen(f"{local_stack.http_url}/ping", timeout=30) as response:
-        assert response.read() == b"PONG!"
+        assert response.read() == b"PONG!\n"
 
 
 def test_offline_environment_cannot_reach_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:

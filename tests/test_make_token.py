@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,6 +17,7 @@ import websockets
 
 from scripts import dev_token, offline
 from scripts.local_stack import Ports
+from scripts.service_config import ROOT
 from tests.helpers import make_token
 
 
@@ -83,8 +85,29 @@ def test_the_token_carries_the_id_in_nfc(running: Any) -> None:
 def test_no_running_stack_is_an_error_not_a_token() -> None:
     result = make_token(terminal_env(OFFLINE_WEBSOCKET_PORT=str(Ports.free().websocket)), "FOR=carol")
 
-    assert result.returncode != 0 and result.stdout == ""
-    assert "no `make offline` is running in this folder on WebSocket port" in result.stderr
+    # The script exits 1, so make exits 2 (what the README says).
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("make token: no `make offline` is running in this folder on WebSocket port")
+
+
+def test_errors_of_the_aws_secret_name_the_script_not_make_token() -> None:
+    # --aws is typed as `scripts/dev_token.py alice --aws`, never through make. Every AWS endpoint
+    # here is a closed loopback port and the keys are fake: nothing can reach real AWS.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DEV_TOKEN_", "MAKE"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="fake", AWS_SECRET_ACCESS_KEY="fake", AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{Ports.free().websocket}",
+    )
+    result = subprocess.run(
+        [sys.executable, "scripts/dev_token.py", "alice", "--aws"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(
+        "scripts/dev_token.py: could not read the secret from SSM parameter /serverless-websocket/dev/jwt-secret in ap-northeast-2"
+    ), result.stderr
+    assert "make token" not in result.stderr
 
 
 def test_a_stale_state_file_of_a_killed_stack_is_ignored_and_removed() -> None:
@@ -110,13 +133,44 @@ def test_a_port_that_is_not_a_port_is_a_clear_error(value: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_with_no_port_given_it_finds_the_stack_running_in_this_folder(running: Any) -> None:
-    ours = offline.state_file(running.ports.websocket)
-    others = [p for p in offline.STATE_DIR.glob("stack-*.json") if p != ours and dev_token._read_state(p)]
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A .offline/ of the test's own, so a developer's `make offline` running beside the tests
+    cannot change what is checked: only the stacks a test announces there are running."""
+    monkeypatch.setattr(offline, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(dev_token, "STATE_DIR", tmp_path)
+    monkeypatch.delenv("OFFLINE_WEBSOCKET_PORT", raising=False)
+    monkeypatch.delenv("DEV_TOKEN_CALLER", raising=False)
+    return tmp_path
 
-    result = make_token(terminal_env(), "FOR=carol")
 
-    if not others:
-        assert sub_of(result, running) == "carol"
-    else:  # a developer's own `make offline` runs beside the tests: it must ask which one
-        assert result.returncode != 0 and "several `make offline` are running" in result.stderr
+def dev_token_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["dev_token.py", *args])
+    return dev_token.main()
+
+
+def test_with_no_port_given_it_finds_the_stack_running_in_this_folder(
+    local_stack: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    offline.write_state(local_stack)
+
+    assert dev_token_main(monkeypatch, "carol") == 0
+
+    token = capsys.readouterr().out.strip()
+    assert jwt.decode(token, local_stack.jwt_secret, algorithms=["HS256"])["sub"] == "carol"
+
+
+def test_with_no_port_given_and_two_stacks_running_it_asks_which(
+    local_stack: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    ours = offline.write_state(local_stack)
+    other = json.loads(ours.read_text())
+    other["ports"]["OFFLINE_WEBSOCKET_PORT"] = "4999"
+    offline.state_file(4999).write_text(json.dumps(other))  # another stack, alive (this pid)
+
+    assert dev_token_main(monkeypatch, "carol") == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    ports = sorted([str(local_stack.ports.websocket), "4999"])
+    assert f"several `make offline` are running (WebSocket ports {ports[0]}, {ports[1]})" in captured.err

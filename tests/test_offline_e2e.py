@@ -47,7 +47,7 @@ def test_ping_over_http(local_stack: Any) -> None:
     with urllib.request.urlopen(f"{local_stack.http_url}/ping", timeout=30) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
-        assert response.read() == b"PONG!"
+        assert response.read() == b"PONG!\n"
 
 
 def test_three_clients_all_receive_a_broadcast_with_korean_as_is(local_stack: Any) -> None:

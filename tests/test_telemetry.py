@@ -4,13 +4,16 @@ Embedded Metric Format."""
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from chat import fanout, history
+from chat import delivery, fanout, history, messaging
 from tests.conftest import FakeLambdaContext
 from tests.events import (
+    MANAGEMENT_ENDPOINT,
     authorizer_event,
     connect_event,
     message_event,
@@ -60,11 +63,18 @@ def test_each_invocation_logs_one_structured_line_with_connection_user_route_and
 
 
 def test_messages_and_deliveries_are_counted_in_embedded_metric_format(
-    handler: Any, management: Any, connect: Any, capsys: Any
+    handler: Any, management: Any, connect: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     connect("alice", "bob", "gone")
     management.answer("gone", 410)
     management.answer("bob", 403, "ForbiddenException", times=1)
+    # The broadcast's clock stands still but for the post to alice, which takes 0.25 s.
+    clock = [10.0]
+    monkeypatch.setattr(messaging, "time", SimpleNamespace(perf_counter=lambda: clock[0], time=time.time))
+    delivery.management_client(MANAGEMENT_ENDPOINT).meta.events.register(
+        "before-send.apigatewaymanagementapi.PostToConnection",
+        lambda request, **_: clock.__setitem__(0, clock[0] + 0.25) if request.url.endswith("/alice") else None,
+    )
     capsys.readouterr()
 
     handler.send_message(message_event("alice", send_message_body("one")), None)
@@ -77,10 +87,11 @@ def test_messages_and_deliveries_are_counted_in_embedded_metric_format(
         "DeliveriesSent": 1,
         "DeliveriesGone": 1,
         "DeliveriesFailed": 1,
-        "BroadcastDuration": pytest.approx(metric_values(lines)["BroadcastDuration"]),
+        "BroadcastDuration": 250.0,  # from the send until the posts are done, in milliseconds
     }
     (document,) = [line for line in lines if "DeliveriesSent" in line]
     (directive,) = document["_aws"]["CloudWatchMetrics"]
+    assert {"Name": "BroadcastDuration", "Unit": "Milliseconds"} in directive["Metrics"]
     assert directive["Namespace"] == "ServerlessWebsocket" and directive["Dimensions"] == [["service"]]
     assert document["service"] == "serverless-websocket"
 
