@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from chat import channels, messaging, recovery, sessions, tokens, worker
+from chat.callers import caller
 from chat.gateway import (
     Response,
     answer,
-    caller,
     connected_at,
     invocation,
     lifecycle_event,

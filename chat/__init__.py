@@ -11,6 +11,7 @@ below them, never the other way round, and nothing here imports handler.py.
     tokens       the $connect authorizer: JWTs and the secret in SSM
     worker       the SQS delivery worker
 
+    callers      who sent a frame: connection, user, what the token allows
     requests     what clients send: parsing and validating frames
     frames       what clients get: the JSON the service sends
     users        what a user id may be

@@ -4,8 +4,14 @@ ones its user may use (names, or prefixes ending in "*"); without the claim, all
 from __future__ import annotations
 
 from chat import frames, history, members, ratelimit
-from chat.gateway import Caller
-from chat.requests import JOIN_EXAMPLE, LEAVE_EXAMPLE, BadMessage, parse_channel, parse_request
+from chat.callers import Caller
+from chat.requests import (
+    JOIN_EXAMPLE,
+    LEAVE_EXAMPLE,
+    BadMessage,
+    parse_channel,
+    parse_request,
+)
 
 
 def join(caller: Caller, body: str | None) -> str:

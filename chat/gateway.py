@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from chat.aws import AWS_ERRORS
+from chat.callers import connection_id, user_id
 from chat.requests import BadMessage
 from chat.telemetry import count, flush_metrics, logger
-from chat.users import is_valid_user_id
 
 Response = dict[str, Any]
 
@@ -22,47 +20,6 @@ OUTCOMES = {200: "accepted", 400: "rejected", 403: "rejected", 429: "rate_limite
 OUTCOME_METRICS = {"accepted": "MessagesAccepted", "rejected": "MessagesRejected", "rate_limited": "MessagesRateLimited", "failed": "AwsErrors"}
 # Routes whose answers count as messages (the rest only as errors).
 MESSAGE_ROUTES = {"sendMessage", "sendDirectMessage", "getRecentMessages", "$default"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a frame: the connection, the user the $connect authorizer verified (None for an
-    anonymous connection), the channels its token allows (None: the token has no such claim),
-    and the request context the frame came with."""
-
-    connection_id: str | None
-    user: str | None
-    channels: tuple[str, ...] | None = None
-    request_context: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def caller(event: dict) -> Caller:
-    return Caller(connection_id(event), user_id(event), allowed_channels(event), event.get("requestContext") or {})
-
-
-def allowed_channels(event: dict) -> tuple[str, ...] | None:
-    """The token's `channels` claim, which the authorizer passed on as JSON text (its context
-    holds only strings and numbers). Anything unreadable allows no channel at all."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    if "channels" not in authorizer:
-        return None
-    try:
-        patterns = json.loads(authorizer["channels"])
-    except (TypeError, ValueError):
-        return ()
-    return tuple(p for p in patterns if isinstance(p, str)) if isinstance(patterns, list) else ()
-
-
-def connection_id(event: dict) -> str | None:
-    return (event.get("requestContext") or {}).get("connectionId")
-
-
-def user_id(event: dict) -> str | None:
-    """The user the $connect authorizer verified; API Gateway passes its context on every
-    route of the connection. None for anonymous connections (no authorizer)."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    user = authorizer.get("userId")
-    return user if is_valid_user_id(user) else None
 
 
 def lifecycle_event(event: dict) -> str | None:

@@ -14,8 +14,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from chat import aws, channels, connections, delivery, fanout, frames, history, members, ratelimit, sessions
-from chat.gateway import Caller
+from chat import (
+    aws,
+    channels,
+    connections,
+    delivery,
+    fanout,
+    frames,
+    history,
+    members,
+    ratelimit,
+    sessions,
+)
+from chat.callers import Caller
 from chat.requests import (
     DIRECT_MESSAGE_EXAMPLE,
     SEND_MESSAGE_EXAMPLE,

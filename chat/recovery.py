@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from chat import channels, frames, history, ratelimit
-from chat.gateway import Caller
+from chat.callers import Caller
 from chat.requests import (
     HISTORY_EXAMPLE,
     BadMessage,

@@ -5,7 +5,7 @@ channel memberships cannot disagree."""
 from __future__ import annotations
 
 from chat import aws, connections, members
-from chat.gateway import Caller
+from chat.callers import Caller
 from chat.telemetry import logger
 
 

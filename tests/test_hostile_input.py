@@ -315,7 +315,7 @@ def test_invisible_or_blank_user_ids_are_refused_everywhere(
 def test_two_spellings_of_one_id_are_one_user(handler: Any, management: Any, connect: Any, jwt_secret: str) -> None:
     composed, decomposed = "\uac00\ub098", "\u1100\u1161\u1102\u1161"  # "가나" in NFC and NFD
     policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, decomposed)), None)
-    assert policy["context"] == {"userId": composed}
+    assert policy["context"]["userId"] == composed and set(policy["context"]) == {"userId", "exp"}
     connect("ganada-1", user=composed)
 
     response = dm_response(handler, "alice", decomposed, "안녕")

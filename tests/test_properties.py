@@ -188,7 +188,7 @@ def test_the_authorizer_allows_exactly_the_valid_user_ids_normalized(
     if expected is None:
         assert statement["Effect"] == "Deny" and "context" not in policy
     else:
-        assert statement["Effect"] == "Allow" and policy["context"] == {"userId": expected}
+        assert statement["Effect"] == "Allow" and policy["context"]["userId"] == expected and set(policy["context"]) == {"userId", "exp"}
 
 
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
