@@ -3,9 +3,12 @@ user it belongs to (the sparse `user_id-index` finds a user's connections)."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Executor
 from typing import Any, Iterator
 
 from boto3.dynamodb.conditions import Key
+from botocore.config import Config
 
 from chat import aws
 from chat.telemetry import logger
@@ -14,10 +17,17 @@ DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 USER_INDEX = "user_id-index"
 # API Gateway closes every WebSocket connection after 2 hours, so an older row is stale.
 CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
+# Deleting gone rows is best effort and may run near the end of a worker's invocation: one
+# short attempt each (a row not deleted now is deleted at its next 410, or expires).
+PRUNE_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "total_max_attempts": 1})
 
 
 def table() -> Any:
     return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE)
+
+
+def prune_table() -> Any:
+    return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE, PRUNE_CLIENT_CONFIG)
 
 
 def connect(connection_id: str, now: int, user_id: str | None = None) -> None:
@@ -45,18 +55,29 @@ def user_connection_ids(user_id: str) -> Iterator[str]:
         yield item["connection_id"]
 
 
-def prune(connection_ids: list[str]) -> None:
-    """Delete the rows of connections that are gone, 25 to a request. A failure here is
-    logged, not raised: the message was delivered, and the rows expire by TTL anyway."""
+def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> None:
+    """Delete the rows of connections that answered 410, one short DeleteItem each (on `pool`
+    when given). None is started after `deadline` (time.monotonic()). A failure is logged,
+    not raised: the message was delivered, the next 410 prunes the row again, and it expires
+    by TTL anyway."""
     if not connection_ids:
         return
-    logger.info("Deleting %d gone connections", len(connection_ids))
-    try:
-        with table().batch_writer() as batch:
-            for connection_id in connection_ids:
-                batch.delete_item(Key={"connection_id": connection_id})
-    except aws.AWS_ERRORS:
-        logger.exception("Could not delete %d gone connections", len(connection_ids))
+
+    def forget(connection_id: str) -> str:
+        if deadline is not None and time.monotonic() >= deadline:
+            return "skipped"
+        try:
+            prune_table().delete_item(Key={"connection_id": connection_id})
+            return "deleted"
+        except aws.AWS_ERRORS:
+            logger.exception("Could not delete gone connection %s", connection_id)
+            return "failed"
+
+    results = list(pool.map(forget, connection_ids) if pool is not None else map(forget, connection_ids))
+    tally = {outcome: results.count(outcome) for outcome in ("deleted", "skipped", "failed")}
+    logger.info("Deleting %d gone connections", len(connection_ids), **tally)
+    if tally["failed"]:
+        logger.error("Could not delete %d gone connections", tally["failed"])
 
 
 def all_pages(operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:

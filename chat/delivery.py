@@ -23,10 +23,22 @@ DEFAULT_OFFLINE_WEBSOCKET_PORT = "3001"
 # that a large room does not mean one thread (and one socket) per connection.
 BROADCAST_CONCURRENCY = int(os.environ.get("BROADCAST_CONCURRENCY", "32"))
 # Throttled posts are tried this many times in all within one invocation, inline.
-INLINE_THROTTLE_ROUNDS = 2
+INLINE_THROTTLE_ROUNDS = 3
+# One post's own time: one attempt of at most 2 s to connect and 3 s to read the answer (API
+# Gateway answers a post in milliseconds). botocore retries nothing: a post whose answer timed
+# out (or a 5xx) may have landed, and a blind retry would send the frame twice. Throttled posts
+# (429: they did not land) are tried again by deliver() itself, after a backoff, in time.
+POST_CONNECT_TIMEOUT_SECONDS = 2.0
+POST_READ_TIMEOUT_SECONDS = 3.0
 
-SENT, GONE, THROTTLED, FAILED = "sent", "gone", "throttled", "failed"
-OUTCOME_METRICS = {SENT: "DeliveriesSent", GONE: "DeliveriesGone", THROTTLED: "DeliveriesThrottled", FAILED: "DeliveriesFailed"}
+SENT, GONE, THROTTLED, FAILED, UNSENT = "sent", "gone", "throttled", "failed", "unsent"
+OUTCOME_METRICS = {
+    SENT: "DeliveriesSent",
+    GONE: "DeliveriesGone",
+    THROTTLED: "DeliveriesThrottled",
+    FAILED: "DeliveriesFailed",
+    UNSENT: "DeliveriesDeferred",
+}
 # What API Gateway answers when the account's request rate is exceeded (HTTP 429).
 THROTTLING_CODES = frozenset({"LimitExceededException", "ThrottlingException", "TooManyRequestsException", "429"})
 
@@ -49,13 +61,17 @@ def management_endpoint(request_context: dict[str, Any]) -> str:
 @lru_cache(maxsize=None)
 def management_client(endpoint: str) -> Any:
     """One client per endpoint, reused by every post and every warm invocation."""
-    config = Config(
+    return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=management_client_config())
+
+
+def management_client_config() -> Config:
+    """Bounded posts, never retried by botocore (POST_READ_TIMEOUT_SECONDS says why)."""
+    return Config(
         max_pool_connections=BROADCAST_CONCURRENCY,
-        connect_timeout=3,
-        read_timeout=5,
-        retries={"mode": "standard", "total_max_attempts": 3},
+        connect_timeout=POST_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=POST_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": 1},
     )
-    return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
 
 
 @lru_cache(maxsize=None)
@@ -76,15 +92,20 @@ def deliver(
     rounds: int = 1,
     pace: Pacer | None = None,
     deadline: float | None = None,
+    prune: bool = True,
 ) -> dict[str, str]:
     """Post the payload to each connection concurrently; post again, after a backoff, to
     those API Gateway throttled (up to `rounds` times in all, while there is time); delete
-    the ones that are gone. Returns each connection's outcome."""
+    the ones that are gone (unless `prune` is False: the caller does it). Returns each
+    connection's outcome.
+
+    `deadline` (time.monotonic()) is checked before every post, not every round: a post that
+    would start after it is not made (UNSENT), so the caller can hand those on untouched."""
     client = management_client(endpoint)
     outcomes: dict[str, str] = {}
     pending = list(connection_ids)
     for attempt in range(rounds):
-        results = dict(post_pool().map(lambda cid: (cid, post_to_connection(client, cid, payload, pace)), pending))
+        results = dict(post_pool().map(lambda cid: (cid, post_in_time(client, cid, payload, pace, deadline)), pending))
         outcomes.update(results)
         pending = [cid for cid, outcome in results.items() if outcome == THROTTLED]
         wait = backoff(attempt)
@@ -92,18 +113,34 @@ def deliver(
             break
         logger.warning("API Gateway throttled %d posts; retrying in %.2f s", len(pending), wait)
         time.sleep(wait)
-    connections.prune([cid for cid, outcome in outcomes.items() if outcome == GONE])
+    if prune:
+        prune_gone(outcomes)
     for outcome, number in summary(outcomes).items():
         if number:
             count(OUTCOME_METRICS[outcome], number)
     return outcomes
 
 
-def post_to_connection(client: Any, connection_id: str, payload: bytes, pace: Pacer | None = None) -> str:
-    """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
-    account limit) or FAILED (anything else)."""
+def prune_gone(outcomes: dict[str, str], deadline: float | None = None) -> None:
+    """Forget the connections that answered 410 (those still in their handshake excepted:
+    connections.prune says why), from the post pool."""
+    gone = [cid for cid, outcome in outcomes.items() if outcome == GONE]
+    connections.prune(gone, deadline=deadline, pool=post_pool())
+
+
+def post_in_time(client: Any, connection_id: str, payload: bytes, pace: Pacer | None, deadline: float | None) -> str:
+    """Post, unless the deadline has passed by the time this post's turn comes (checked
+    before the pacer's wait, so a skipped post takes no slot of the budget)."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return UNSENT
     if pace is not None:
         pace.wait()
+    return post_to_connection(client, connection_id, payload)
+
+
+def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
+    """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
+    account limit) or FAILED (anything else)."""
     try:
         client.post_to_connection(ConnectionId=connection_id, Data=payload)
         return SENT
@@ -124,8 +161,10 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes, pace: Pa
 
 
 def summary(outcomes: dict[str, str]) -> dict[str, int]:
-    """How many connections had each outcome, for the log line."""
-    return {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, THROTTLED, FAILED)}
+    """How many connections had each outcome, for the log line (`unsent` only when any was)."""
+    counts = {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, THROTTLED, FAILED)}
+    unsent = list(outcomes.values()).count(UNSENT)
+    return {**counts, UNSENT: unsent} if unsent else counts
 
 
 class Pacer:

@@ -201,6 +201,8 @@ def test_sqs_grants_are_on_the_delivery_queue_only(resources: dict[str, Any]) ->
     queue = {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}
     assert grants == {
         ("sqs:GetQueueUrl", "sqs:SendMessage"): queue,
+        # a record that is not a job made visible again at once (to the DLQ in seconds)
+        ("sqs:ChangeMessageVisibility",): queue,
         # added by the framework for the worker's sqs event
         ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"): [queue],
     }
