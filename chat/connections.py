@@ -17,6 +17,13 @@ DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 USER_INDEX = "user_id-index"
 # API Gateway closes every WebSocket connection after 2 hours, so an older row is stale.
 CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
+# $connect writes the row before API Gateway has finished the handshake, and a post to the
+# connection answers 410 until it has. AWS: "Until execution of the integration associated
+# with the $connect route is completed, the upgrade request is pending and the actual
+# connection will not be established" (WebSocket $connect/$disconnect route keys); an
+# integration may run up to 29 s. So a 410 on a row younger than this does not prune it: the
+# connection may be about to open. A row that really is gone goes at the next 410 after that.
+HANDSHAKE_GRACE_SECONDS = 30
 # Deleting gone rows is best effort and may run near the end of a worker's invocation: one
 # short attempt each (a row not deleted now is deleted at its next 410, or expires).
 PRUNE_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "total_max_attempts": 1})
@@ -56,25 +63,33 @@ def user_connection_ids(user_id: str) -> Iterator[str]:
 
 
 def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> None:
-    """Delete the rows of connections that answered 410, one short DeleteItem each (on `pool`
-    when given). None is started after `deadline` (time.monotonic()). A failure is logged,
-    not raised: the message was delivered, the next 410 prunes the row again, and it expires
-    by TTL anyway."""
+    """Delete the rows of connections that answered 410, except those younger than
+    HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
+    DynamoDB itself; on `pool` when given). None is started after `deadline`
+    (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
+    410 prunes the row again, and it expires by TTL anyway."""
     if not connection_ids:
         return
+    cutoff = int(time.time()) - HANDSHAKE_GRACE_SECONDS
 
     def forget(connection_id: str) -> str:
         if deadline is not None and time.monotonic() >= deadline:
             return "skipped"
         try:
-            prune_table().delete_item(Key={"connection_id": connection_id})
+            prune_table().delete_item(
+                Key={"connection_id": connection_id},
+                ConditionExpression="attribute_not_exists(connected_at) OR connected_at < :cutoff",
+                ExpressionAttributeValues={":cutoff": cutoff},
+            )
             return "deleted"
+        except prune_table().meta.client.exceptions.ConditionalCheckFailedException:
+            return "young"
         except aws.AWS_ERRORS:
             logger.exception("Could not delete gone connection %s", connection_id)
             return "failed"
 
     results = list(pool.map(forget, connection_ids) if pool is not None else map(forget, connection_ids))
-    tally = {outcome: results.count(outcome) for outcome in ("deleted", "skipped", "failed")}
+    tally = {outcome: results.count(outcome) for outcome in ("deleted", "young", "skipped", "failed")}
     logger.info("Deleting %d gone connections", len(connection_ids), **tally)
     if tally["failed"]:
         logger.error("Could not delete %d gone connections", tally["failed"])
