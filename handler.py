@@ -48,10 +48,11 @@ def connection_manager(event: dict, context: Any) -> Response:
     return unrecognized_event(event)
 
 
-@observed
-def default_message(event: dict, context: Any) -> Response:
-    """$default: any frame whose action matches no route (or that is not JSON at all)."""
-    return response(400, "Unrecognized WebSocket action.")
+@route(failure="Message could not be handled.", what="Unrecognized frame")
+def default_message(event: dict, context: Any) -> str:
+    """$default: any frame whose action matches no route (or that is not JSON at all): refused,
+    and charged to the sender's rate limit."""
+    return messaging.unrecognized(caller(event))
 
 
 @route(failure="Message could not be sent.", what="Broadcast")

@@ -20,6 +20,7 @@ def use_fake_aws(**settings: str) -> None:
         AWS_DEFAULT_REGION="us-east-1",
         CONNECTIONS_TABLE="bench-connections",
         MESSAGES_TABLE="bench-messages",
+        LIMITS_TABLE="bench-limits",
         LOG_LEVEL="WARNING",
         **settings,
     )
@@ -32,5 +33,5 @@ def create_tables(dynamodb_client: Any) -> None:
     from scripts import service_config
 
     tables = service_config.table_resources(service_config.resolved_config("bench"))
-    for logical_id, variable in (("ConnectionsTable", "CONNECTIONS_TABLE"), ("MessagesTable", "MESSAGES_TABLE")):
+    for logical_id, variable in (("ConnectionsTable", "CONNECTIONS_TABLE"), ("MessagesTable", "MESSAGES_TABLE"), ("LimitsTable", "LIMITS_TABLE")):
         service_config.create_table(dynamodb_client, tables[logical_id], os.environ[variable])

@@ -13,7 +13,7 @@ below them, never the other way round, and nothing here imports handler.py.
     requests     what clients send: parsing and validating frames
     frames       what clients get: the JSON the service sends
     users        what a user id may be
-    ratelimit    how many messages a connection may send (GCRA on its row)
+    ratelimit    how much a user may send (GCRA in the limits table), on how many connections
     connections  the connections table: connect, disconnect, lookups, pruning
     history      the messages table: stored messages and reading them back
     fanout       large rooms: delivery jobs on the SQS queue

@@ -62,6 +62,19 @@ def user_connection_ids(user_id: str) -> Iterator[str]:
         yield item["connection_id"]
 
 
+def count_user_connections(user_id: str, stop_at: int | None = None) -> int:
+    """How many open connections one user has (a COUNT Query on the user index), stopping
+    once `stop_at` is reached."""
+    total = 0
+    kwargs: dict[str, Any] = {"IndexName": USER_INDEX, "KeyConditionExpression": Key("user_id").eq(user_id), "Select": "COUNT"}
+    while True:
+        page = table().query(**kwargs)
+        total += page["Count"]
+        if "LastEvaluatedKey" not in page or (stop_at is not None and total >= stop_at):
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> None:
     """Delete the rows of connections that answered 410, except those younger than
     HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by

@@ -1,6 +1,7 @@
 """What the chat routes do: send to the room, send a direct message, read a conversation's
-history. Each checks the request, applies the sender's rate limit, stores, then delivers, and
-returns the text the sender is answered with (or raises BadMessage with the reason)."""
+history. Each first charges the frame to the sender's rate limit (refused frames count too),
+then checks the request, stores, then delivers, and returns the text the sender is answered
+with (or raises BadMessage with the reason)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,16 @@ from chat.requests import (
 from chat.telemetry import logger, milliseconds
 
 ROOM_SENT = "Message sent to all connections."
+UNRECOGNIZED = "Unrecognized WebSocket action."
 
 
 def send_to_room(caller: Caller, body: str | None) -> str:
     """sendMessage: stored in the room's history, then sent to every connection."""
     started = time.perf_counter()
+    ratelimit.enforce(caller.user, caller.connection_id)
     request = parse_request(body, SEND_MESSAGE_EXAMPLE)
     message = history.new_message(require_content(request), sender=caller.user)
     payload = frames.encode_delivery(message)
-    ratelimit.enforce(caller.connection_id)
     history.store(history.ROOM, message)
     endpoint = delivery.management_endpoint(caller.request_context)
     counts = fanout.broadcast(endpoint, connections.all_ids(), payload, message)
@@ -44,6 +46,7 @@ def send_direct(caller: Caller, body: str | None) -> str:
     """sendDirectMessage: stored in the pair's history, then delivered to both users' other
     connections; the sender learns whether the recipient got it live."""
     sender = caller.user
+    ratelimit.enforce(sender, caller.connection_id)
     if sender is None:
         raise BadMessage("Direct messages need a signed-in connection: connect with a token.", 403)
     request = parse_request(body, DIRECT_MESSAGE_EXAMPLE)
@@ -52,7 +55,6 @@ def send_direct(caller: Caller, body: str | None) -> str:
         raise BadMessage("You cannot send a direct message to yourself.")
     message = history.new_message(require_content(request), sender=sender, to=recipient)
     payload = frames.encode_delivery(message)
-    ratelimit.enforce(caller.connection_id)
     history.store(history.dm_conversation(sender, recipient), message)
     recipient_ids = list(connections.user_connection_ids(recipient))
     own_ids = [cid for cid in connections.user_connection_ids(sender) if cid != caller.connection_id]
@@ -68,6 +70,7 @@ def recent_messages(caller: Caller, body: str | None) -> str:
     """getRecentMessages: the last N messages of the room or of one of the requester's own
     direct conversations, oldest first, sent back to the requester only."""
     now = time.time()
+    ratelimit.enforce(caller.user, caller.connection_id)
     request = parse_request(body, HISTORY_EXAMPLE)
     other = _history_partner(caller.user, request.get("with"))
     # The conversation is derived from the requester's own identity: nobody can name another
@@ -75,9 +78,15 @@ def recent_messages(caller: Caller, body: str | None) -> str:
     conversation = history.dm_conversation(caller.user, other) if other else history.ROOM  # type: ignore[arg-type]
     limit = parse_limit(request.get("limit"))
     before = parse_cursor(request.get("before"))
-    ratelimit.enforce(caller.connection_id)
     entries, more = history.load_recent(conversation, limit, before, now)
     return frames.encode_history(other, entries, more)
+
+
+def unrecognized(caller: Caller) -> str:
+    """$default: a frame no route matched. It is refused, but it still costs the sender one
+    frame of their budget (a flood of junk is a flood)."""
+    ratelimit.enforce(caller.user, caller.connection_id)
+    raise BadMessage(UNRECOGNIZED)
 
 
 def _history_partner(requester: str | None, other: Any) -> str | None:

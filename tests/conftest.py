@@ -17,7 +17,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from scripts import service_config
-from chat import delivery, fanout
+from chat import delivery, fanout, ratelimit
 from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
 from tests.helpers import queue_depth
 
@@ -25,6 +25,7 @@ from tests.helpers import queue_depth
 TEST_TABLES = {
     "ConnectionsTable": ("CONNECTIONS_TABLE", "connections-under-test"),
     "MessagesTable": ("MESSAGES_TABLE", "messages-under-test"),
+    "LimitsTable": ("LIMITS_TABLE", "limits-under-test"),
 }
 SECRET_PARAMETER = "/serverless-websocket/test/jwt-secret"
 
@@ -134,8 +135,20 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
     monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)
+    # Most tests send more than one user's burst under a frozen or slow clock: the rate limit
+    # is off unless a test asks for it (the `limited` fixture).
+    monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 0.0)
     yield module
     _clear_caches()
+
+
+@pytest.fixture
+def limited(handler: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The handler with the rate limit of serverless.yml's defaults (5 a second, 10 at once,
+    per connection's worth; twice that per user)."""
+    monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 5.0)
+    monkeypatch.setattr(ratelimit, "MESSAGE_BURST", 10)
+    return handler
 
 
 @pytest.fixture

@@ -122,6 +122,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
         assert properties["Environment"]["Variables"] == {
             "CONNECTIONS_TABLE": f"serverless-websocket-connections-{STAGE}",
             "MESSAGES_TABLE": f"serverless-websocket-messages-{STAGE}",
+            "LIMITS_TABLE": f"serverless-websocket-limits-{STAGE}",
             # The parameter's name only: the secret is never in the template.
             "JWT_SECRET_PARAMETER": f"/serverless-websocket/{STAGE}/jwt-secret",
             "DELIVERY_QUEUE_NAME": f"serverless-websocket-delivery-{STAGE}",
@@ -130,6 +131,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "DELIVERY_CONCURRENCY": "5",
             "MESSAGE_RATE_PER_SECOND": "5",
             "MESSAGE_BURST": "10",
+            "MAX_CONNECTIONS_PER_USER": "5",
             "WEBSOCKET_API_ENDPOINT": API_ENDPOINT,
             "POWERTOOLS_SERVICE_NAME": f"serverless-websocket-{STAGE}",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessWebsocket",
@@ -239,13 +241,22 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
     connections = {"Fn::GetAtt": ["ConnectionsTable", "Arn"]}
     user_index = {"Fn::Join": ["/", [connections, "index", "user_id-index"]]}
     messages = {"Fn::GetAtt": ["MessagesTable", "Arn"]}
+    limits = {"Fn::GetAtt": ["LimitsTable", "Arn"]}
     assert grants == {
-        json.dumps(connections, sort_keys=True): [
-            "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
-        ],
+        # connect, disconnect, the room's Scan, pruning (one conditional DeleteItem each)
+        json.dumps(connections, sort_keys=True): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan"],
         json.dumps(user_index, sort_keys=True): ["dynamodb:Query"],
         json.dumps(messages, sort_keys=True): ["dynamodb:PutItem", "dynamodb:Query"],
+        json.dumps(limits, sort_keys=True): ["dynamodb:UpdateItem"],  # one conditional write per frame
     }
+
+
+def test_limits_table_is_on_demand_keyed_by_bucket_with_ttl(resources: dict[str, Any]) -> None:
+    table = resources["LimitsTable"]["Properties"]
+    assert table["TableName"] == f"serverless-websocket-limits-{STAGE}"
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "bucket", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
 
 
 def test_ssm_grant_is_get_parameter_on_the_secret_only(resources: dict[str, Any]) -> None:
@@ -368,17 +379,33 @@ def test_point_in_time_recovery_is_one_stage_parameter_away() -> None:
     assert table_resources(config)["MessagesTable"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": "true"}
 
 
+def test_the_route_throttles_fit_the_accounts_10000_requests_a_second(resources: dict[str, Any]) -> None:
+    """README, "Limits": the arithmetic. Every frame is a request, every post one more."""
+    stage = resources["WebsocketsDeploymentStage"]["Properties"]
+    routes, default = stage["RouteSettings"], stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
+    (function,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.send_message"]
+    env = function["Properties"]["Environment"]["Variables"]
+    room_rate, dm_rate = routes["sendMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingRateLimit"]
+    inline_room_posts = room_rate * int(env["FANOUT_THRESHOLD"])  # a small room is posted to inline
+    assert inline_room_posts <= float(env["POSTING_BUDGET_PER_SECOND"])  # the workers' budget, for a large room
+    dm_posts = dm_rate * 2 * int(env["MAX_CONNECTIONS_PER_USER"])  # both users' connections
+    other_routes = {"$connect", "$disconnect", "$default", "getRecentMessages"}
+    frames = room_rate + dm_rate + default * len(other_routes)
+    assert float(env["POSTING_BUDGET_PER_SECOND"]) + dm_posts + frames <= 10_000
+
+
 def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message_bodies(resources: dict[str, Any]) -> None:
     stage = resources["WebsocketsDeploymentStage"]["Properties"]
     assert stage["DefaultRouteSettings"] == {
         "DataTraceEnabled": False,
         "LoggingLevel": "ERROR",
-        "ThrottlingRateLimit": 500,
-        "ThrottlingBurstLimit": 1000,
+        "ThrottlingRateLimit": 400,
+        "ThrottlingBurstLimit": 800,
     }
-    assert stage["RouteSettings"]["sendMessage"]["ThrottlingRateLimit"] == 100
-    assert stage["RouteSettings"]["sendMessage"]["ThrottlingBurstLimit"] == 200
-    assert stage["RouteSettings"]["sendMessage"]["DataTraceEnabled"] is False
+    routes = stage["RouteSettings"]
+    assert (routes["sendMessage"]["ThrottlingRateLimit"], routes["sendMessage"]["ThrottlingBurstLimit"]) == (25, 50)
+    assert (routes["sendDirectMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingBurstLimit"]) == (300, 600)
+    assert routes["sendMessage"]["DataTraceEnabled"] is False and routes["sendDirectMessage"]["DataTraceEnabled"] is False
     access = stage["AccessLogSettings"]  # checkov CKV_AWS_95
     fields = json.loads(access["Format"])
     assert {"requestId", "eventType", "route", "connectionId", "status", "error", "authorizerError", "integrationError"} <= set(fields)
