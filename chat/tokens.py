@@ -12,7 +12,7 @@ from botocore.config import Config
 
 from chat import aws
 from chat.telemetry import count, logger
-from chat.users import normalize_user_id
+from chat.users import checked_user_id
 
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
@@ -83,7 +83,7 @@ def verify_token(token: str, secret: str) -> str:
         )
     except (jwt.InvalidTokenError, UnicodeError) as error:  # a lone surrogate cannot even be encoded
         raise InvalidToken(f"{type(error).__name__}: {error}") from None
-    user_id = normalize_user_id(claims["sub"])
+    user_id = checked_user_id(claims["sub"])
     if user_id is None:
         raise InvalidToken("the token's sub is not a valid user id")
     return user_id

@@ -303,13 +303,17 @@ def test_zip_holds_handler_the_chat_package_and_pyjwt_but_no_aws_sdk(package_dir
     modules = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "chat").glob("*.py"))
     assert "chat/__init__.py" in modules and sorted(n for n in names if n.startswith("chat/")) == modules
     assert "jwt/__init__.py" in names and "jwt/api_jwt.py" in names
+    # The user-id rules: RFC 8265 (PRECIS) and Unicode's confusables and scripts (UTS #39).
+    assert "precis_i18n/__init__.py" in names and "confusable_homoglyphs/confusables.json" in names
     assert not [n for n in names if n.split("/")[0] in {"boto3", "botocore", "s3transfer", "urllib3"}]
     # Powertools comes from its AWS layer (and typing_extensions with it).
     assert not [n for n in names if n.split("/")[0] in {"aws_lambda_powertools", "typing_extensions.py"}]
     assert not [n for n in names if n.startswith(("tests/", "node_modules/", "scripts/", ".venv/")) or "Pipfile" in n]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    # handler.py and chat/ are about 25 KB zipped, PyJWT (slim: no dist-info, no caches) under 30 KB.
-    assert archive.stat().st_size < 64 * 1024
+    # Zipped: handler.py and chat/ about 30 KB, PyJWT (slim: no dist-info, no caches) under 30 KB,
+    # precis-i18n about 19 KB, confusable-homoglyphs about 132 KB (Unicode's confusables.txt as
+    # 900 KB of JSON): about 212 KB in all, far below Lambda's 50 MB.
+    assert archive.stat().st_size < 256 * 1024
     for name in ["handler.py", *modules]:
         assert zipfile.ZipFile(archive).read(name) == (ROOT / name).read_bytes(), name
 
