@@ -59,6 +59,7 @@ bench: install
 	python bench/broadcast_capacity.py --budget 8000 --concurrency 8
 	python bench/fanout_offline.py
 	python bench/rate_limit.py
+	python bench/offline_flood.py
 
 package: install
 	sls package
