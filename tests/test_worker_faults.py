@@ -300,3 +300,21 @@ def test_a_record_that_fails_otherwise_waits_for_the_visibility_timeout(
     workers.advance(2)
     received = workers.sqs.receive_message(QueueUrl=queues["DeliveryQueue"]).get("Messages", [])
     assert len(received) == 1
+
+
+def test_a_job_that_cannot_be_handed_back_fails_only_if_nothing_was_posted(
+    handler: Any, slow_api: SlowApi, workers: Any, queues: dict[str, str], aws_failure: Any
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    queue_job(["d1", "d2"], slow_api.endpoint)
+    received = workers.sqs.receive_message(QueueUrl=queues["DeliveryQueue"], AttributeNames=["All"])["Messages"]
+    aws_failure(fanout.requeue_client(), "SendMessage", EndpointConnectionError(endpoint_url="x"))
+
+    response = handler.deliver_messages(
+        {"Records": [workers._record(received[0])]}, FakeLambdaContext(remaining_ms=worker.WORKER_RESERVE_MS - 1)
+    )
+
+    # Nobody has it yet: the record fails, and SQS gives it out again after its visibility timeout.
+    assert response == {"batchItemFailures": [{"itemIdentifier": received[0]["MessageId"]}]}
+    assert slow_api.counts() == Counter()
