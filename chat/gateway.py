@@ -8,6 +8,7 @@ import functools
 import time
 from typing import Any, Callable, Iterator
 
+from chat import ratelimit
 from chat.aws import AWS_ERRORS
 from chat.callers import connection_id, user_id
 from chat.requests import BadMessage
@@ -46,12 +47,13 @@ def response(status_code: int, body: str) -> Response:
     return {"statusCode": status_code, "body": body}
 
 
-def answer(event: dict, work: Callable[[], str], failure: str, what: str) -> Response:
-    """Run a route's work and turn its outcome into the reply: its text (200), the reason a
-    request was refused (4xx), or `failure` (500) when AWS failed, with the traceback logged
-    as "<what> from <connection> failed"."""
+def answer(event: dict, work: Callable[[], str | None], failure: str, what: str) -> Response:
+    """Run a route's work and turn its outcome into the reply: its text (200; None: nothing is
+    sent back), the reason a request was refused (4xx), or `failure` (500) when AWS failed,
+    with the traceback logged as "<what> from <connection> failed"."""
     try:
-        return response(200, work())
+        text = work()
+        return response(200, text) if text is not None else {"statusCode": 200}
     except BadMessage as error:
         logger.info("Rejected message from %s: %s", connection_id(event), error)
         return response(error.status_code, str(error))
@@ -60,19 +62,25 @@ def answer(event: dict, work: Callable[[], str], failure: str, what: str) -> Res
         return response(500, failure)
 
 
-def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str]], Callable[[dict, Any], Response]]:
+def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str | None]], Callable[[dict, Any], Response]]:
     """A WebSocket route's entry point from the function that does its work and returns the
-    text for the sender: observed, and answered as `answer` does."""
+    text for the sender: observed, every frame charged to the sender's rate limit before
+    anything else (a refused frame costs as much as an accepted one: a flood of junk is a
+    flood), and answered as `answer` does."""
 
-    def decorate(work: Callable[[dict, Any], str]) -> Callable[[dict, Any], Response]:
+    def decorate(work: Callable[[dict, Any], str | None]) -> Callable[[dict, Any], Response]:
         @observed
         @functools.wraps(work)
         def entry_point(event: dict, context: Any) -> Response:
-            return answer(event, lambda: work(event, context), failure, what)
+            return answer(event, lambda: _charged(event) or work(event, context), failure, what)
 
         return entry_point
 
     return decorate
+
+
+def _charged(event: dict) -> None:
+    ratelimit.enforce(user_id(event), connection_id(event))
 
 
 def observed(entry_point: Callable[[dict, Any], Response]) -> Callable[[dict, Any], Response]:

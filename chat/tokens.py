@@ -15,7 +15,7 @@ from botocore.config import Config
 
 from chat import aws
 from chat.telemetry import count, logger
-from chat.users import normalize_user_id
+from chat.users import checked_user_id
 
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
@@ -104,7 +104,7 @@ def verify_token(token: str, secret: str) -> Identity:
         )
     except (jwt.InvalidTokenError, UnicodeError) as error:  # a lone surrogate cannot even be encoded
         raise InvalidToken(f"{type(error).__name__}: {error}") from None
-    user_id = normalize_user_id(claims["sub"])
+    user_id = checked_user_id(claims["sub"])
     if user_id is None:
         raise InvalidToken("the token's sub is not a valid user id")
     return Identity(user_id, int(claims["exp"]), channel_claim(claims.get("channels")))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any, Iterator
@@ -140,3 +141,16 @@ def test_a_refused_token_is_shown_as_such(local_stack: Any, pages: Any) -> None:
     page = pages(f"{local_stack.page_url}#url={local_stack.websocket_url}&token=not-a-token")
 
     page.wait_until(lambda: page.status().startswith("Could not connect: the token was refused"))
+
+
+def test_the_token_leaves_the_address_bar_once_read(local_stack: Any, pages: Any) -> None:
+    (frank,) = users("frank")
+    token = local_stack.token(frank)
+
+    page = pages(local_stack.page_url_for(frank)).wait_connected()
+
+    assert token not in page.driver.current_url and "token=" not in page.driver.current_url
+    address, _, fragment = page.driver.current_url.partition("#")
+    assert address == local_stack.page_url and urllib.parse.parse_qs(fragment) == {"url": [local_stack.websocket_url]}
+    page.driver.back()  # the entry was replaced: no entry of this tab's history holds the token
+    assert token not in page.driver.current_url

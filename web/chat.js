@@ -175,3 +175,9 @@ const given = new URLSearchParams(location.hash.slice(1));
 if (given.get("url")) $("url").value = given.get("url");
 if (given.get("token")) $("token").value = given.get("token");
 if (given.get("url") && given.get("token")) connect(given.get("url"), given.get("token"));
+// Once read, the token leaves the address bar and the history entry (it stays in the field).
+if (given.has("token")) {
+  given.delete("token");
+  const rest = given.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+}
