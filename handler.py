@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import channels, messaging, recovery, sessions, tokens, worker
+from chat import channels, messaging, recovery, sessions, sweeper, tokens, worker
 from chat.callers import caller
 from chat.gateway import (
     Response,
@@ -87,6 +87,24 @@ def get_recent_messages(event: dict, context: Any) -> str:
     """getRecentMessages: a page of the room's, a channel's or one's own DM history, going back
     (before) or catching up (after)."""
     return recovery.recent_messages(caller(event), event.get("body"))
+
+
+@route(failure="Presence could not be read.", what="Presence")
+def get_presence(event: dict, context: Any) -> str:
+    """getPresence: who is online in a channel, one entry per user."""
+    return channels.get_presence(caller(event), event.get("body"))
+
+
+@route(failure="The token could not be renewed.", what="Renewal")
+def renew_token(event: dict, context: Any) -> str:
+    """renewToken: a later token for the same user keeps the connection open past its expiry."""
+    return sessions.renew(caller(event), event.get("body"))
+
+
+def sweep(event: dict, context: Any) -> dict[str, int]:
+    """The sweeper, every minute: expiry notices, expired and ghost connections."""
+    with invocation(event, context, "sweeper"):
+        return sweeper.sweep()
 
 
 def deliver_messages(event: dict, context: Any) -> dict[str, Any]:

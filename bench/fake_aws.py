@@ -23,6 +23,7 @@ def use_fake_aws(**settings: str) -> None:
         HISTORY_TABLE="bench-history",
         CONVERSATIONS_TABLE="bench-conversations",
         LIMITS_TABLE="bench-limits",
+        PRESENCE_TABLE="bench-presence",
         LOG_LEVEL="WARNING",
         **settings,
     )
@@ -47,4 +48,5 @@ TABLES = {
     "HistoryTable": "HISTORY_TABLE",
     "ConversationsTable": "CONVERSATIONS_TABLE",
     "LimitsTable": "LIMITS_TABLE",
+    "PresenceTable": "PRESENCE_TABLE",
 }

@@ -4,9 +4,11 @@ handler.py (the Lambda entry points) calls the modules in the first group; they 
 below them, never the other way round, and nothing here imports handler.py.
 
     messaging    sending: to the room, to a channel, to one user (store, then deliver)
-    channels     join, leave, and which channels a token allows
+    channels     join, leave, presence, and which channels a token allows
     recovery     reading a conversation back: history pages (before), catching up (after)
-    sessions     a connection's life: $connect, $disconnect, found gone
+    sessions     a connection's life: $connect, token expiry and renewal, $disconnect, found gone
+    sweeper      every minute: expiry notices, expired connections, lost $disconnects
+    dispatch     one frame to many connections: inline, or through the workers
     gateway      API Gateway's events taken apart, and the replies it expects
     tokens       the $connect authorizer: JWTs and the secret in SSM
     worker       the SQS delivery worker
@@ -18,6 +20,7 @@ below them, never the other way round, and nothing here imports handler.py.
     ratelimit    how much a user may send (GCRA in the limits table), on how many connections
     connections  the connections table: one row per open connection
     members      the members table: which connections are in which channel
+    presence     the presence table: who is online in a channel, enter and leave
     history      each conversation's log by seq: the history and conversations tables
     fanout       large audiences: delivery jobs on the SQS queue
     delivery     posting to connections through the management API

@@ -1,33 +1,84 @@
 """Channels: a connection joins and leaves them, and a token's `channels` claim says which
-ones its user may use (names, or prefixes ending in "*"); without the claim, all of them."""
+ones its user may use (names, or prefixes ending in "*"); without the claim, all of them.
+Joining and leaving move the user's presence (chat/presence.py); the members hear of a user
+entering or leaving, while the channel is small enough for that to be worth it."""
 
 from __future__ import annotations
 
-from chat import frames, history, members
+import os
+import time
+import uuid
+
+from chat import delivery, dispatch, frames, history, members, presence
 from chat.callers import Caller
 from chat.requests import (
     JOIN_EXAMPLE,
     LEAVE_EXAMPLE,
+    PRESENCE_EXAMPLE,
     BadMessage,
     parse_channel,
     parse_request,
+    parse_user_cursor,
 )
+from chat.telemetry import logger
+
+# Above this many users online in a channel, presenceChange events stop (getPresence still
+# answers). An event costs one post per member connection, and everyone joining costs
+# users x users posts: 100 users, 10,000 posts; 1,000 users, 1,000,000 posts, 100 s of the
+# account's 10,000/s (docs/costs.md). Pusher caps presence channels at 100 members, Ably at 200.
+PRESENCE_EVENTS_MAX_USERS = int(os.environ.get("PRESENCE_EVENTS_MAX_USERS", "100"))
 
 
 def join(caller: Caller, body: str | None) -> str:
     """join: from now on the connection gets the channel's messages; the reply gives the
-    channel's latest seq, read after the join, so that `after` that seq, nothing is missed."""
+    channel's latest seq, read after the join, so that `after` that seq, nothing is missed.
+    The user's first connection in the channel is announced to its members (enter)."""
     channel = _requested_channel(caller, body, JOIN_EXAMPLE)
-    members.join(channel, caller.connection_id, caller.user)  # type: ignore[arg-type]
+    arrival = members.join(channel, caller.connection_id, caller.user)  # type: ignore[arg-type]
     seq = history.latest_seq(history.channel_conversation(channel))
+    if arrival == presence.ENTER:
+        announce(delivery.management_endpoint(caller.request_context), channel, caller.user, "enter")  # type: ignore[arg-type]
     return frames.encode({"joined": {"channel": channel, "seq": seq}}).decode("utf-8")
 
 
 def leave(caller: Caller, body: str | None) -> str:
-    """leave: the connection stops getting the channel's messages; harmless if not a member."""
+    """leave: the connection stops getting the channel's messages; harmless if not a member.
+    The user's last connection leaving is announced after the grace, if nobody comes back."""
     channel = _requested_channel(caller, body, LEAVE_EXAMPLE)
-    members.leave(channel, caller.connection_id, caller.user)  # type: ignore[arg-type]
+    departure, left_at = members.leave(channel, caller.connection_id, caller.user)  # type: ignore[arg-type]
+    if departure == presence.LAST:
+        endpoint = delivery.management_endpoint(caller.request_context)
+        presence.schedule_leave_check(presence.LeaveCheck(channel, caller.user, left_at, endpoint))  # type: ignore[arg-type]
     return frames.encode({"left": {"channel": channel}}).decode("utf-8")
+
+
+def get_presence(caller: Caller, body: str | None) -> str:
+    """getPresence: who is online in the channel, one entry per user however many connections
+    it has, sorted by user id, 100 users a reply; `after` pages on."""
+    request = parse_request(body, PRESENCE_EXAMPLE)
+    channel = parse_channel(request.get("channel"), required=True)
+    require_access(caller, channel)  # type: ignore[arg-type]
+    after = parse_user_cursor(request.get("after"))
+    users, next_after = presence.page(channel, after)  # type: ignore[arg-type]
+    count = presence.users_online(channel)  # type: ignore[arg-type]
+    return frames.encode({"presence": {"channel": channel, "members": users, "count": count, "after": next_after}}).decode("utf-8")
+
+
+def confirm_leave(check: presence.LeaveCheck) -> None:
+    """After the grace: if nobody came back, the user has left; announce it."""
+    if presence.confirm_leave(check.channel, check.user, check.left_at):
+        announce(check.endpoint, check.channel, check.user, "leave")
+
+
+def announce(endpoint: str, channel: str, user: str, state: str) -> None:
+    """Tell the channel's members that a user entered or left, unless it has grown past
+    PRESENCE_EVENTS_MAX_USERS users."""
+    online = presence.users_online(channel)
+    if online > PRESENCE_EVENTS_MAX_USERS:
+        logger.info("No presence events in %s: %d users online", channel, online)
+        return
+    payload = frames.encode({"presenceChange": {"channel": channel, "user": user, "state": state}})
+    dispatch.broadcast(endpoint, members.member_ids(channel), payload, f"presence-{uuid.uuid4().hex}", int(time.time() * 1000))
 
 
 def require_access(caller: Caller, channel: str) -> None:

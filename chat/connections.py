@@ -4,6 +4,7 @@ in, and its rate-limit state."""
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Executor
 from typing import Any, Iterator
@@ -16,6 +17,17 @@ from chat.telemetry import logger
 
 DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 USER_INDEX = "user_id-index"
+# The sweeper's index: the connections due for a look in one bucket of time (below).
+DUE_INDEX = "due-index"
+DUE = "due_bucket"
+# Sweep buckets, in seconds: the sweeper runs once a minute and reads the buckets up to now.
+SWEEP_BUCKET_SECONDS = int(os.environ.get("SWEEP_BUCKET_SECONDS", "60"))
+# The notice that a token expires goes this long before ("about a minute": the sweep that sends
+# it runs up to a bucket later).
+EXPIRY_NOTICE_SECONDS = 90
+# How often a connection is asked after (GetConnection), to find one whose $disconnect never
+# came; 0: only when its token expires and at API Gateway's 2 hours (docs/costs.md).
+GHOST_CHECK_SECONDS = int(os.environ.get("GHOST_CHECK_MINUTES", "60")) * 60
 # API Gateway closes every WebSocket connection after 2 hours, so an older row is stale.
 CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
 # $connect writes the row before API Gateway has finished the handshake, and a post to the
@@ -38,12 +50,78 @@ def prune_table() -> Any:
     return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE, PRUNE_CLIENT_CONFIG)
 
 
-def connect(connection_id: str, now: int, user_id: str | None = None) -> None:
-    """Store the connection with a TTL, so rows that $disconnect never removed expire."""
+def connect(connection_id: str, now: int, user_id: str | None = None, expires_at: int | None = None) -> None:
+    """Store the connection with a TTL, so rows that $disconnect never removed expire, when its
+    token expires, and when the sweeper is next due to look at it."""
     item: dict[str, Any] = {"connection_id": connection_id, "connected_at": now, "ttl": now + CONNECTION_LIFETIME_SECONDS}
     if user_id is not None:
         item["user_id"] = user_id  # anonymous rows stay out of the sparse user index
+    if expires_at is not None:
+        item["expires_at"] = expires_at
+    item[DUE] = due_bucket(next_due(now, expires_at, False, now))
     table().put_item(Item=item)
+
+
+def renew(connection_id: str, expires_at: int, now: int) -> bool:
+    """The connection's token now expires later: the notice may be sent again, the sweep is
+    rescheduled. False if there is no row, or it already expires as late or later."""
+    try:
+        table().update_item(
+            Key={"connection_id": connection_id},
+            UpdateExpression="SET expires_at = :exp, #due = :due REMOVE notified",
+            ConditionExpression="attribute_exists(connection_id) AND (attribute_not_exists(expires_at) OR expires_at < :exp)",
+            ExpressionAttributeNames={"#due": DUE},
+            ExpressionAttributeValues={":exp": expires_at, ":due": due_bucket(next_due(_connected_at(connection_id), expires_at, False, now))},
+        )
+        return True
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        return False
+
+
+def next_due(connected_at: int, expires_at: int | None, notified: bool, now: int) -> int:
+    """When the sweeper must next look at a connection (epoch seconds): to send the expiry
+    notice, to close it when its token expires, to forget it past API Gateway's 2 hours, or to
+    ask API Gateway whether it is still there (every GHOST_CHECK_SECONDS)."""
+    times = [connected_at + CONNECTION_LIFETIME_SECONDS]
+    if expires_at is not None:
+        times.append(expires_at if notified else expires_at - EXPIRY_NOTICE_SECONDS)
+    if GHOST_CHECK_SECONDS > 0:
+        checks_done = max(0, now - connected_at) // GHOST_CHECK_SECONDS
+        times.append(connected_at + (checks_done + 1) * GHOST_CHECK_SECONDS)
+    return min(times)
+
+
+def due_bucket(when: int) -> int:
+    """The sweep bucket that holds a time: the first run at or after it finds the row."""
+    return -(-when // SWEEP_BUCKET_SECONDS)
+
+
+def due_rows(bucket: int) -> Iterator[dict[str, Any]]:
+    """The rows due in one sweep bucket: a Query on the due index, never a Scan."""
+    yield from all_pages(table().query, IndexName=DUE_INDEX, KeyConditionExpression=Key(DUE).eq(bucket))
+
+
+def reschedule(connection_id: str, bucket: int, seen_expiry: int | None, notified: bool | None = None) -> None:
+    """Move the row to a later bucket (and note the notice), unless a renewal changed its expiry
+    meanwhile (it rescheduled the row itself)."""
+    update, values = "SET #due = :due", {":due": bucket}
+    if notified:
+        update += ", notified = :yes"
+        values[":yes"] = True
+    condition = "attribute_exists(connection_id)"
+    if seen_expiry is not None:
+        condition += " AND expires_at = :seen"
+        values[":seen"] = seen_expiry
+    try:
+        table().update_item(Key={"connection_id": connection_id}, UpdateExpression=update, ConditionExpression=condition,
+                            ExpressionAttributeNames={"#due": DUE}, ExpressionAttributeValues=values)
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        pass  # renewed (and rescheduled) or gone meanwhile
+
+
+def _connected_at(connection_id: str) -> int:
+    found = row(connection_id)
+    return int(found["connected_at"]) if found and "connected_at" in found else int(time.time())
 
 
 def row(connection_id: str) -> dict[str, Any] | None:

@@ -129,8 +129,26 @@ def post_in_time(client: Any, connection_id: str, payload: bytes, pace: Pacer | 
 def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
     """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
     account limit) or FAILED (anything else)."""
+    return _outcome(lambda: client.post_to_connection(ConnectionId=connection_id, Data=payload), client, connection_id, "post to")
+
+
+def ask_after(endpoint: str, connection_id: str) -> str:
+    """GetConnection: SENT if API Gateway still has the connection, GONE if not (410)."""
+    client = management_client(endpoint)
+    return _outcome(lambda: client.get_connection(ConnectionId=connection_id), client, connection_id, "ask after")
+
+
+def close(endpoint: str, connection_id: str) -> str:
+    """DeleteConnection: API Gateway closes the connection (then runs $disconnect, best effort).
+    SENT when it did, GONE when it was already closed."""
+    client = management_client(endpoint)
+    return _outcome(lambda: client.delete_connection(ConnectionId=connection_id), client, connection_id, "close")
+
+
+def _outcome(call: Any, client: Any, connection_id: str, what: str) -> str:
+    """One management API call's outcome: GoneException or a bare 410 before any ClientError."""
     try:
-        client.post_to_connection(ConnectionId=connection_id, Data=payload)
+        call()
         return SENT
     except client.exceptions.GoneException:
         return GONE
@@ -141,10 +159,10 @@ def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
             return GONE
         if status == 429 or error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
             return THROTTLED
-        logger.exception("Could not post to connection %s", connection_id)
+        logger.exception("Could not %s connection %s", what, connection_id)
         return FAILED
     except BotoCoreError:
-        logger.exception("Could not post to connection %s", connection_id)
+        logger.exception("Could not %s connection %s", what, connection_id)
         return FAILED
 
 

@@ -8,9 +8,9 @@ import functools
 import time
 from typing import Any, Callable, Iterator
 
-from chat import ratelimit
+from chat import ratelimit, sessions
 from chat.aws import AWS_ERRORS
-from chat.callers import connection_id, user_id
+from chat.callers import caller, connection_id, user_id
 from chat.requests import BadMessage
 from chat.telemetry import count, flush_metrics, logger
 
@@ -64,9 +64,9 @@ def answer(event: dict, work: Callable[[], str | None], failure: str, what: str)
 
 def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str | None]], Callable[[dict, Any], Response]]:
     """A WebSocket route's entry point from the function that does its work and returns the
-    text for the sender: observed, every frame charged to the sender's rate limit before
-    anything else (a refused frame costs as much as an accepted one: a flood of junk is a
-    flood), and answered as `answer` does."""
+    text for the sender: observed; every frame refused if the connection's token has expired,
+    and charged to the sender's rate limit before anything else (a refused frame costs as much
+    as an accepted one: a flood of junk is a flood); answered as `answer` does."""
 
     def decorate(work: Callable[[dict, Any], str | None]) -> Callable[[dict, Any], Response]:
         @observed
@@ -80,6 +80,9 @@ def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str | None
 
 
 def _charged(event: dict) -> None:
+    """A frame on a connection whose token has expired is refused (and the connection closed);
+    any other frame is charged to the sender's rate limit."""
+    sessions.require_live(caller(event))
     ratelimit.enforce(user_id(event), connection_id(event))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from chat import aws, connections
+from chat import aws, connections, presence
 from chat.requests import BadMessage
 
 DEFAULT_MEMBERS_TABLE = "serverless-websocket-members"
@@ -33,44 +33,72 @@ def member_key(user_id: str, connection_id: str) -> str:
     return f"{user_id}#{connection_id}"
 
 
-def join(channel: str, connection_id: str, user_id: str) -> None:
-    """Add the connection to the channel; joining again changes nothing."""
+def join(channel: str, connection_id: str, user_id: str) -> str:
+    """Add the connection to the channel, and count it in the user's presence, in one
+    transaction: which presence.ARRIVALS applied ("enter": the user came online), or "already"
+    (joining again changes nothing)."""
     now = int(time.time())
     member = {
         "channel": channel, "member": member_key(user_id, connection_id), "connection_id": connection_id,
         "user_id": user_id, "joined_at": now, "ttl": now + connections.CONNECTION_LIFETIME_SECONDS,
     }
-    try:
-        _transact([
-            {"Put": {"TableName": table().name, "Item": member}},
-            {"Update": {
-                "TableName": connections.table().name,
-                "Key": {"connection_id": connection_id},
-                "UpdateExpression": "ADD channels :channel",
-                "ConditionExpression": "attribute_exists(connection_id) AND (attribute_not_exists(channels) "
-                                       "OR size(channels) < :max OR contains(channels, :name))",
-                "ExpressionAttributeValues": {":channel": {channel}, ":max": MAX_CHANNELS_PER_CONNECTION, ":name": channel},
-            }},
-        ])
-    except _Cancelled:
-        if connections.row(connection_id) is None:
-            raise BadMessage(NOT_CONNECTED, 410) from None
-        raise BadMessage(TOO_MANY_CHANNELS) from None
+    for _ in range(3):  # another connection of the user may change its presence meanwhile
+        for kind in presence.ARRIVALS:
+            try:
+                _transact([
+                    {"Put": {"TableName": table().name, "Item": member, "ConditionExpression": "attribute_not_exists(#member)",
+                             "ExpressionAttributeNames": {"#member": "member"}}},  # a reserved word
+                    {"Update": {
+                        "TableName": connections.table().name,
+                        "Key": {"connection_id": connection_id},
+                        "UpdateExpression": "ADD channels :channel",
+                        "ConditionExpression": "attribute_exists(connection_id) AND (attribute_not_exists(channels) "
+                                               "OR size(channels) < :max)",
+                        "ExpressionAttributeValues": {":channel": {channel}, ":max": MAX_CHANNELS_PER_CONNECTION},
+                    }},
+                    *presence.arrival(channel, user_id, kind, now * 1000),
+                ])
+                return kind
+            except _Cancelled as cancelled:
+                if cancelled.failed(0):
+                    return "already"
+                if cancelled.failed(1):
+                    if connections.row(connection_id) is None:
+                        raise BadMessage(NOT_CONNECTED, 410) from None
+                    raise BadMessage(TOO_MANY_CHANNELS) from None
+    raise ClientError({"Error": {"Code": "PresenceContention", "Message": f"presence of {user_id} in {channel} kept changing"}}, "Join")
 
 
-def leave(channel: str, connection_id: str, user_id: str) -> None:
-    """Take the connection out of the channel; leaving a channel one is not in changes nothing."""
-    remove = {"Delete": {"TableName": table().name, "Key": {"channel": channel, "member": member_key(user_id, connection_id)}}}
-    try:
-        _transact([remove, {"Update": {
-            "TableName": connections.table().name,
-            "Key": {"connection_id": connection_id},
-            "UpdateExpression": "DELETE channels :channel",
-            "ConditionExpression": "attribute_exists(connection_id)",  # never create a row
-            "ExpressionAttributeValues": {":channel": {channel}},
-        }}])
-    except _Cancelled:
-        table().delete_item(Key={"channel": channel, "member": member_key(user_id, connection_id)})
+def leave(channel: str, connection_id: str, user_id: str, update_row: bool = True) -> tuple[str, int]:
+    """Take the connection out of the channel, and out of the user's presence: which
+    presence.DEPARTURES applied ("last": a leave is pending) and when, or "none" (it was not a
+    member). With update_row, the connection row's set of channels too (not when the row is
+    being deleted anyway)."""
+    key = {"channel": channel, "member": member_key(user_id, connection_id)}
+    row_update = {"Update": {
+        "TableName": connections.table().name,
+        "Key": {"connection_id": connection_id},
+        "UpdateExpression": "DELETE channels :channel",
+        "ConditionExpression": "attribute_exists(connection_id)",  # never create a row
+        "ExpressionAttributeValues": {":channel": {channel}},
+    }}
+    for _ in range(3):
+        for kind in presence.DEPARTURES:
+            now_ms = int(time.time() * 1000)
+            items = [{"Delete": {"TableName": table().name, "Key": key, "ConditionExpression": "attribute_exists(#member)",
+                                 "ExpressionAttributeNames": {"#member": "member"}}}]
+            items += [row_update] if update_row else []
+            try:
+                _transact([*items, *presence.departure(channel, user_id, kind, now_ms)])
+                return kind, now_ms
+            except _Cancelled as cancelled:
+                if cancelled.failed(0):
+                    return "none", now_ms
+                if update_row and cancelled.failed(1):
+                    update_row = False  # no row (closing): nothing to update on it
+    # No presence to count down (written by an older version, or lost): the member still goes.
+    table().delete_item(Key=key)
+    return "none", int(time.time() * 1000)
 
 
 def is_member(channel: str, connection_id: str, user_id: str) -> bool:
@@ -87,20 +115,30 @@ def member_ids(channel: str) -> Iterator[str]:
         yield item["connection_id"]
 
 
-def remove_memberships(rows: Iterable[dict[str, Any]]) -> None:
-    """Delete the member items of connections whose rows are gone (their user and channels)."""
-    keys = [
-        {"channel": channel, "member": member_key(row.get("user_id", ""), row["connection_id"])}
-        for row in rows for channel in row.get("channels", ())
-    ]
-    if keys:
-        with table().batch_writer() as batch:
-            for key in keys:
-                batch.delete_item(Key=key)
+def remove_memberships(rows: Iterable[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """Take connections whose rows are going away out of every channel their row lists: the
+    (channel, user, left_at) of each user whose last connection in a channel this was."""
+    pending = []
+    for row in rows:
+        user = row.get("user_id")
+        for channel in row.get("channels", ()):
+            if user is None:
+                continue  # anonymous connections cannot join
+            kind, left_at = leave(channel, row["connection_id"], user, update_row=False)
+            if kind == presence.LAST:
+                pending.append((channel, user, left_at))
+    return pending
 
 
 class _Cancelled(Exception):
-    """A transaction's condition failed."""
+    """A transaction's condition failed; `reasons` are DynamoDB's, one per item."""
+
+    def __init__(self, reasons: list[str | None]) -> None:
+        super().__init__(reasons)
+        self.reasons = reasons
+
+    def failed(self, index: int) -> bool:
+        return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
 
 
 def _transact(items: list[dict[str, Any]], attempts: int = 3) -> None:

@@ -9,22 +9,11 @@ retry with the same clientMessageId completes it instead of storing the message 
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from chat import (
-    aws,
-    channels,
-    connections,
-    delivery,
-    fanout,
-    frames,
-    history,
-    members,
-    sessions,
-)
+from chat import aws, channels, connections, delivery, dispatch, frames, history, members
 from chat.callers import Caller
 from chat.requests import (
     DIRECT_MESSAGE_EXAMPLE,
@@ -131,7 +120,8 @@ def _deliver(
     message = appended.message
     try:
         endpoint = delivery.management_endpoint(caller.request_context)
-        reached = _broadcast(endpoint, audience(), frames.encode_delivery(message), message, inline_only)
+        payload = frames.encode_delivery(message)
+        reached = dispatch.broadcast(endpoint, audience(), payload, message["id"], message["sent_at_ms"], inline_only)
     except aws.AWS_ERRORS:
         logger.exception("Delivery of %s (seq %d of %s) is incomplete", message["id"], message["seq"], conversation)
         count("DeliveriesIncomplete")
@@ -141,21 +131,6 @@ def _deliver(
     except aws.AWS_ERRORS:  # a retry would deliver it again: clients drop a seq they have
         logger.exception("Could not mark %s delivered", message["id"])
     return Delivery(complete=True, reached=reached)
-
-
-def _broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, message: dict[str, Any], inline_only: bool) -> frozenset[str]:
-    """Small audiences are posted to here, at once (the lowest latency); larger ones are cut
-    into jobs for the delivery workers, through SQS. Returns the connections posted to here."""
-    ids = iter(connection_ids)
-    first = list(itertools.islice(ids, None if inline_only else fanout.FANOUT_THRESHOLD + 1))
-    if inline_only or len(first) <= fanout.FANOUT_THRESHOLD:
-        outcomes = delivery.post_to_connections(endpoint, first, payload)
-        sessions.forget(delivery.gone(outcomes))
-        logger.info("Delivered %s (seq %d)", message["id"], message["seq"], **delivery.summary(outcomes))
-        return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT)
-    counts = fanout.fan_out(endpoint, itertools.chain(first, ids), payload, message)
-    logger.info("Queued %s (seq %d) for the workers", message["id"], message["seq"], **counts)
-    return frozenset()
 
 
 def _ack(appended: history.Appended, done: Delivery, named: dict[str, Any], online: bool | None = None) -> str:

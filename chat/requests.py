@@ -30,6 +30,8 @@ DIRECT_MESSAGE_EXAMPLE = '{"action": "sendDirectMessage", "to": "<user id>", "co
 HISTORY_EXAMPLE = '{"action": "getRecentMessages", "with": "<user id>", "limit": 20}'
 JOIN_EXAMPLE = '{"action": "join", "channel": "<name>"}'
 LEAVE_EXAMPLE = '{"action": "leave", "channel": "<name>"}'
+PRESENCE_EXAMPLE = '{"action": "getPresence", "channel": "<name>"}'
+RENEW_EXAMPLE = '{"action": "renewToken", "token": "<JWT>"}'
 
 TOO_DEEP = f'Message is nested too deeply: "content" may have at most {MAX_CONTENT_DEPTH} levels of arrays and objects.'
 NOT_FINITE = "Message has a number that is not finite (NaN, Infinity, or too large for a double such as 1e400)."
@@ -134,6 +136,16 @@ def parse_seq_cursor(value: Any, field: str, minimum: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise BadMessage(f'"{field}" must be a whole number >= {minimum}: the "{field}" of an earlier history reply, or a seq you have.')
     return value
+
+
+def parse_user_cursor(value: Any) -> str | None:
+    """getPresence's `after`: the user id an earlier reply ended with."""
+    if value is None:
+        return None
+    user_id = checked_user_id(value)
+    if user_id is None:
+        raise BadMessage('"after" must be the "after" of an earlier getPresence reply (a user id).')
+    return user_id
 
 
 def parse_channel(value: Any, required: bool = False) -> str | None:

@@ -1,13 +1,18 @@
-"""A connection's life: it opens on $connect (the row that makes it reachable) and ends on
-$disconnect, or when a post finds it gone. Every end goes through `forget`, so the row and the
-channel memberships cannot disagree."""
+"""A connection's life: it opens on $connect (the row that makes it reachable), lasts while its
+token does (renewed with renewToken), and ends on $disconnect, when a post or the sweeper finds
+it gone, or when its token expires. Every end takes the connection out of its channels (and the
+user's presence) before its row goes, so the row, the memberships and presence cannot disagree."""
 
 from __future__ import annotations
 
-from chat import aws, connections, delivery, members, ratelimit
+import time
+
+from chat import aws, connections, delivery, frames, members, presence, ratelimit, tokens
 from chat.callers import Caller
-from chat.requests import BadMessage
+from chat.requests import RENEW_EXAMPLE, BadMessage, parse_request
 from chat.telemetry import count, logger
+
+EXPIRED = "Your token has expired: renew it or reconnect."
 
 
 def open_session(caller: Caller, connected_at: int) -> str:
@@ -19,21 +24,76 @@ def open_session(caller: Caller, connected_at: int) -> str:
     except BadMessage:
         count("ConnectionsRefused")
         raise
-    connections.connect(caller.connection_id, connected_at, caller.user)  # type: ignore[arg-type]
+    connections.connect(caller.connection_id, connected_at, caller.user, caller.token_expires_at)  # type: ignore[arg-type]
     return "Connect successful."
+
+
+def require_live(caller: Caller) -> None:
+    """Every frame: a connection whose token has expired (and was not renewed) is told so and
+    closed, and the frame refused. No read while the token it connected with is valid."""
+    if caller.token_expires_at is None or time.time() < caller.token_expires_at:
+        return
+    row = connections.row(caller.connection_id)  # type: ignore[arg-type]
+    if row is not None and time.time() < int(row.get("expires_at", 0)):
+        return  # renewed
+    end_expired(caller.connection_id, delivery.management_endpoint(caller.request_context))  # type: ignore[arg-type]
+    raise BadMessage(EXPIRED, 401)
+
+
+def end_expired(connection_id: str, endpoint: str) -> None:
+    """Tell the connection why, close it (DeleteConnection), and clean up as $disconnect would:
+    API Gateway's own $disconnect for it is best effort."""
+    delivery.post_to_connection(delivery.management_client(endpoint), connection_id, EXPIRED.encode("utf-8"))
+    delivery.close(endpoint, connection_id)
+    end(connection_id, endpoint)
+
+
+def end(connection_id: str, endpoint: str) -> None:
+    """Clean up one connection that is gone or closed: its channels, then its row."""
+    row = connections.row(connection_id)
+    if row is not None:
+        _leave_channels([row], endpoint)
+    connections.delete(connection_id)
+
+
+def renew(caller: Caller, body: str | None) -> str:
+    """renewToken: a valid token for the same user, with the same channels claim and a later
+    expiry, extends the connection; any other token is refused (403) and changes nothing."""
+    if caller.user is None:
+        raise BadMessage("Only a signed-in connection has a token to renew.", 403)
+    request = parse_request(body, RENEW_EXAMPLE)
+    token = request.get("token")
+    if not isinstance(token, str) or not token:
+        raise BadMessage('"token" must be a JWT: ' + RENEW_EXAMPLE + ".")
+    try:
+        identity = tokens.verify_token(token, tokens.jwt_secret())
+    except tokens.InvalidToken as error:
+        logger.info("Refused renewal for %s: %s", caller.connection_id, error)
+        raise BadMessage("The token is not valid (malformed, wrongly signed or expired): nothing was renewed.", 403) from None
+    if identity.user != caller.user:
+        raise BadMessage("The token is for another user: a connection keeps its user. Nothing was renewed.", 403)
+    if (tuple(identity.channels) if identity.channels is not None else None) != caller.channels:
+        raise BadMessage("The token allows other channels than this connection's: reconnect to change them. Nothing was renewed.", 403)
+    if not connections.renew(caller.connection_id, identity.expires_at, int(time.time())):  # type: ignore[arg-type]
+        raise BadMessage("The token does not expire later than this connection's: nothing was renewed.", 403)
+    return frames.encode({"renewed": {"expiresAt": frames.iso(identity.expires_at * 1000)}}).decode("utf-8")
 
 
 def close_session(caller: Caller) -> str:
     """$disconnect: the memberships first, then the row that lists them, so a failure part-way
     leaves the row to find them by (the next post to the connection answers 410)."""
-    row = connections.row(caller.connection_id)  # type: ignore[arg-type]
-    if row is not None:
-        members.remove_memberships([row])
-    connections.delete(caller.connection_id)  # type: ignore[arg-type]
+    end(caller.connection_id, delivery.management_endpoint(caller.request_context))  # type: ignore[arg-type]
     return "Disconnect successful."
 
 
-def forget(connection_ids: list[str], deadline: float | None = None) -> None:
+def _leave_channels(rows: list[dict], endpoint: str) -> None:
+    """Take connections out of their channels; where one was a user's last connection in a
+    channel, the leave is announced after the grace, if nobody comes back (presence)."""
+    for channel, user, left_at in members.remove_memberships(rows):
+        presence.schedule_leave_check(presence.LeaveCheck(channel, user, left_at, endpoint))
+
+
+def forget(connection_ids: list[str], endpoint: str, deadline: float | None = None) -> None:
     """Connections a post found gone (no $disconnect came, or not yet): their memberships, then
     their rows, are deleted; not those still in their handshake (connections.gone_rows), and
     nothing started after `deadline` (time.monotonic()). A failure here is logged, not raised:
@@ -42,7 +102,7 @@ def forget(connection_ids: list[str], deadline: float | None = None) -> None:
         return
     try:
         gone = connections.gone_rows(connection_ids)
-        members.remove_memberships(gone)
+        _leave_channels(gone, endpoint)
     except aws.AWS_ERRORS:
         logger.exception("Could not clean up %d gone connections", len(connection_ids))
         return

@@ -3,6 +3,7 @@ posted at the workers' share of the account's posting budget."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import replace
@@ -16,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chat import aws, delivery, fanout, sessions
+from chat import aws, channels, delivery, fanout, presence, sessions
 from chat.fanout import DeliveryJob, PoisonJob
 from chat.telemetry import logger, milliseconds
 
@@ -50,9 +51,14 @@ def deliver_batch(event: dict, context: Any) -> dict[str, Any]:
 
 def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
     """One record: a job is delivered (in part, the rest queued again) and the record reported
-    done; a record that is not a job fails, and is made visible again at once, so that it
-    reaches the dead-letter queue after maxReceiveCount receives within seconds."""
+    done; a presence leave check is confirmed (and the leave announced); a record that is
+    neither fails, and is made visible again at once, so that it reaches the dead-letter queue
+    after maxReceiveCount receives within seconds."""
     try:
+        check = _leave_check(record.body)
+        if check is not None:
+            channels.confirm_leave(check)
+            return
         job = DeliveryJob.from_body(record.body)
     except PoisonJob as error:
         logger.error("Record %s (receive %s) fails: %s", record.message_id, record.attributes.approximate_receive_count, error)
@@ -63,6 +69,17 @@ def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
     except Exception:
         logger.exception("Record %s fails", record.message_id)
         raise
+
+
+def _leave_check(body: str) -> presence.LeaveCheck | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None  # DeliveryJob.from_body says what is wrong with it
+    try:
+        return presence.leave_check(document) if isinstance(document, dict) else None
+    except ValueError as error:
+        raise PoisonJob(f"not a presence check: {error}") from None
 
 
 def _release(record: SQSRecord) -> None:
@@ -94,7 +111,7 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
         hand_back(job, unsent, posted_any=len(unsent) < len(outcomes))
     if failed:
         retry_failed(job, failed)
-    sessions.forget(delivery.gone(outcomes), deadline=None if ends_at is None else ends_at - PRUNE_RESERVE_MS / 1000)
+    sessions.forget(delivery.gone(outcomes), job.endpoint, deadline=None if ends_at is None else ends_at - PRUNE_RESERVE_MS / 1000)
     logger.info("Delivery of %s (attempt %d)", job.message_id, job.attempt, **delivery.summary(outcomes))
     milliseconds("DeliveryJobDuration", (time.perf_counter() - started) * 1000)
     if job.sent_at_ms:

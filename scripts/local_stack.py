@@ -175,6 +175,8 @@ class LocalStack:
         self.jwt_secret = ""
         self._processes: dict[str, subprocess.Popen] = {}
         self._page_server: http.server.ThreadingHTTPServer | None = None
+        self._sweeps = threading.Event()  # set: the sweeper's schedule stops
+        self.sweeps_run = 0
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -265,6 +267,8 @@ class LocalStack:
             )
             self._wait_for(lambda: _http_ok(f"{self.http_url}/ping"), "serverless-offline", timeout)
             self._wait_for(lambda: port_in_use(self.ports.websocket), "the WebSocket server", timeout)
+            self.progress("Running the sweeper on its schedule")
+            self._schedule_sweeper(f"{config['service']}-{STAGE}-sweeper", config["provider"]["environment"]["SWEEP_BUCKET_SECONDS"])
         except BaseException:
             self.stop()
             raise
@@ -293,6 +297,7 @@ class LocalStack:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop every process group started here (serverless-offline's Python workers too)."""
+        self._sweeps.set()
         for name in ("serverless-offline", "moto"):
             process = self._processes.pop(name, None)
             if process is not None:
@@ -340,6 +345,25 @@ class LocalStack:
         self.jwt_secret = secrets.token_urlsafe(48)
         ssm = local_session(self.region).client("ssm", endpoint_url=self.dynamodb_endpoint)
         ssm.put_parameter(Name=self.secret_parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
+
+    def _schedule_sweeper(self, function_name: str, interval_text: str) -> None:
+        """serverless-offline runs no schedule events: invoke the sweeper through its Lambda
+        endpoint (the Invoke API) every bucket (serverless.yml: rate(1 minute), one bucket a
+        minute), in a thread of this process that stop() ends."""
+        interval = float(interval_text)
+        url = f"http://localhost:{self.ports.lambda_}/2015-03-31/functions/{function_name}/invocations"
+
+        def run() -> None:
+            while not self._sweeps.wait(interval):
+                try:
+                    request = urllib.request.Request(url, data=b"{}", method="POST")
+                    with urllib.request.urlopen(request, timeout=max(60.0, interval * 2)) as answer:
+                        answer.read()
+                    self.sweeps_run += 1
+                except OSError:
+                    continue  # stopping, or a run that failed: the next one makes up for it
+
+        threading.Thread(target=run, name="sweeper-schedule", daemon=True).start()
 
     def _serve_page(self) -> None:
         """web/ as static files on loopback, in a thread of this process (stopped by stop())."""

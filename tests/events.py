@@ -16,10 +16,12 @@ CONNECTED_AT_MS = 1_764_000_000_000
 
 
 def websocket_event(
-    connection_id: str, event_type: str, route_key: str, body: str | None = None, user: str | None = None
+    connection_id: str, event_type: str, route_key: str, body: str | None = None, user: str | None = None,
+    expires_at: int | None = None,
 ) -> dict[str, Any]:
     """A WebSocket proxy event as API Gateway delivers it to Lambda; with `user`, as it does
-    for a connection our $connect authorizer allowed (its context on every route)."""
+    for a connection our $connect authorizer allowed (its context on every route), with the
+    token's expiry when given."""
     event: dict[str, Any] = {
         "requestContext": {
             "routeKey": route_key,
@@ -38,11 +40,13 @@ def websocket_event(
         event["body"] = body
     if user is not None:
         event["requestContext"]["authorizer"] = {"principalId": user, "userId": user, "integrationLatency": 42}
+        if expires_at is not None:
+            event["requestContext"]["authorizer"]["exp"] = expires_at
     return event
 
 
-def connect_event(connection_id: str, user: str | None = None) -> dict[str, Any]:
-    return websocket_event(connection_id, "CONNECT", "$connect", user=user)
+def connect_event(connection_id: str, user: str | None = None, expires_at: int | None = None) -> dict[str, Any]:
+    return websocket_event(connection_id, "CONNECT", "$connect", user=user, expires_at=expires_at)
 
 
 def disconnect_event(connection_id: str, user: str | None = None) -> dict[str, Any]:
@@ -50,9 +54,9 @@ def disconnect_event(connection_id: str, user: str | None = None) -> dict[str, A
 
 
 def message_event(
-    connection_id: str, body: str | None, route_key: str = "sendMessage", user: str | None = None
+    connection_id: str, body: str | None, route_key: str = "sendMessage", user: str | None = None, expires_at: int | None = None
 ) -> dict[str, Any]:
-    return websocket_event(connection_id, "MESSAGE", route_key, body, user)
+    return websocket_event(connection_id, "MESSAGE", route_key, body, user, expires_at)
 
 
 def action_body(action: str, **fields: Any) -> str:

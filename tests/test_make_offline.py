@@ -209,6 +209,7 @@ STARTUP_STEPS = [
     "Creating the tables and queues",
     "Seeding a fresh development token secret",  # a boto3 call: botocore retried a Stop(Exception)
     "Starting serverless-offline",
+    "Running the sweeper on its schedule",
 ]
 
 

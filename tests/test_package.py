@@ -70,6 +70,7 @@ def test_websocket_routes_are_the_tutorials_four_part_2s_two_and_the_channels(re
     routes = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route")}
     assert routes == {
         "$connect", "$disconnect", "$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave", "heartbeat",
+        "getPresence", "renewToken",
     }
     api = of_type(resources, "AWS::ApiGatewayV2::Api")[0]["Properties"]
     assert api["ProtocolType"] == "WEBSOCKET"
@@ -82,8 +83,10 @@ def test_bad_messages_get_an_answer_through_route_responses(resources: dict[str,
         for r in of_type(resources, "AWS::ApiGatewayV2::Route")
         if r["Properties"].get("RouteResponseSelectionExpression") == "$default"
     }
-    assert routes_with_response == {"$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave"}
-    assert len(of_type(resources, "AWS::ApiGatewayV2::RouteResponse")) == 6
+    assert routes_with_response == {
+        "$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave", "getPresence", "renewToken",
+    }
+    assert len(of_type(resources, "AWS::ApiGatewayV2::RouteResponse")) == 8
 
 
 def test_the_heartbeat_is_a_mock_route_with_no_lambda_and_no_reply_in_the_deployment(resources: dict[str, Any]) -> None:
@@ -129,6 +132,9 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
         "handler.get_recent_messages",
         "handler.join",
         "handler.leave",
+        "handler.get_presence",
+        "handler.renew_token",
+        "handler.sweep",
         "handler.authorize",
         "handler.deliver_messages",
     }
@@ -141,6 +147,10 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "HISTORY_TABLE": f"serverless-websocket-history-{STAGE}",
             "CONVERSATIONS_TABLE": f"serverless-websocket-conversations-{STAGE}",
             "LIMITS_TABLE": f"serverless-websocket-limits-{STAGE}",
+            "PRESENCE_TABLE": f"serverless-websocket-presence-{STAGE}",
+            "SWEEP_BUCKET_SECONDS": "60",
+            "GHOST_CHECK_MINUTES": "60",
+            "PRESENCE_EVENTS_MAX_USERS": "100",
             # The parameter's name only: the secret is never in the template.
             "JWT_SECRET_PARAMETER": f"/serverless-websocket/{STAGE}/jwt-secret",
             "DELIVERY_QUEUE_NAME": f"serverless-websocket-delivery-{STAGE}",
@@ -251,9 +261,13 @@ def test_connections_table_is_on_demand_with_ttl(resources: dict[str, Any]) -> N
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": "connection_id", "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "user_id-index"
-    assert index["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
+    users, due = table["GlobalSecondaryIndexes"]
+    assert users["IndexName"] == "user_id-index"
+    assert users["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
+    # The sweeper's: a Query per time bucket finds the connections due, never a Scan.
+    assert due["IndexName"] == "due-index"
+    assert due["KeySchema"] == [{"AttributeName": "due_bucket", "KeyType": "HASH"}, {"AttributeName": "connection_id", "KeyType": "RANGE"}]
+    assert set(due["Projection"]["NonKeyAttributes"]) == {"connected_at", "expires_at", "notified", "user_id"}
 
 
 @pytest.mark.parametrize(
@@ -285,7 +299,7 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
         if any(a.startswith("dynamodb:") for a in actions(s))
     }
     connections = {"Fn::GetAtt": ["ConnectionsTable", "Arn"]}
-    user_index = {"Fn::Join": ["/", [connections, "index", "user_id-index"]]}
+    indexes = [{"Fn::Join": ["/", [connections, "index", name]]} for name in ("user_id-index", "due-index")]
     table = lambda logical_id: json.dumps({"Fn::GetAtt": [logical_id, "Arn"]}, sort_keys=True)  # noqa: E731
     assert grants == {
         # connect, disconnect, the room's Scan, pruning (one conditional DeleteItem each), the rows
@@ -293,7 +307,8 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
         table("ConnectionsTable"): [
             "dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
         ],
-        json.dumps(user_index, sort_keys=True): ["dynamodb:Query"],
+        json.dumps(indexes, sort_keys=True): ["dynamodb:Query"],  # a user's connections; the sweeper's due ones
+        table("PresenceTable"): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
         table("MembersTable"): ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         table("HistoryTable"): ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         table("ConversationsTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
@@ -319,9 +334,14 @@ def test_ssm_grant_is_get_parameter_on_the_secret_only(resources: dict[str, Any]
 def test_manage_connections_is_scoped_to_this_api_and_stage(resources: dict[str, Any]) -> None:
     grants = [s for s in role_statements(resources) if "execute-api:ManageConnections" in actions(s)]
     assert len(grants) == 1, "the framework's account-wide grant must be removed"
-    parts = grants[0]["Resource"]["Fn::Join"][1]
-    assert {"Ref": "WebsocketsApi"} in parts
-    assert parts[-1] == f"/{STAGE}/POST/@connections/*"
+    methods = set()
+    for resource in grants[0]["Resource"]:
+        parts = resource["Fn::Join"][1]
+        assert {"Ref": "WebsocketsApi"} in parts
+        assert parts[-1].startswith(f"/{STAGE}/") and parts[-1].endswith("/@connections/*")
+        methods.add(parts[-1].split("/")[2])
+    # Post to a connection; GetConnection (the sweeper's ghost check); DeleteConnection (expiry).
+    assert methods == {"POST", "GET", "DELETE"}
 
 
 def test_no_statement_grants_a_wildcard_resource(template: dict[str, Any], resources: dict[str, Any]) -> None:
@@ -417,8 +437,10 @@ def test_the_zip_imports_in_a_clean_interpreter_with_only_the_runtime_and_layer_
 
 def test_every_permission_api_gateway_uses_is_scoped_to_this_api(resources: dict[str, Any]) -> None:
     permissions = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"}
-    # Every function API Gateway invokes: all but the SQS worker (the authorizer's included).
-    invoked = [f for f in our_functions(resources) if f["Properties"]["Handler"] != "handler.deliver_messages"]
+    # Every function API Gateway invokes: all but the SQS worker and the scheduled sweeper (the
+    # authorizer's included); EventBridge's permission to invoke the sweeper is the framework's.
+    invoked = [f for f in our_functions(resources) if f["Properties"]["Handler"] not in ("handler.deliver_messages", "handler.sweep")]
+    permissions = {k: p for k, p in permissions.items() if p["Principal"] != "events.amazonaws.com"}
     assert len(permissions) == len(invoked)
     for logical_id, properties in permissions.items():
         assert properties["Principal"] == "apigateway.amazonaws.com"

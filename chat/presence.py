@@ -1,0 +1,150 @@
+"""Who is online in a channel: one item per user in the presence table, counting that user's
+connections in the channel, and per channel the number of users online.
+
+A user enters when their first connection joins and leaves when their last one is gone, not once
+per tab. The transitions are found by DynamoDB itself: each join or leave writes, in the same
+transaction as the member item, one of a few conditional updates (below), and the one whose
+condition held says what happened. The last connection's departure does not end presence at
+once: the item stays, with `connections` 0 and `left_at`, and a check queued for
+LEAVE_GRACE_SECONDS later (an SQS message with a delay) ends it, and announces the leave, only if
+nobody came back meanwhile. A user back within the grace produces neither leave nor enter
+(Ably's grace period is 15 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+
+from chat import aws, fanout, history
+from chat.requests import CHANNEL_NAME
+
+DEFAULT_PRESENCE_TABLE = "serverless-websocket-presence"
+LEAVE_GRACE_SECONDS = int(os.environ.get("PRESENCE_GRACE_SECONDS", "15"))
+# Users in one getPresence reply; more are paged with "after".
+PAGE_USERS = 100
+# The per-channel count of users, beside the conversation's head in the conversations table.
+COUNT_KEY = "presence"
+
+# The ways a join can change presence, tried in this order: another connection of a user who is
+# online; the first connection back while a leave is pending (silent); the first connection of a
+# user who is not online (an enter).
+MORE, BACK, ENTER = "more", "back", "enter"
+ARRIVALS = (MORE, BACK, ENTER)
+# And a departure: not the user's last connection; the last one (a leave, after the grace).
+FEWER, LAST = "fewer", "last"
+DEPARTURES = (FEWER, LAST)
+
+CHECK_KIND = "presence-leave"
+CHECK_FIELDS = frozenset({"v", "kind", "channel", "user", "left_at", "endpoint"})
+
+
+@dataclass(frozen=True)
+class LeaveCheck:
+    """A pending leave to confirm after the grace: the body of one (delayed) SQS message."""
+
+    channel: str
+    user: str
+    left_at: int
+    endpoint: str
+
+    def to_body(self) -> str:
+        return json.dumps({"v": 1, "kind": CHECK_KIND, "channel": self.channel, "user": self.user,
+                           "left_at": self.left_at, "endpoint": self.endpoint}, ensure_ascii=False)
+
+
+def table() -> Any:
+    return aws.dynamodb_table("PRESENCE_TABLE", DEFAULT_PRESENCE_TABLE)
+
+
+def arrival(channel: str, user: str, kind: str, now_ms: int) -> list[dict[str, Any]]:
+    """The transaction items for one of ARRIVALS; its condition holds only in that situation."""
+    key = {"channel": channel, "user": user}
+    if kind == MORE:
+        return [_update(key, "ADD connections :one", "connections >= :one", {":one": 1})]
+    if kind == BACK:
+        return [_update(key, "SET connections = :one REMOVE left_at", "connections = :zero", {":one": 1, ":zero": 0})]
+    return [
+        {"Put": {"TableName": table().name, "Item": {**key, "connections": 1, "since": now_ms},
+                 "ConditionExpression": "attribute_not_exists(#user)", "ExpressionAttributeNames": {"#user": "user"}}},
+        _count(channel, 1),
+    ]
+
+
+def departure(channel: str, user: str, kind: str, now_ms: int) -> list[dict[str, Any]]:
+    """The transaction items for one of DEPARTURES."""
+    key = {"channel": channel, "user": user}
+    if kind == FEWER:
+        return [_update(key, "ADD connections :less", "connections > :one", {":less": -1, ":one": 1})]
+    return [_update(key, "SET connections = :zero, left_at = :now", "connections = :one", {":zero": 0, ":one": 1, ":now": now_ms})]
+
+
+def confirm_leave(channel: str, user: str, left_at: int) -> bool:
+    """End the user's presence if nobody came back since `left_at`: True when it did (announce
+    the leave), False when a connection came back (or it was already ended)."""
+    try:
+        table().meta.client.transact_write_items(TransactItems=[
+            {"Delete": {"TableName": table().name, "Key": {"channel": channel, "user": user},
+                        "ConditionExpression": "connections = :zero AND left_at = :left",
+                        "ExpressionAttributeValues": {":zero": 0, ":left": left_at}}},
+            _count(channel, -1),
+        ])
+        return True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+            return False
+        raise
+
+
+def users_online(channel: str) -> int:
+    item = history.conversations_table().get_item(Key={"pk": history.channel_conversation(channel), "sk": COUNT_KEY}).get("Item")
+    return int(item["users"]) if item else 0
+
+
+def page(channel: str, after: str | None, limit: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `limit` users of the channel, sorted by user id, after `after`: [{"user",
+    "connections"}], and the user to go on after (None: that was the last page). Users whose
+    leave is pending are listed, with 0 connections: no leave has been announced yet."""
+    kwargs: dict[str, Any] = {"KeyConditionExpression": Key("channel").eq(channel), "Limit": limit or PAGE_USERS, "ConsistentRead": True}
+    if after is not None:
+        kwargs["ExclusiveStartKey"] = {"channel": channel, "user": after}
+    answer = table().query(**kwargs)
+    users = [{"user": item["user"], "connections": int(item["connections"])} for item in answer.get("Items", [])]
+    more = "LastEvaluatedKey" in answer and bool(users)
+    return users, users[-1]["user"] if more else None
+
+
+def schedule_leave_check(check: LeaveCheck) -> None:
+    """Queue the check to run after the grace (SQS DelaySeconds: up to 900)."""
+    fanout.sqs_client().send_message(QueueUrl=fanout.queue_url(), MessageBody=check.to_body(), DelaySeconds=LEAVE_GRACE_SECONDS)
+
+
+def leave_check(document: dict[str, Any]) -> LeaveCheck | None:
+    """The leave check in a queue body already read as JSON; None if it is not one (a delivery
+    job); ValueError if it says it is one but is not well formed."""
+    if document.get("kind") != CHECK_KIND:
+        return None
+    if set(document) != CHECK_FIELDS or document.get("v") != 1:
+        raise ValueError(f"a presence check must have exactly {sorted(CHECK_FIELDS)} and v 1")
+    channel, user, left_at, endpoint = (document[name] for name in ("channel", "user", "left_at", "endpoint"))
+    if not (isinstance(channel, str) and CHANNEL_NAME.fullmatch(channel) and isinstance(user, str) and 0 < len(user) <= 128
+            and isinstance(left_at, int) and not isinstance(left_at, bool) and left_at > 0
+            and isinstance(endpoint, str) and endpoint.startswith(("https://", "http://localhost:"))):
+        raise ValueError("a presence check needs a channel name, a user id, a left_at in ms and an endpoint")
+    return LeaveCheck(channel, user, left_at, endpoint)
+
+
+def _update(key: dict[str, str], expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {"Update": {"TableName": table().name, "Key": key, "UpdateExpression": expression,
+                       "ConditionExpression": condition, "ExpressionAttributeValues": values}}
+
+
+def _count(channel: str, change: int) -> dict[str, Any]:
+    return {"Update": {"TableName": history.conversations_table().name, "Key": {"pk": history.channel_conversation(channel), "sk": COUNT_KEY},
+                       "UpdateExpression": "ADD #users :change", "ExpressionAttributeNames": {"#users": "users"},
+                       "ExpressionAttributeValues": {":change": change}}}

@@ -1,0 +1,67 @@
+"""The sweeper, run every minute (an EventBridge schedule; offline, `make offline` invokes it):
+it reads only the connections due for a look (the due index, one bucket of time at a time),
+never the whole table, and for each one:
+
+- its token has expired: told so, closed (DeleteConnection) and cleaned up as $disconnect would;
+- its token expires in about a minute: sent {"tokenExpiring": {"at": ...}} (once);
+- older than API Gateway's 2 hours: forgotten (API Gateway has closed it);
+- due for a ghost check: asked after (GetConnection); if API Gateway answers 410, its
+  $disconnect was lost: cleaned up (memberships, presence leave) as $disconnect would.
+
+Then the row is moved to the bucket of its next look. Cost: docs/costs.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from chat import connections, delivery, frames, sessions
+from chat.telemetry import count, logger
+
+# Buckets looked at behind the current one, so a run that was late or failed is made up for.
+LOOKBACK_BUCKETS = 10
+
+
+def sweep(now: float | None = None) -> dict[str, int]:
+    """One run: what was done, by kind."""
+    now = time.time() if now is None else now
+    endpoint = delivery.management_endpoint({})
+    current = int(now) // connections.SWEEP_BUCKET_SECONDS
+    due = [row for bucket in range(current - LOOKBACK_BUCKETS, current + 1) for row in connections.due_rows(bucket)]
+    tally = Counter(delivery.post_pool().map(lambda row: act(row, now, endpoint), due))
+    for kind, number in tally.items():
+        count(f"Swept{kind.title().replace(' ', '')}", number)
+    logger.info("Swept %d connections", len(due), **tally)
+    return dict(tally)
+
+
+def act(row: dict[str, Any], now: float, endpoint: str) -> str:
+    """What the sweep does for one due connection, and what that was."""
+    connection_id = row["connection_id"]
+    connected_at = int(row.get("connected_at", 0))
+    expires_at = int(row["expires_at"]) if "expires_at" in row else None
+    notified = bool(row.get("notified"))
+    if expires_at is not None and expires_at <= now:
+        sessions.end_expired(connection_id, endpoint)
+        return "expired"
+    if connected_at + connections.CONNECTION_LIFETIME_SECONDS <= now:
+        delivery.close(endpoint, connection_id)
+        sessions.end(connection_id, endpoint)
+        return "too old"
+    if expires_at is not None and not notified and expires_at - connections.EXPIRY_NOTICE_SECONDS <= now:
+        notice = frames.encode({"tokenExpiring": {"at": frames.iso(expires_at * 1000)}})
+        if delivery.post_to_connection(delivery.management_client(endpoint), connection_id, notice) == delivery.GONE:
+            sessions.end(connection_id, endpoint)
+            return "gone"
+        notified = True
+        kind = "notified"
+    elif delivery.ask_after(endpoint, connection_id) == delivery.GONE:
+        sessions.end(connection_id, endpoint)
+        return "gone"
+    else:
+        kind = "checked"
+    next_look = connections.next_due(connected_at, expires_at, notified, int(now))
+    connections.reschedule(connection_id, connections.due_bucket(max(next_look, int(now) + 1)), expires_at, notified or None)
+    return kind

@@ -1,0 +1,184 @@
+"""Connections that end when their token does: after `exp` any frame is refused with the reason
+and the connection closed (DeleteConnection) and cleaned up; renewToken with a later token for
+the same user extends it, any other token changes nothing; the sweeper closes silent ones and
+sends the notice about a minute before."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+
+from chat import connections, frames, sweeper
+from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, token
+
+EXPIRED = "Your token has expired: renew it or reconnect."
+# The clock these tests stand still at and move: today, so that PyJWT (which reads the real
+# clock) agrees with the service about which tokens are valid.
+START = int(time.time()) // 60 * 60
+
+
+@pytest.fixture
+def now(frozen_clock: list[float]) -> list[float]:
+    frozen_clock[0] = START + 1000.0
+    return frozen_clock
+
+
+def open_with_token(handler: Any, connection_id: str, user: str, expires_at: int) -> None:
+    event = connect_event(connection_id, user, expires_at)
+    event["requestContext"]["connectedAt"] = (START + 1000) * 1000  # the connection opened now
+    assert handler.connection_manager(event, None)["statusCode"] == 200
+
+
+def exp_of(jwt_token: str) -> int:
+    return int(json.loads(base64.urlsafe_b64decode(jwt_token.split(".")[1] + "=="))["exp"])
+
+
+def say(handler: Any, connection_id: str, user: str, expires_at: int, content: Any = "hi") -> dict[str, Any]:
+    body = action_body("sendMessage", content=content)
+    return handler.send_message(message_event(connection_id, body, "sendMessage", user, expires_at), None)
+
+
+def renew(handler: Any, connection_id: str, user: str, expires_at: int, new_token: str) -> dict[str, Any]:
+    body = action_body("renewToken", token=new_token)
+    return handler.renew_token(message_event(connection_id, body, "renewToken", user, expires_at), None)
+
+
+def test_the_row_remembers_when_the_token_expires(handler: Any, management: Any, table: Any, now: list[float]) -> None:
+    open_with_token(handler, "c1", "alice", START + 3600)
+
+    row = table.get_item(Key={"connection_id": "c1"})["Item"]
+    assert row["expires_at"] == START + 3600
+    assert row["due_bucket"] == connections.due_bucket(START + 3600 - connections.EXPIRY_NOTICE_SECONDS)
+
+
+def test_after_exp_a_frame_is_refused_and_the_connection_closed_and_cleaned_up(
+    handler: Any, management: Any, table: Any, messages: Any, now: list[float]
+) -> None:
+    expires = START + 1100
+    open_with_token(handler, "c1", "alice", expires)
+    assert say(handler, "c1", "alice", expires)["statusCode"] == 200
+    now[0] = expires + 1
+
+    response = say(handler, "c1", "alice", expires, "too late")
+
+    assert response == {"statusCode": 401, "body": EXPIRED}
+    assert management.closed == ["c1"]
+    assert EXPIRED in management.received("c1")  # told before it was closed
+    assert "Item" not in table.get_item(Key={"connection_id": "c1"})
+    assert [json.loads(item["content_json"]) for item in messages.scan()["Items"]] == ["hi"]
+
+
+@pytest.mark.parametrize("route", ["getRecentMessages", "join", "leave", "getPresence", "sendDirectMessage", "renewToken"])
+def test_every_action_after_exp_gets_the_same_answer(handler: Any, management: Any, now: list[float], route: str) -> None:
+    expires = START + 1100
+    open_with_token(handler, "c1", "alice", expires)
+    now[0] = expires + 5
+    entry_point = {"getRecentMessages": handler.get_recent_messages, "join": handler.join, "leave": handler.leave,
+                   "getPresence": handler.get_presence, "sendDirectMessage": handler.send_direct_message,
+                   "renewToken": handler.renew_token}[route]
+
+    response = entry_point(message_event("c1", action_body(route, channel="x", to="bob", content="y"), route, "alice", expires), None)
+
+    assert response == {"statusCode": 401, "body": EXPIRED}
+    assert management.closed == ["c1"]
+
+
+def test_a_renewed_connection_lives_past_its_first_exp(
+    handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float]
+) -> None:
+    first = START + 1100
+    open_with_token(handler, "c1", "alice", first)
+    later = token(jwt_secret, "alice", expires_in=3600)
+    later_exp = exp_of(later)
+
+    response = renew(handler, "c1", "alice", first, later)
+
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["renewed"]["expiresAt"].startswith("20")
+    assert table.get_item(Key={"connection_id": "c1"})["Item"]["expires_at"] == later_exp
+    now[0] = first + 60  # past the token it connected with
+    assert say(handler, "c1", "alice", first)["statusCode"] == 200  # the context still says `first`
+    assert management.closed == []
+
+
+@pytest.mark.parametrize(
+    ("make_token", "reason"),
+    [
+        (lambda secret: token(secret, "mallory", expires_in=3600), "The token is for another user"),
+        (lambda secret: token(secret, "alice", expires_in=-3600), "The token is not valid"),
+        (lambda secret: token("not-the-secret-" + "z" * 50, "alice", expires_in=3600), "The token is not valid"),
+        (lambda secret: token(secret, "alice", expires_in=100), "does not expire later"),
+        (lambda secret: token(secret, "alice", expires_in=3600, channels=["team-*"]), "allows other channels"),
+        (lambda secret: "not.a.token", "The token is not valid"),
+    ],
+    ids=["another-sub", "expired", "bad-signature", "earlier-exp", "other-channels", "garbage"],
+)
+def test_any_other_token_is_refused_and_changes_nothing(
+    handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float], make_token: Any, reason: str
+) -> None:
+    exp = int(now[0]) + 3000  # later than `earlier-exp`'s
+    open_with_token(handler, "c1", "alice", exp)
+
+    response = renew(handler, "c1", "alice", exp, make_token(jwt_secret))
+
+    assert response["statusCode"] == 403 and reason in response["body"]
+    assert table.get_item(Key={"connection_id": "c1"})["Item"]["expires_at"] == exp
+
+
+def test_an_anonymous_connection_has_nothing_to_renew(handler: Any, management: Any, jwt_secret: str) -> None:
+    body = action_body("renewToken", token=token(jwt_secret, "alice"))
+
+    response = handler.renew_token(message_event("anon", body, "renewToken"), None)
+
+    assert response == {"statusCode": 403, "body": "Only a signed-in connection has a token to renew."}
+
+
+@pytest.mark.parametrize("value", [None, "", 7, ["t"]], ids=["missing", "empty", "number", "list"])
+def test_a_renewal_without_a_token_is_refused(handler: Any, management: Any, now: list[float], value: Any) -> None:
+    open_with_token(handler, "c1", "alice", START + 3000)
+
+    response = renew(handler, "c1", "alice", START + 3000, value)  # type: ignore[arg-type]
+
+    assert response["statusCode"] == 400 and '"token" must be a JWT' in response["body"]
+
+
+# --- the sweeper ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeper has no event to read the API from: the template gives it the endpoint."""
+    monkeypatch.setenv("WEBSOCKET_API_ENDPOINT", MANAGEMENT_ENDPOINT)
+
+
+def test_the_sweeper_sends_the_notice_about_a_minute_before_and_closes_a_silent_connection(
+    handler: Any, management: Any, table: Any, now: list[float]
+) -> None:
+    expires = START + 1150
+    open_with_token(handler, "quiet", "alice", expires)
+
+    sweeper.sweep(expires - 100)  # not yet: the notice is due 90 s before
+    assert management.received("quiet") == []
+    sweeper.sweep(expires - 30)
+    assert management.received("quiet") == [{"tokenExpiring": {"at": frames.iso(expires * 1000)}}]
+    sweeper.sweep(expires - 10)
+    assert len(management.received("quiet")) == 1  # once
+    sweeper.sweep(expires + 60)  # the first run in the bucket after exp
+
+    assert management.closed == ["quiet"] and EXPIRED in management.received("quiet")
+    assert "Item" not in table.get_item(Key={"connection_id": "quiet"})
+
+
+def test_a_renewal_moves_the_notice_and_the_close(handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float]) -> None:
+    expires = START + 1150
+    open_with_token(handler, "c1", "alice", expires)
+    sweeper.sweep(expires - 30)  # noticed
+    renew(handler, "c1", "alice", expires, token(jwt_secret, "alice", expires_in=7200))
+
+    sweeper.sweep(expires + 60)
+
+    assert management.closed == [] and "Item" in table.get_item(Key={"connection_id": "c1"})
