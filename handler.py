@@ -70,6 +70,12 @@ def send_direct_message(event: dict, context: Any) -> str:
     return messaging.send_direct(caller(event), event.get("body"))
 
 
+@route(failure="Conversations could not be loaded.", what="Conversations")
+def get_conversations(event: dict, context: Any) -> str:
+    """getConversations: one's direct conversations, most recent first, each with its seq."""
+    return recovery.conversations(caller(event), event.get("body"))
+
+
 @route(failure="Could not join the channel.", what="Join")
 def join(event: dict, context: Any) -> str:
     """join: the connection gets a channel's messages from now on."""

@@ -42,6 +42,8 @@ APPEND_MAX_BACKOFF_SECONDS = 0.2
 # How many Query pages one history request may read to get past expired messages.
 MAX_HISTORY_PAGES = 5
 HEAD = "head"
+# A user's direct conversations, most recent first: inbox items ("inbox#<user>", "<other user>").
+INBOX_INDEX = "inbox-index"
 BUSY = "Too many messages at once in this conversation: this one was not stored; send it again."
 
 
@@ -98,10 +100,12 @@ def channel_conversation(channel: str) -> str:
 # --- writing -------------------------------------------------------------------------------
 
 
-def append(conversation: str, message: dict[str, Any], sender_key: str | None = None) -> Appended:
+def append(conversation: str, message: dict[str, Any], sender_key: str | None = None, pair: tuple[str, str] | None = None) -> Appended:
     """Store the message as the conversation's next seq. With a client_message_id (and the
     sender's key, its user or connection), a send already recorded within SEND_RECORD_SECONDS
-    is not stored again: its first outcome is returned, marked duplicate."""
+    is not stored again: its first outcome is returned, marked duplicate. For a direct
+    conversation, `pair` (its two users): each one's inbox entry moves to this message, in the
+    same transaction (getConversations)."""
     client_message_id = message.get("client_message_id")
     record_key = f"send#{sender_key}#{client_message_id}" if client_message_id else None
     give_up_at = time.monotonic() + APPEND_SECONDS
@@ -112,7 +116,7 @@ def append(conversation: str, message: dict[str, Any], sender_key: str | None = 
             return Appended(_load(conversation, int(record["seq"])), duplicate=True, delivered=bool(record.get("delivered")))
         stored = {**message, "seq": head + 1, "sent_at_ms": int(now * 1000)}
         try:
-            history_table().meta.client.transact_write_items(TransactItems=_append_items(conversation, stored, head, record_key, now))
+            history_table().meta.client.transact_write_items(TransactItems=_append_items(conversation, stored, head, record_key, now) + _inbox_items(conversation, stored, pair))
             return Appended(stored)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
@@ -190,6 +194,49 @@ def _append_items(conversation: str, message: dict[str, Any], head: int, record_
             "ExpressionAttributeValues": {":now": int(now)},
         }})
     return items
+
+
+def _inbox_items(conversation: str, message: dict[str, Any], pair: tuple[str, str] | None) -> list[dict[str, Any]]:
+    """Each user's entry for this direct conversation: its latest seq and when, indexed by
+    `inbox` (the user) and `updated_at` for getConversations, most recent first."""
+    if pair is None:
+        return []
+    first, second = pair
+    return [{"Update": {
+        "TableName": conversations_table().name,
+        "Key": {"pk": f"inbox#{owner}", "sk": other},
+        "UpdateExpression": "SET inbox = :owner, #with = :other, conversation = :conversation, seq = :seq, updated_at = :at",
+        "ExpressionAttributeNames": {"#with": "with"},
+        "ExpressionAttributeValues": {":owner": owner, ":other": other, ":conversation": conversation,
+                                      ":seq": message["seq"], ":at": message["sent_at_ms"]},
+    }} for owner, other in ((first, second), (second, first))]
+
+
+def inbox(user: str, limit: int, before: str | None) -> tuple[list[dict[str, Any]], bool]:
+    """The user's direct conversations, most recent first (the inbox index): up to `limit`
+    entries older than the cursor `before`, and whether more may exist."""
+    kwargs: dict[str, Any] = {"IndexName": INBOX_INDEX, "KeyConditionExpression": Key("inbox").eq(user),
+                              "ScanIndexForward": False, "Limit": limit}
+    if before is not None:
+        updated_at, other = before.split("#", 1)
+        kwargs["ExclusiveStartKey"] = {"inbox": user, "updated_at": int(updated_at), "pk": f"inbox#{user}", "sk": other}
+    page = conversations_table().query(**kwargs)
+    return page.get("Items", []), "LastEvaluatedKey" in page
+
+
+def messages_at(keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The stored messages at these (conversation, seq), read consistently, 100 to a BatchGetItem."""
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    table = history_table()
+    for start in range(0, len(keys), 100):
+        request: dict[str, Any] = {table.name: {"Keys": [{"conversation": c, "seq": s} for c, s in keys[start:start + 100]],
+                                                "ConsistentRead": True}}
+        while request:
+            answer = table.meta.client.batch_get_item(RequestItems=request)
+            for item in answer["Responses"].get(table.name, []):
+                found[(item["conversation"], int(item["seq"]))] = item
+            request = answer.get("UnprocessedKeys") or {}
+    return found
 
 
 def _stored_item(conversation: str, message: dict[str, Any]) -> dict[str, Any]:

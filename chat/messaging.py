@@ -90,7 +90,7 @@ def send_direct(caller: Caller, body: str | None) -> str:
     message = history.new_message(require_content(request), sender, to=recipient, client_message_id=client_message_id)
     frames.check_size(message)
     conversation = history.dm_conversation(sender, recipient)
-    appended = history.append(conversation, message, _sender_key(caller))
+    appended = history.append(conversation, message, _sender_key(caller), pair=(sender, recipient))
     recipient_ids: list[str] = []
 
     def audience() -> list[str]:

@@ -1,6 +1,8 @@
 """Reading a conversation back (getRecentMessages): pages of history going back with `before`,
 and recovery after a reconnect going forward with `after`, both by seq. Only conversations the
-requester may read: the room, a channel its token allows, its own direct messages."""
+requester may read: the room, a channel its token allows, its own direct messages. And finding
+them (getConversations): the requester's direct conversations, most recent first, each with its
+latest seq, so a client back from offline knows which to catch up on."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from typing import Any
 from chat import channels, frames, history
 from chat.callers import Caller
 from chat.requests import (
+    CONVERSATIONS_EXAMPLE,
     HISTORY_EXAMPLE,
     BadMessage,
     parse_channel,
     parse_limit,
+    parse_inbox_cursor,
     parse_request,
     parse_seq_cursor,
     require_user_id,
@@ -73,3 +77,30 @@ def _conversation(caller: Caller, request: dict[str, Any]) -> tuple[str, dict[st
     if other == caller.user:
         raise BadMessage('You have no direct conversation with yourself: leave out "with" for the room.')
     return history.dm_conversation(caller.user, other), {"with": other}
+
+
+def conversations(caller: Caller, body: str | None) -> str:
+    """getConversations: {"conversations": [{"with", "seq", "last"}...], "before"}: only the
+    requester's own, most recent first, as many as fit one reply; `before` pages on."""
+    if caller.user is None:
+        raise BadMessage("Conversations need a signed-in connection: connect with a token.", 403)
+    request = parse_request(body, CONVERSATIONS_EXAMPLE)
+    limit = parse_limit(request.get("limit"))
+    before = parse_inbox_cursor(request.get("before"))
+    entries, more = history.inbox(caller.user, limit, before)
+    lasts = history.messages_at([(entry["conversation"], int(entry["seq"])) for entry in entries])
+    shown = [_conversation_entry(entry, lasts.get((entry["conversation"], int(entry["seq"])))) for entry in entries]
+    listed, used, cut = frames.fit_history(shown)
+    next_before = shown[used - 1][0] if (more or cut) and used else None
+    return frames.encode({"conversations": listed, "before": next_before}).decode("utf-8")
+
+
+def _conversation_entry(entry: dict[str, Any], last: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None, int]:
+    """(its cursor, what the client is shown, its size): the latest message, if it can still be
+    read (past its retention, the conversation is listed without it)."""
+    cursor = f"{int(entry['updated_at'])}#{entry['with']}"
+    listed: dict[str, Any] = {"with": entry["with"], "seq": int(entry["seq"]), "last": None}
+    if last is not None and not history.expired(last, time.time()):
+        _, message, _ = history.entry(last)
+        listed["last"] = message
+    return cursor, listed, len(frames.encode(listed))

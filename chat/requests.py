@@ -32,6 +32,9 @@ JOIN_EXAMPLE = '{"action": "join", "channel": "<name>"}'
 LEAVE_EXAMPLE = '{"action": "leave", "channel": "<name>"}'
 PRESENCE_EXAMPLE = '{"action": "getPresence", "channel": "<name>"}'
 RENEW_EXAMPLE = '{"action": "renewToken", "token": "<JWT>"}'
+CONVERSATIONS_EXAMPLE = '{"action": "getConversations", "limit": 20}'
+# getConversations' cursor: "<updated_at ms>#<user id>" (user ids have no "#").
+INBOX_CURSOR = re.compile(r"[0-9]{1,15}#[^#]{1,128}")
 
 TOO_DEEP = f'Message is nested too deeply: "content" may have at most {MAX_CONTENT_DEPTH} levels of arrays and objects.'
 NOT_FINITE = "Message has a number that is not finite (NaN, Infinity, or too large for a double such as 1e400)."
@@ -146,6 +149,15 @@ def parse_user_cursor(value: Any) -> str | None:
     if user_id is None:
         raise BadMessage('"after" must be the "after" of an earlier getPresence reply (a user id).')
     return user_id
+
+
+def parse_inbox_cursor(value: Any) -> str | None:
+    """getConversations' `before`: the cursor an earlier reply gave."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not INBOX_CURSOR.fullmatch(value):
+        raise BadMessage('"before" must be the "before" of an earlier getConversations reply.')
+    return value
 
 
 def parse_channel(value: Any, required: bool = False) -> str | None:

@@ -70,7 +70,7 @@ def test_websocket_routes_are_the_tutorials_four_part_2s_two_and_the_channels(re
     routes = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route")}
     assert routes == {
         "$connect", "$disconnect", "$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave", "heartbeat",
-        "getPresence", "renewToken",
+        "getPresence", "renewToken", "getConversations",
     }
     api = of_type(resources, "AWS::ApiGatewayV2::Api")[0]["Properties"]
     assert api["ProtocolType"] == "WEBSOCKET"
@@ -85,8 +85,9 @@ def test_bad_messages_get_an_answer_through_route_responses(resources: dict[str,
     }
     assert routes_with_response == {
         "$default", "sendMessage", "sendDirectMessage", "getRecentMessages", "join", "leave", "getPresence", "renewToken",
+        "getConversations",
     }
-    assert len(of_type(resources, "AWS::ApiGatewayV2::RouteResponse")) == 8
+    assert len(of_type(resources, "AWS::ApiGatewayV2::RouteResponse")) == 9
 
 
 def test_the_heartbeat_is_a_mock_route_with_no_lambda_and_no_reply_in_the_deployment(resources: dict[str, Any]) -> None:
@@ -133,6 +134,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
         "handler.join",
         "handler.leave",
         "handler.get_presence",
+        "handler.get_conversations",
         "handler.renew_token",
         "handler.sweep",
         "handler.authorize",
@@ -285,9 +287,8 @@ def test_the_channel_and_history_tables_are_on_demand_with_ttl(
     assert table["TableName"] == f"serverless-websocket-{name}-{STAGE}"
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": attribute, "KeyType": kind} for attribute, _, kind in keys]
-    assert sorted(table["AttributeDefinitions"], key=lambda d: d["AttributeName"]) == sorted(
-        ({"AttributeName": attribute, "AttributeType": type_} for attribute, type_, _ in keys), key=lambda d: d["AttributeName"]
-    )
+    defined = {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]}
+    assert {attribute: type_ for attribute, type_, _ in keys}.items() <= defined.items()
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert "MessagesTable" not in resources  # replaced by HistoryTable (README: upgrading a stage)
 
@@ -310,7 +311,8 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
         json.dumps(indexes, sort_keys=True): ["dynamodb:Query"],  # a user's connections; the sweeper's due ones
         table("PresenceTable"): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
         table("MembersTable"): ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
-        table("HistoryTable"): ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+        table("HistoryTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+        json.dumps({"Fn::Join": ["/", [{"Fn::GetAtt": ["ConversationsTable", "Arn"]}, "index", "inbox-index"]]}, sort_keys=True): ["dynamodb:Query"],
         table("ConversationsTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
         table("LimitsTable"): ["dynamodb:UpdateItem"],  # one conditional write per frame
     }
@@ -449,6 +451,12 @@ def test_every_permission_api_gateway_uses_is_scoped_to_this_api(resources: dict
         assert parts[:7] == ["arn:", {"Ref": "AWS::Partition"}, ":execute-api:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"}, ":"]
         assert parts[7] == api and parts[8] in ("/*", "/*/*"), logical_id
     assert "AuthorizerLambdaPermissionWebsockets" in permissions
+
+
+def test_a_users_conversations_are_one_query_on_the_inbox_index(resources: dict[str, Any]) -> None:
+    (index,) = resources["ConversationsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "inbox-index"
+    assert index["KeySchema"] == [{"AttributeName": "inbox", "KeyType": "HASH"}, {"AttributeName": "updated_at", "KeyType": "RANGE"}]
 
 
 @pytest.mark.parametrize("logical_id", ["HistoryTable", "ConversationsTable"])
