@@ -9,7 +9,7 @@ import os
 import time
 import uuid
 
-from chat import delivery, dispatch, frames, history, members, presence
+from chat import aws, delivery, dispatch, frames, history, members, presence
 from chat.callers import Caller
 from chat.requests import (
     JOIN_EXAMPLE,
@@ -78,7 +78,12 @@ def announce(endpoint: str, channel: str, user: str, state: str) -> None:
         logger.info("No presence events in %s: %d users online", channel, online)
         return
     payload = frames.encode({"presenceChange": {"channel": channel, "user": user, "state": state}})
-    dispatch.broadcast(endpoint, members.member_ids(channel), payload, f"presence-{uuid.uuid4().hex}", int(time.time() * 1000))
+    # Through the workers, paced to the posting budget: a presence event is cheap to delay by an
+    # SQS hop and costly in bulk (docs/production.md: the route throttles' arithmetic).
+    try:
+        dispatch.queue(endpoint, members.member_ids(channel), payload, f"presence-{uuid.uuid4().hex}", int(time.time() * 1000))
+    except aws.AWS_ERRORS:  # the join or leave itself is done; getPresence still tells the truth
+        logger.exception("Could not announce that %s %s %s", user, "entered" if state == "enter" else "left", channel)
 
 
 def require_access(caller: Caller, channel: str) -> None:

@@ -24,3 +24,10 @@ def broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, mess
     counts = fanout.fan_out(endpoint, itertools.chain(first, ids), payload, {"id": message_id, "sent_at_ms": sent_at_ms})
     logger.info("Queued %s for the workers", message_id, **counts)
     return frozenset()
+
+
+def queue(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str, sent_at_ms: int) -> None:
+    """Hand the payload to the delivery workers whatever the audience: their posts are paced to
+    the posting budget (presence events: cheap to delay, costly in bulk)."""
+    counts = fanout.fan_out(endpoint, connection_ids, payload, {"id": message_id, "sent_at_ms": sent_at_ms})
+    logger.info("Queued %s for the workers", message_id, **counts)

@@ -29,7 +29,9 @@ def who(handler: Any, connection_id: str, user: str, channel: str = "lobby", **f
     return json.loads(response["body"])["presence"]
 
 
-def events(management: Any, connection_id: str) -> list[tuple[str, str]]:
+def events(management: Any, connection_id: str, workers: Any) -> list[tuple[str, str]]:
+    """The presence events a connection got: they go through the delivery workers (paced)."""
+    workers.drain()
     return [(f["presenceChange"]["user"], f["presenceChange"]["state"]) for f in management.received(connection_id)
             if isinstance(f, dict) and "presenceChange" in f]
 
@@ -53,21 +55,21 @@ def test_one_user_on_three_connections_is_one_entry_one_enter_and_one_leave(
         "channel": "lobby", "members": [{"user": "alice", "connections": 3}, {"user": "carol", "connections": 1}],
         "count": 2, "after": None,
     }
-    assert events(management, watcher) == [("carol", "enter"), ("alice", "enter")]
+    assert events(management, watcher, workers) == [("carol", "enter"), ("alice", "enter")]
 
     frame(handler, "leave", "alice-1", "alice", channel="lobby")
     handler.connection_manager(disconnect_event("alice-2"), None)
     workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
     workers.drain()
-    assert events(management, watcher) == [("carol", "enter"), ("alice", "enter")]  # one left: no event
+    assert events(management, watcher, workers) == [("carol", "enter"), ("alice", "enter")]  # one left: no event
     assert who(handler, "carol-1", "carol")["members"][0] == {"user": "alice", "connections": 1}
 
     handler.connection_manager(disconnect_event("alice-3"), None)  # the last one
-    assert events(management, watcher)[-1] == ("alice", "enter")  # not before the grace
+    assert events(management, watcher, workers)[-1] == ("alice", "enter")  # not before the grace
     workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
     workers.drain()
 
-    assert events(management, watcher) == [("carol", "enter"), ("alice", "enter"), ("alice", "leave")]
+    assert events(management, watcher, workers) == [("carol", "enter"), ("alice", "enter"), ("alice", "leave")]
     assert who(handler, "carol-1", "carol") == {"channel": "lobby", "members": [{"user": "carol", "connections": 1}], "count": 1, "after": None}
 
 
@@ -84,7 +86,7 @@ def test_back_within_the_grace_is_neither_a_leave_nor_an_enter(
     workers.advance(10)
     workers.drain()
 
-    assert events(management, watcher) == [("carol", "enter"), ("bob", "enter")]
+    assert events(management, watcher, workers) == [("carol", "enter"), ("bob", "enter")]
     assert {"user": "bob", "connections": 1} in who(handler, "carol-1", "carol")["members"]
 
 
@@ -98,7 +100,7 @@ def test_back_after_the_leave_was_announced_is_an_enter_again(
     workers.drain()
     joined(handler, "bob-2", "bob")
 
-    assert events(management, watcher)[1:] == [("bob", "enter"), ("bob", "leave"), ("bob", "enter")]
+    assert events(management, watcher, workers)[1:] == [("bob", "enter"), ("bob", "leave"), ("bob", "enter")]
     assert who(handler, "carol-1", "carol")["count"] == 2
 
 
@@ -124,7 +126,7 @@ def test_a_connection_found_gone_leaves_its_channels_with_a_leave(
     workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
     workers.drain()
 
-    assert events(management, watcher)[-1] == ("dave", "leave")
+    assert events(management, watcher, workers)[-1] == ("dave", "leave")
     assert [m["user"] for m in who(handler, "carol-1", "carol")["members"]] == ["carol"]
 
 
@@ -149,14 +151,14 @@ def test_presence_is_sorted_by_user_and_paged(handler: Any, management: Any, con
 
 
 def test_events_stop_above_the_size_but_presence_still_answers(
-    handler: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+    handler: Any, management: Any, connect: Any, workers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(channels, "PRESENCE_EVENTS_MAX_USERS", 2)
     for n in range(4):
         connect(f"u{n}", user=f"user{n}")
         joined(handler, f"u{n}", f"user{n}")
 
-    assert events(management, "u0") == [("user0", "enter"), ("user1", "enter")]  # then 3 > 2: silence
+    assert events(management, "u0", workers) == [("user0", "enter"), ("user1", "enter")]  # then 3 > 2: silence
     assert who(handler, "u0", "user0")["count"] == 4
 
 
