@@ -68,6 +68,7 @@ bench: install
 	python bench/fanout_offline.py
 	python bench/rate_limit.py
 	python bench/seq_throughput.py
+	python bench/offline_flood.py
 
 package: install
 	sls package

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from chat import channels, messaging, recovery, sessions, tokens, worker
+from chat.callers import caller
 from chat.gateway import (
     Response,
     answer,
-    caller,
     connected_at,
     invocation,
     lifecycle_event,
@@ -23,7 +23,6 @@ from chat.gateway import (
     route,
     unrecognized_event,
 )
-from chat.requests import is_heartbeat
 
 
 def ping(event: dict, context: Any) -> Response:
@@ -50,13 +49,12 @@ def connection_manager(event: dict, context: Any) -> Response:
     return unrecognized_event(event)
 
 
-@observed
-def default_message(event: dict, context: Any) -> Response:
-    """$default: any frame whose action matches no route (or that is not JSON at all), and,
-    offline only, the heartbeat that a MOCK route answers on AWS: with nothing."""
-    if is_heartbeat(event.get("body")):
-        return {"statusCode": 200}
-    return response(400, "Unrecognized WebSocket action.")
+@route(failure="Message could not be handled.", what="Unrecognized frame")
+def default_message(event: dict, context: Any) -> str | None:
+    """$default: any frame whose action matches no route (or that is not JSON at all): refused,
+    and charged to the sender's rate limit. Offline only, the heartbeat that a MOCK route
+    answers on AWS: with nothing."""
+    return messaging.unrecognized(event.get("body"))
 
 
 @route(failure="Message could not be sent.", what="Broadcast")

@@ -22,6 +22,7 @@ def use_fake_aws(**settings: str) -> None:
         MEMBERS_TABLE="bench-members",
         HISTORY_TABLE="bench-history",
         CONVERSATIONS_TABLE="bench-conversations",
+        LIMITS_TABLE="bench-limits",
         LOG_LEVEL="WARNING",
         **settings,
     )
@@ -45,4 +46,5 @@ TABLES = {
     "MembersTable": "MEMBERS_TABLE",
     "HistoryTable": "HISTORY_TABLE",
     "ConversationsTable": "CONVERSATIONS_TABLE",
+    "LimitsTable": "LIMITS_TABLE",
 }

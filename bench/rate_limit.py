@@ -1,7 +1,7 @@
-"""What the per-connection rate limit adds to a message, measured in one process on moto.
+"""What the per-user rate limit adds to a message, measured in one process on moto.
 
 sendMessage from a connected client to a room of --room connections, --messages times with the
-limiter on (its conditional UpdateItem on the connection row; the rate set so high that nothing
+limiter on (its conditional UpdateItem in the limits table; the rate set so high that nothing
 is refused) and as many times with it off (MESSAGE_RATE_PER_SECOND=0), alternating in rounds
 so both see the same machine. Printed: the median time per message of each, the difference,
 and the DynamoDB calls per message.
@@ -60,7 +60,8 @@ def main() -> int:
         for connection_id in ["sender"] + [f"c{n}" for n in range(args.room - 1)]:
             handler.connection_manager(connect_event(connection_id), None)
         calls: list[str] = []
-        connections.table().meta.client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
+        for client in {connections.table().meta.client, ratelimit.table().meta.client}:
+            client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name))
 
         samples: dict[str, list[float]] = {"on": [], "off": []}
         ratelimit.MESSAGE_RATE_PER_SECOND = 1e9
@@ -78,8 +79,8 @@ def main() -> int:
 
     on, off = statistics.median(samples["on"]) * 1000, statistics.median(samples["off"]) * 1000
     print(f"sendMessage to a room of {args.room} on moto, {args.messages} messages each way, in {args.rounds} alternating rounds:")
-    print(f"  limiter off: median {off:.2f} ms a message, {off_calls:.1f} calls to the connections table")
-    print(f"  limiter on:  median {on:.2f} ms a message, {on_calls:.1f} calls to the connections table")
+    print(f"  limiter off: median {off:.2f} ms a message, {off_calls:.1f} calls to the connections and limits tables")
+    print(f"  limiter on:  median {on:.2f} ms a message, {on_calls:.1f} calls to the connections and limits tables")
     print(f"  the limiter adds {on - off:.2f} ms a message here ({on / off:.2f}x), one conditional UpdateItem")
     return 0
 

@@ -11,10 +11,11 @@ below them, never the other way round, and nothing here imports handler.py.
     tokens       the $connect authorizer: JWTs and the secret in SSM
     worker       the SQS delivery worker
 
+    callers      who sent a frame: connection, user, what the token allows
     requests     what clients send: parsing and validating frames
     frames       what clients get: the JSON the service sends
     users        what a user id may be
-    ratelimit    how many messages a connection may send (GCRA on its row)
+    ratelimit    how much a user may send (GCRA in the limits table), on how many connections
     connections  the connections table: one row per open connection
     members      the members table: which connections are in which channel
     history      each conversation's log by seq: the history and conversations tables

@@ -24,10 +24,10 @@ AWS_ERRORS = (BotoCoreError, ClientError)
 
 
 @lru_cache(maxsize=None)
-def dynamodb_table(variable: str, default: str) -> Any:
-    """The table named by an environment variable, created once per container and reused on
-    warm starts."""
-    return boto3.resource("dynamodb", config=AWS_CLIENT_CONFIG).Table(os.environ.get(variable, default))
+def dynamodb_table(variable: str, default: str, config: Config = AWS_CLIENT_CONFIG) -> Any:
+    """The table named by an environment variable, created once per container (and settings)
+    and reused on warm starts."""
+    return boto3.resource("dynamodb", config=config).Table(os.environ.get(variable, default))
 
 
 @lru_cache(maxsize=None)

@@ -3,9 +3,15 @@ ones its user may use (names, or prefixes ending in "*"); without the claim, all
 
 from __future__ import annotations
 
-from chat import frames, history, members, ratelimit
-from chat.gateway import Caller
-from chat.requests import JOIN_EXAMPLE, LEAVE_EXAMPLE, BadMessage, parse_channel, parse_request
+from chat import frames, history, members
+from chat.callers import Caller
+from chat.requests import (
+    JOIN_EXAMPLE,
+    LEAVE_EXAMPLE,
+    BadMessage,
+    parse_channel,
+    parse_request,
+)
 
 
 def join(caller: Caller, body: str | None) -> str:
@@ -43,5 +49,4 @@ def _requested_channel(caller: Caller, body: str | None, example: str) -> str:
     request = parse_request(body, example)
     channel = parse_channel(request.get("channel"), required=True)
     require_access(caller, channel)  # type: ignore[arg-type]
-    ratelimit.enforce(caller.connection_id)
     return channel  # type: ignore[return-value]

@@ -4,20 +4,38 @@ in, and its rate-limit state."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Executor
 from typing import Any, Iterator
 
 from boto3.dynamodb.conditions import Key
+from botocore.config import Config
 
 from chat import aws
+from chat.telemetry import logger
 
 DEFAULT_CONNECTIONS_TABLE = "serverless-websocket-connections"
 USER_INDEX = "user_id-index"
 # API Gateway closes every WebSocket connection after 2 hours, so an older row is stale.
 CONNECTION_LIFETIME_SECONDS = 2 * 60 * 60
+# $connect writes the row before API Gateway has finished the handshake, and a post to the
+# connection answers 410 until it has. AWS: "Until execution of the integration associated
+# with the $connect route is completed, the upgrade request is pending and the actual
+# connection will not be established" (WebSocket $connect/$disconnect route keys); an
+# integration may run up to 29 s. So a 410 on a row younger than this does not prune it: the
+# connection may be about to open. A row that really is gone goes at the next 410 after that.
+HANDSHAKE_GRACE_SECONDS = 30
+# Deleting gone rows is best effort and may run near the end of a worker's invocation: one
+# short attempt each (a row not deleted now is deleted at its next 410, or expires).
+PRUNE_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=1, retries={"mode": "standard", "total_max_attempts": 1})
 
 
 def table() -> Any:
     return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE)
+
+
+def prune_table() -> Any:
+    return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE, PRUNE_CLIENT_CONFIG)
 
 
 def connect(connection_id: str, now: int, user_id: str | None = None) -> None:
@@ -38,25 +56,26 @@ def delete(connection_id: str) -> None:
     table().delete_item(Key={"connection_id": connection_id})
 
 
+def gone_rows(connection_ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of connections that answered 410, except those younger than
+    HANDSHAKE_GRACE_SECONDS: they may be about to open (their 410 is the handshake's)."""
+    cutoff = int(time.time()) - HANDSHAKE_GRACE_SECONDS
+    return [row for row in rows(connection_ids) if int(row.get("connected_at", 0)) < cutoff]
+
+
 def rows(connection_ids: list[str]) -> list[dict[str, Any]]:
-    """The rows of these connections that exist (user and channels only), 100 to a BatchGetItem."""
+    """The rows of these connections that exist (what cleaning up needs of them), 100 to a
+    BatchGetItem."""
     found: list[dict[str, Any]] = []
     resource = table().meta.client
     for start in range(0, len(connection_ids), 100):
         keys = [{"connection_id": cid} for cid in dict.fromkeys(connection_ids[start:start + 100])]
-        request: dict[str, Any] = {table().name: {"Keys": keys, "ProjectionExpression": "connection_id, user_id, channels"}}
+        request: dict[str, Any] = {table().name: {"Keys": keys, "ProjectionExpression": "connection_id, user_id, channels, connected_at"}}
         while request:
             answer = resource.batch_get_item(RequestItems=request)
             found += [item for item in answer["Responses"].get(table().name, [])]
             request = answer.get("UnprocessedKeys") or {}
     return found
-
-
-def delete_all(connection_ids: list[str]) -> None:
-    """Delete these rows, 25 to a BatchWriteItem."""
-    with table().batch_writer() as batch:
-        for connection_id in dict.fromkeys(connection_ids):
-            batch.delete_item(Key={"connection_id": connection_id})
 
 
 def all_ids() -> Iterator[str]:
@@ -69,6 +88,52 @@ def user_connection_ids(user_id: str) -> Iterator[str]:
     """The open connections of one user: a Query on the user index, never a Scan."""
     for item in all_pages(table().query, IndexName=USER_INDEX, KeyConditionExpression=Key("user_id").eq(user_id)):
         yield item["connection_id"]
+
+
+def count_user_connections(user_id: str, stop_at: int | None = None) -> int:
+    """How many open connections one user has (a COUNT Query on the user index), stopping
+    once `stop_at` is reached."""
+    total = 0
+    kwargs: dict[str, Any] = {"IndexName": USER_INDEX, "KeyConditionExpression": Key("user_id").eq(user_id), "Select": "COUNT"}
+    while True:
+        page = table().query(**kwargs)
+        total += page["Count"]
+        if "LastEvaluatedKey" not in page or (stop_at is not None and total >= stop_at):
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> None:
+    """Delete the rows of connections that answered 410, except those younger than
+    HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
+    DynamoDB itself; on `pool` when given). None is started after `deadline`
+    (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
+    410 prunes the row again, and it expires by TTL anyway."""
+    if not connection_ids:
+        return
+    cutoff = int(time.time()) - HANDSHAKE_GRACE_SECONDS
+
+    def forget(connection_id: str) -> str:
+        if deadline is not None and time.monotonic() >= deadline:
+            return "skipped"
+        try:
+            prune_table().delete_item(
+                Key={"connection_id": connection_id},
+                ConditionExpression="attribute_not_exists(connected_at) OR connected_at < :cutoff",
+                ExpressionAttributeValues={":cutoff": cutoff},
+            )
+            return "deleted"
+        except prune_table().meta.client.exceptions.ConditionalCheckFailedException:
+            return "young"
+        except aws.AWS_ERRORS:
+            logger.exception("Could not delete gone connection %s", connection_id)
+            return "failed"
+
+    results = list(pool.map(forget, connection_ids) if pool is not None else map(forget, connection_ids))
+    tally = {outcome: results.count(outcome) for outcome in ("deleted", "young", "skipped", "failed")}
+    logger.info("Deleting %d gone connections", len(connection_ids), **tally)
+    if tally["failed"]:
+        logger.error("Could not delete %d gone connections", tally["failed"])
 
 
 def all_pages(operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """Posting to connections through API Gateway's management API: many at once from a bounded
-pool, throttled posts tried again after a backoff, gone connections pruned."""
+pool, throttled posts tried again after a backoff, each post bounded in time."""
 
 from __future__ import annotations
 
@@ -22,10 +22,22 @@ DEFAULT_OFFLINE_WEBSOCKET_PORT = "3001"
 # that a large room does not mean one thread (and one socket) per connection.
 BROADCAST_CONCURRENCY = int(os.environ.get("BROADCAST_CONCURRENCY", "32"))
 # Throttled posts are tried this many times in all within one invocation, inline.
-INLINE_THROTTLE_ROUNDS = 2
+INLINE_THROTTLE_ROUNDS = 3
+# One post's own time: one attempt of at most 2 s to connect and 3 s to read the answer (API
+# Gateway answers a post in milliseconds). botocore retries nothing: a post whose answer timed
+# out (or a 5xx) may have landed, and a blind retry would send the frame twice. Throttled posts
+# (429: they did not land) are tried again by deliver() itself, after a backoff, in time.
+POST_CONNECT_TIMEOUT_SECONDS = 2.0
+POST_READ_TIMEOUT_SECONDS = 3.0
 
-SENT, GONE, THROTTLED, FAILED = "sent", "gone", "throttled", "failed"
-OUTCOME_METRICS = {SENT: "DeliveriesSent", GONE: "DeliveriesGone", THROTTLED: "DeliveriesThrottled", FAILED: "DeliveriesFailed"}
+SENT, GONE, THROTTLED, FAILED, UNSENT = "sent", "gone", "throttled", "failed", "unsent"
+OUTCOME_METRICS = {
+    SENT: "DeliveriesSent",
+    GONE: "DeliveriesGone",
+    THROTTLED: "DeliveriesThrottled",
+    FAILED: "DeliveriesFailed",
+    UNSENT: "DeliveriesDeferred",
+}
 # What API Gateway answers when the account's request rate is exceeded (HTTP 429).
 THROTTLING_CODES = frozenset({"LimitExceededException", "ThrottlingException", "TooManyRequestsException", "429"})
 
@@ -48,13 +60,17 @@ def management_endpoint(request_context: dict[str, Any]) -> str:
 @lru_cache(maxsize=None)
 def management_client(endpoint: str) -> Any:
     """One client per endpoint, reused by every post and every warm invocation."""
-    config = Config(
+    return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=management_client_config())
+
+
+def management_client_config() -> Config:
+    """Bounded posts, never retried by botocore (POST_READ_TIMEOUT_SECONDS says why)."""
+    return Config(
         max_pool_connections=BROADCAST_CONCURRENCY,
-        connect_timeout=3,
-        read_timeout=5,
-        retries={"mode": "standard", "total_max_attempts": 3},
+        connect_timeout=POST_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=POST_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": 1},
     )
-    return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
 
 
 @lru_cache(maxsize=None)
@@ -78,12 +94,15 @@ def deliver(
 ) -> dict[str, str]:
     """Post the payload to each connection concurrently; post again, after a backoff, to
     those API Gateway throttled (up to `rounds` times in all, while there is time). Returns
-    each connection's outcome: the caller forgets the ones that are gone."""
+    each connection's outcome: the caller forgets the ones that are gone (sessions.forget).
+
+    `deadline` (time.monotonic()) is checked before every post, not every round: a post that
+    would start after it is not made (UNSENT), so the caller can hand those on untouched."""
     client = management_client(endpoint)
     outcomes: dict[str, str] = {}
     pending = list(connection_ids)
     for attempt in range(rounds):
-        results = dict(post_pool().map(lambda cid: (cid, post_to_connection(client, cid, payload, pace)), pending))
+        results = dict(post_pool().map(lambda cid: (cid, post_in_time(client, cid, payload, pace, deadline)), pending))
         outcomes.update(results)
         pending = [cid for cid, outcome in results.items() if outcome == THROTTLED]
         wait = backoff(attempt)
@@ -97,11 +116,19 @@ def deliver(
     return outcomes
 
 
-def post_to_connection(client: Any, connection_id: str, payload: bytes, pace: Pacer | None = None) -> str:
-    """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
-    account limit) or FAILED (anything else)."""
+def post_in_time(client: Any, connection_id: str, payload: bytes, pace: Pacer | None, deadline: float | None) -> str:
+    """Post, unless the deadline has passed by the time this post's turn comes (checked
+    before the pacer's wait, so a skipped post takes no slot of the budget)."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return UNSENT
     if pace is not None:
         pace.wait()
+    return post_to_connection(client, connection_id, payload)
+
+
+def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
+    """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
+    account limit) or FAILED (anything else)."""
     try:
         client.post_to_connection(ConnectionId=connection_id, Data=payload)
         return SENT
@@ -127,8 +154,10 @@ def gone(outcomes: dict[str, str]) -> list[str]:
 
 
 def summary(outcomes: dict[str, str]) -> dict[str, int]:
-    """How many connections had each outcome, for the log line."""
-    return {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, THROTTLED, FAILED)}
+    """How many connections had each outcome, for the log line (`unsent` only when any was)."""
+    counts = {outcome: list(outcomes.values()).count(outcome) for outcome in (SENT, GONE, THROTTLED, FAILED)}
+    unsent = list(outcomes.values()).count(UNSENT)
+    return {**counts, UNSENT: unsent} if unsent else counts
 
 
 class Pacer:

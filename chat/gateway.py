@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from chat import ratelimit
 from chat.aws import AWS_ERRORS
+from chat.callers import connection_id, user_id
 from chat.requests import BadMessage
 from chat.telemetry import count, flush_metrics, logger
-from chat.users import is_valid_user_id
 
 Response = dict[str, Any]
 
@@ -22,47 +21,6 @@ OUTCOMES = {200: "accepted", 400: "rejected", 403: "rejected", 429: "rate_limite
 OUTCOME_METRICS = {"accepted": "MessagesAccepted", "rejected": "MessagesRejected", "rate_limited": "MessagesRateLimited", "failed": "AwsErrors"}
 # Routes whose answers count as messages (the rest only as errors).
 MESSAGE_ROUTES = {"sendMessage", "sendDirectMessage", "getRecentMessages", "$default"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a frame: the connection, the user the $connect authorizer verified (None for an
-    anonymous connection), the channels its token allows (None: the token has no such claim),
-    and the request context the frame came with."""
-
-    connection_id: str | None
-    user: str | None
-    channels: tuple[str, ...] | None = None
-    request_context: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def caller(event: dict) -> Caller:
-    return Caller(connection_id(event), user_id(event), allowed_channels(event), event.get("requestContext") or {})
-
-
-def allowed_channels(event: dict) -> tuple[str, ...] | None:
-    """The token's `channels` claim, which the authorizer passed on as JSON text (its context
-    holds only strings and numbers). Anything unreadable allows no channel at all."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    if "channels" not in authorizer:
-        return None
-    try:
-        patterns = json.loads(authorizer["channels"])
-    except (TypeError, ValueError):
-        return ()
-    return tuple(p for p in patterns if isinstance(p, str)) if isinstance(patterns, list) else ()
-
-
-def connection_id(event: dict) -> str | None:
-    return (event.get("requestContext") or {}).get("connectionId")
-
-
-def user_id(event: dict) -> str | None:
-    """The user the $connect authorizer verified; API Gateway passes its context on every
-    route of the connection. None for anonymous connections (no authorizer)."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    user = authorizer.get("userId")
-    return user if is_valid_user_id(user) else None
 
 
 def lifecycle_event(event: dict) -> str | None:
@@ -89,12 +47,13 @@ def response(status_code: int, body: str) -> Response:
     return {"statusCode": status_code, "body": body}
 
 
-def answer(event: dict, work: Callable[[], str], failure: str, what: str) -> Response:
-    """Run a route's work and turn its outcome into the reply: its text (200), the reason a
-    request was refused (4xx), or `failure` (500) when AWS failed, with the traceback logged
-    as "<what> from <connection> failed"."""
+def answer(event: dict, work: Callable[[], str | None], failure: str, what: str) -> Response:
+    """Run a route's work and turn its outcome into the reply: its text (200; None: nothing is
+    sent back), the reason a request was refused (4xx), or `failure` (500) when AWS failed,
+    with the traceback logged as "<what> from <connection> failed"."""
     try:
-        return response(200, work())
+        text = work()
+        return response(200, text) if text is not None else {"statusCode": 200}
     except BadMessage as error:
         logger.info("Rejected message from %s: %s", connection_id(event), error)
         return response(error.status_code, str(error))
@@ -103,19 +62,25 @@ def answer(event: dict, work: Callable[[], str], failure: str, what: str) -> Res
         return response(500, failure)
 
 
-def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str]], Callable[[dict, Any], Response]]:
+def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str | None]], Callable[[dict, Any], Response]]:
     """A WebSocket route's entry point from the function that does its work and returns the
-    text for the sender: observed, and answered as `answer` does."""
+    text for the sender: observed, every frame charged to the sender's rate limit before
+    anything else (a refused frame costs as much as an accepted one: a flood of junk is a
+    flood), and answered as `answer` does."""
 
-    def decorate(work: Callable[[dict, Any], str]) -> Callable[[dict, Any], Response]:
+    def decorate(work: Callable[[dict, Any], str | None]) -> Callable[[dict, Any], Response]:
         @observed
         @functools.wraps(work)
         def entry_point(event: dict, context: Any) -> Response:
-            return answer(event, lambda: work(event, context), failure, what)
+            return answer(event, lambda: _charged(event) or work(event, context), failure, what)
 
         return entry_point
 
     return decorate
+
+
+def _charged(event: dict) -> None:
+    ratelimit.enforce(user_id(event), connection_id(event))
 
 
 def observed(entry_point: Callable[[dict, Any], Response]) -> Callable[[dict, Any], Response]:

@@ -14,12 +14,23 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from chat import aws, channels, connections, delivery, fanout, frames, history, members, ratelimit, sessions
-from chat.gateway import Caller
+from chat import (
+    aws,
+    channels,
+    connections,
+    delivery,
+    fanout,
+    frames,
+    history,
+    members,
+    sessions,
+)
+from chat.callers import Caller
 from chat.requests import (
     DIRECT_MESSAGE_EXAMPLE,
     SEND_MESSAGE_EXAMPLE,
     BadMessage,
+    is_heartbeat,
     parse_channel,
     parse_client_message_id,
     parse_request,
@@ -29,6 +40,15 @@ from chat.requests import (
 from chat.telemetry import count, logger, milliseconds
 
 ROOM_SENT = "Message sent to all connections."
+UNRECOGNIZED = "Unrecognized WebSocket action."
+
+
+def unrecognized(body: str | None) -> str | None:
+    """$default: a frame no route matched is refused. The offline heartbeat (on AWS a MOCK
+    route takes it) is answered with nothing."""
+    if is_heartbeat(body):
+        return None
+    raise BadMessage(UNRECOGNIZED)
 
 
 @dataclass(frozen=True)
@@ -51,7 +71,6 @@ def send_message(caller: Caller, body: str | None) -> str:
         channels.require_access(caller, channel)
     message = history.new_message(content, caller.user, channel=channel, client_message_id=client_message_id)
     frames.check_size(message)
-    ratelimit.enforce(caller.connection_id)
     if channel is None:
         appended = history.append(history.ROOM, message, _sender_key(caller))
         done = _deliver(caller, history.ROOM, appended, connections.all_ids)
@@ -81,7 +100,6 @@ def send_direct(caller: Caller, body: str | None) -> str:
     client_message_id = parse_client_message_id(request.get("clientMessageId"))
     message = history.new_message(require_content(request), sender, to=recipient, client_message_id=client_message_id)
     frames.check_size(message)
-    ratelimit.enforce(caller.connection_id)
     conversation = history.dm_conversation(sender, recipient)
     appended = history.append(conversation, message, _sender_key(caller))
     recipient_ids: list[str] = []

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chat import channels, frames, history, ratelimit
-from chat.gateway import Caller
+from chat import channels, frames, history
+from chat.callers import Caller
 from chat.requests import (
     HISTORY_EXAMPLE,
     BadMessage,
@@ -30,7 +30,6 @@ def recent_messages(caller: Caller, body: str | None) -> str:
     after = parse_seq_cursor(request.get("after"), "after", 0)
     if before is not None and after is not None:
         raise BadMessage('Send "before" (to page back) or "after" (to catch up), not both.')
-    ratelimit.enforce(caller.connection_id)
     if after is not None:
         return _forward(named, history.read_after(conversation, limit, after, now), after)
     return _backward(named, history.read_before(conversation, limit, before, now), before)

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from chat.users import USER_ID_RULE, normalize_user_id
+from chat.users import USER_ID_RULE, checked_user_id
 
 # Arrays and objects inside "content": far more than any chat message needs, far less than
 # the ~1,000 levels at which Python's JSON encoder gives up (a deeper message could be stored
@@ -113,7 +113,7 @@ def nesting_depth(value: Any, stop_above: int) -> int:
 
 
 def require_user_id(value: Any, field: str) -> str:
-    user_id = normalize_user_id(value)
+    user_id = checked_user_id(value)
     if user_id is None:
         raise BadMessage(f'"{field}" must be a user id: {USER_ID_RULE}.')
     return user_id

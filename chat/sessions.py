@@ -4,12 +4,21 @@ channel memberships cannot disagree."""
 
 from __future__ import annotations
 
-from chat import aws, connections, members
-from chat.gateway import Caller
-from chat.telemetry import logger
+from chat import aws, connections, delivery, members, ratelimit
+from chat.callers import Caller
+from chat.requests import BadMessage
+from chat.telemetry import count, logger
 
 
 def open_session(caller: Caller, connected_at: int) -> str:
+    """The row that makes the connection reachable, unless its user already has as many open
+    connections as one user may (then $connect answers 429 and API Gateway refuses the
+    handshake)."""
+    try:
+        ratelimit.admit_connection(caller.user)
+    except BadMessage:
+        count("ConnectionsRefused")
+        raise
     connections.connect(caller.connection_id, connected_at, caller.user)  # type: ignore[arg-type]
     return "Connect successful."
 
@@ -24,15 +33,17 @@ def close_session(caller: Caller) -> str:
     return "Disconnect successful."
 
 
-def forget(connection_ids: list[str]) -> None:
-    """Connections a post found gone (no $disconnect came, or not yet): their memberships and
-    rows are deleted. A failure here is logged, not raised: the message was delivered, and the
-    rows expire by TTL anyway."""
+def forget(connection_ids: list[str], deadline: float | None = None) -> None:
+    """Connections a post found gone (no $disconnect came, or not yet): their memberships, then
+    their rows, are deleted; not those still in their handshake (connections.gone_rows), and
+    nothing started after `deadline` (time.monotonic()). A failure here is logged, not raised:
+    the message was delivered, the next 410 finds the connection again, and rows expire by TTL."""
     if not connection_ids:
         return
-    logger.info("Deleting %d gone connections", len(connection_ids))
     try:
-        members.remove_memberships(connections.rows(connection_ids))
-        connections.delete_all(connection_ids)
+        gone = connections.gone_rows(connection_ids)
+        members.remove_memberships(gone)
     except aws.AWS_ERRORS:
-        logger.exception("Could not delete %d gone connections", len(connection_ids))
+        logger.exception("Could not clean up %d gone connections", len(connection_ids))
+        return
+    connections.prune([row["connection_id"] for row in gone], deadline=deadline, pool=delivery.post_pool())

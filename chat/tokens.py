@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -14,7 +15,7 @@ from botocore.config import Config
 
 from chat import aws
 from chat.telemetry import count, logger
-from chat.users import normalize_user_id
+from chat.users import checked_user_id
 
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
@@ -45,7 +46,7 @@ def authorize(event: dict) -> dict[str, Any]:
     """
     method_arn = event.get("methodArn", "*")
     try:
-        user_id, channels = verify_token(request_token(event), jwt_secret())
+        identity = verify_token(request_token(event), jwt_secret())
     except InvalidToken as error:
         logger.info("Refused connection: %s", error)
         return _refused(method_arn)
@@ -53,12 +54,14 @@ def authorize(event: dict) -> dict[str, Any]:
         logger.exception("Could not read the token secret; refusing the connection")
         count("AwsErrors")
         return _refused(method_arn)
-    logger.append_keys(user=user_id)
+    logger.append_keys(user=identity.user)
     logger.info("Handled", outcome="allowed")
-    context = {"userId": user_id}
-    if channels is not None:  # API Gateway passes only strings and numbers on: the list as JSON
-        context["channels"] = json.dumps(channels, separators=(",", ":"))
-    return policy(user_id, "Allow", method_arn, context)
+    # On every route of the connection: who, until when (token expiry is enforced on each frame),
+    # and the channels claim (API Gateway passes only strings and numbers on: the list as JSON).
+    context: dict[str, Any] = {"userId": identity.user, "exp": identity.expires_at}
+    if identity.channels is not None:
+        context["channels"] = json.dumps(identity.channels, separators=(",", ":"))
+    return policy(identity.user, "Allow", method_arn, context)
 
 
 def _refused(method_arn: str) -> dict[str, Any]:
@@ -79,9 +82,18 @@ def request_token(event: dict) -> str:
     raise InvalidToken("no token in the query string or an Authorization: Bearer header")
 
 
-def verify_token(token: str, secret: str) -> tuple[str, list[str] | None]:
-    """The user id (`sub`) of a valid token and the channels it allows (None without a
-    `channels` claim), or InvalidToken saying why not."""
+@dataclass(frozen=True)
+class Identity:
+    """What a valid token says: the user (`sub`), when it expires (`exp`, epoch seconds), and the
+    channels it allows (None without a `channels` claim)."""
+
+    user: str
+    expires_at: int
+    channels: list[str] | None = None
+
+
+def verify_token(token: str, secret: str) -> Identity:
+    """The identity in a valid token, or InvalidToken saying why not."""
     try:
         claims = jwt.decode(
             token,
@@ -92,10 +104,10 @@ def verify_token(token: str, secret: str) -> tuple[str, list[str] | None]:
         )
     except (jwt.InvalidTokenError, UnicodeError) as error:  # a lone surrogate cannot even be encoded
         raise InvalidToken(f"{type(error).__name__}: {error}") from None
-    user_id = normalize_user_id(claims["sub"])
+    user_id = checked_user_id(claims["sub"])
     if user_id is None:
         raise InvalidToken("the token's sub is not a valid user id")
-    return user_id, channel_claim(claims.get("channels"))
+    return Identity(user_id, int(claims["exp"]), channel_claim(claims.get("channels")))
 
 
 def channel_claim(value: Any) -> list[str] | None:

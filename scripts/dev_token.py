@@ -48,12 +48,15 @@ def main() -> int:
 
 
 def user_id(text: str) -> str:
-    """The id exactly as the authorizer will see it (NFC), or TokenError saying the rule."""
+    """The id exactly as given, if the authorizer accepts it, or TokenError saying the rule
+    (and the canonical spelling, when the text has one: it is not silently used instead)."""
     if not text:
         raise TokenError("say which user the token is for: make token FOR=alice")
-    user = users.normalize_user_id(text)
+    user = users.checked_user_id(text)
     if user is None:
-        raise TokenError(f"{text!r} is not a user id the authorizer accepts: {users.USER_ID_RULE}.")
+        canonical = users.canonical_form(text)
+        hint = f" Did you mean {canonical!r}?" if canonical and users.is_valid_user_id(canonical) else ""
+        raise TokenError(f"{text!r} is not a user id the authorizer accepts: {users.USER_ID_RULE}.{hint}")
     return user
 
 

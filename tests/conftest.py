@@ -17,7 +17,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from scripts import moto_fixes, service_config
-from chat import delivery, fanout
+from chat import delivery, fanout, ratelimit
 from tests.events import MANAGEMENT_ENDPOINT, REGION, connect_event
 from tests.helpers import queue_depth
 
@@ -27,6 +27,7 @@ TEST_TABLES = {
     "MembersTable": ("MEMBERS_TABLE", "members-under-test"),
     "HistoryTable": ("HISTORY_TABLE", "history-under-test"),
     "ConversationsTable": ("CONVERSATIONS_TABLE", "conversations-under-test"),
+    "LimitsTable": ("LIMITS_TABLE", "limits-under-test"),
 }
 SECRET_PARAMETER = "/serverless-websocket/test/jwt-secret"
 
@@ -138,8 +139,20 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
     monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)
+    # Most tests send more than one user's burst under a frozen or slow clock: the rate limit
+    # is off unless a test asks for it (the `limited` fixture).
+    monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 0.0)
     yield module
     _clear_caches()
+
+
+@pytest.fixture
+def limited(handler: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The handler with the rate limit of serverless.yml's defaults (5 a second, 10 at once,
+    per connection's worth; twice that per user)."""
+    monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 5.0)
+    monkeypatch.setattr(ratelimit, "MESSAGE_BURST", 10)
+    return handler
 
 
 @pytest.fixture
@@ -198,28 +211,37 @@ class _CurrentStdout:
 
 
 class FakeLambdaContext:
-    """What the worker reads of its context: the time left."""
+    """What the worker reads of its context: the time left, running down in real time from
+    `remaining_ms` as Lambda's does (so a worker that overruns its invocation shows it)."""
 
     def __init__(self, remaining_ms: int = 60_000) -> None:
         self.remaining_ms = remaining_ms
+        self._started = time.monotonic()
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+        return self.remaining_ms - int((time.monotonic() - self._started) * 1000)
 
 
 class EventSourceMapping:
     """Lambda's SQS event source mapping, on moto's queue: receive up to `batch_size`
-    messages, invoke the worker with them, delete the ones it did not report as failed; a
-    failed one is visible again at once (its visibility timeout, shortened), and moto's
-    redrive policy moves it to the DLQ after maxReceiveCount receives."""
+    messages, invoke the worker with them, delete the ones it did not report as failed. A
+    failed one stays where SQS leaves it: invisible for the queue's visibility timeout (360 s,
+    from serverless.yml), unless the worker itself makes it visible. moto's SQS clock is
+    `sqs_clock`: `advance(seconds)` moves it, so a test sees that wait without sleeping; moto's
+    redrive policy moves a record to the DLQ after maxReceiveCount receives."""
 
-    def __init__(self, handler: Any, urls: dict[str, str], batch_size: int = 5) -> None:
+    def __init__(self, handler: Any, urls: dict[str, str], clock: SqsClock, batch_size: int = 5) -> None:
         self.handler = handler
         self.sqs = boto3.client("sqs")
         self.queue = urls["DeliveryQueue"]
         self.dead_letters = urls["DeliveryDeadLetterQueue"]
         self.batch_size = batch_size
+        self.clock = clock
         self.invocations: list[dict[str, Any]] = []
+
+    def advance(self, seconds: float) -> None:
+        """Let this much time pass for SQS (visibility timeouts, delays)."""
+        self.clock.offset += seconds
 
     def send_raw(self, body: str) -> None:
         self.sqs.send_message(QueueUrl=self.queue, MessageBody=body)
@@ -249,9 +271,7 @@ class EventSourceMapping:
             self.invocations.append(response)
             failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
             for message in received:
-                if message["MessageId"] in failed:
-                    self.sqs.change_message_visibility(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
-                else:
+                if message["MessageId"] not in failed:
                     self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
         raise AssertionError("the delivery queue did not drain")
 
@@ -272,9 +292,38 @@ class EventSourceMapping:
         }
 
 
+class SqsClock:
+    """moto's SQS clock (visibility timeouts, delays, retention): real time plus `offset`."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def unix_time(self, dt: Any = None) -> float:
+        return _moto_unix_time(dt) + (0.0 if dt is not None else self.offset)
+
+    def unix_time_millis(self, dt: Any = None) -> float:
+        return self.unix_time(dt) * 1000.0
+
+
+def _moto_unix_time(dt: Any = None) -> float:
+    from moto.core.utils import unix_time
+
+    return unix_time(dt)
+
+
 @pytest.fixture
-def workers(handler: Any, queues: dict[str, str]) -> EventSourceMapping:
-    return EventSourceMapping(handler, queues)
+def sqs_clock(aws: None, monkeypatch: pytest.MonkeyPatch) -> SqsClock:
+    from moto.sqs import models
+
+    clock = SqsClock()
+    monkeypatch.setattr(models, "unix_time", clock.unix_time)
+    monkeypatch.setattr(models, "unix_time_millis", clock.unix_time_millis)
+    return clock
+
+
+@pytest.fixture
+def workers(handler: Any, queues: dict[str, str], sqs_clock: SqsClock) -> EventSourceMapping:
+    return EventSourceMapping(handler, queues, sqs_clock)
 
 
 class _RawBody:

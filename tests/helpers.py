@@ -36,10 +36,15 @@ def queue_depth(sqs: Any, queue_url: str) -> int:
     return sum(int(value) for key, value in attributes.items() if key.startswith("ApproximateNumberOfMessages"))
 
 
+# How old a stale row is: older than any handshake can be (chat.connections.HANDSHAKE_GRACE_SECONDS),
+# so a 410 prunes it.
+STALE_ROW_AGE_SECONDS = 10 * 60
+
+
 def add_stale_rows(table: Any, count: int) -> set[str]:
-    """Rows of connections that no longer exist ($disconnect never ran): serverless-offline
-    answers 410 for each, so a broadcast must post to each once and prune it."""
-    now = int(time.time())
+    """Rows of connections that no longer exist ($disconnect never ran, some minutes ago):
+    serverless-offline answers 410 for each, so a broadcast must post to each once and prune it."""
+    now = int(time.time()) - STALE_ROW_AGE_SECONDS
     ids = {f"stale-{uuid.uuid4().hex}" for _ in range(count)}
     with table.batch_writer() as batch:
         for connection_id in ids:

@@ -298,11 +298,22 @@ LOOKALIKE_IDS = {
     "braille-blank": "\u2800",
     "combining-only": "\u0301",
     "private-use": "\ue000",
+    # Ids that read as another user's: RFC 8265 (not in canonical form) and UTS #39 (mixed scripts).
+    "cyrillic-a-alice": "\u0430lice",
+    "greek-alpha-alice": "\u0391lice",
+    "fullwidth-alice": "\uff41\uff4c\uff49\uff43\uff45",
+    "halfwidth-katakana": "\uff95\uff70\uff7b\uff9e\uff70",
+    "cyrillic-o-in-bob": "b\u043eb",
+    "decomposed-hangul": "\u1100\u1161\u1102\u1161",
+    "decomposed-e-acute": "caf\u0065\u0301",
+    "ligature-fi": "\ufb01sh",
+    "roman-numeral": "\u216b",
+    "emoji": "\U0001f600",
 }
 
 
 @pytest.mark.parametrize("user_id", LOOKALIKE_IDS.values(), ids=LOOKALIKE_IDS.keys())
-def test_invisible_or_blank_user_ids_are_refused_everywhere(
+def test_invisible_blank_or_lookalike_user_ids_are_refused_everywhere(
     handler: Any, management: Any, jwt_secret: str, user_id: str
 ) -> None:
     assert dm_response(handler, "alice", user_id, "hi")["statusCode"] == 400
@@ -312,25 +323,64 @@ def test_invisible_or_blank_user_ids_are_refused_everywhere(
     assert policy["policyDocument"]["Statement"][0]["Effect"] == "Deny"
 
 
-def test_two_spellings_of_one_id_are_one_user(handler: Any, management: Any, connect: Any, jwt_secret: str) -> None:
+VALID_IDS = {
+    "alice": "alice",
+    "capital-alice": "Alice",
+    "korean": "\uae40\ucca0\uc218",  # 김철수
+    "katakana": "\u30e6\u30fc\u30b6\u30fc",  # ユーザー
+    "kanji-and-kana": "\u5c71\u7530\u305f\u308d\u3046",  # 山田たろう: one writing system (UTS #39 Jpan)
+    "greek": "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",  # Ελληνικά
+    "cyrillic": "\u041c\u043e\u0441\u043a\u0432\u0430",  # Москва
+    "ascii-punctuation": "user_1.test-2",
+}
+
+
+@pytest.mark.parametrize("user_id", VALID_IDS.values(), ids=VALID_IDS.keys())
+def test_ids_in_their_canonical_form_and_one_script_are_users(
+    handler: Any, management: Any, connect: Any, jwt_secret: str, user_id: str
+) -> None:
+    policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, user_id)), None)
+    assert policy["context"]["userId"] == user_id and set(policy["context"]) == {"userId", "exp"}
+    connect(f"{user_id}-1", user=user_id)
+
+    assert dm_response(handler, "bob", user_id, "hi") == {"statusCode": 200, "body": f"Direct message delivered to {user_id}."}
+
+
+def test_alice_and_her_lookalikes_are_never_one_user_nor_two(
+    handler: Any, management: Any, connect: Any, jwt_secret: str
+) -> None:
+    """The issue's report: `аlice` (Cyrillic а), `ａｌｉｃｅ` (fullwidth) and `alice` each
+    connected as their own user. Now only `alice` is one."""
+    connect("alice-1", user="alice")
+    for lookalike in ("\u0430lice", "\uff41\uff4c\uff49\uff43\uff45"):
+        policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, lookalike)), None)
+        assert policy["policyDocument"]["Statement"][0]["Effect"] == "Deny"  # not a user...
+        assert dm_response(handler, "bob", lookalike, "psst")["statusCode"] == 400  # ...nor mapped onto alice
+    assert management.received("alice-1") == []
+
+
+def test_only_the_canonical_spelling_of_an_id_is_accepted(handler: Any, management: Any, connect: Any, jwt_secret: str) -> None:
     composed, decomposed = "\uac00\ub098", "\u1100\u1161\u1102\u1161"  # "가나" in NFC and NFD
-    policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, decomposed)), None)
-    assert policy["context"] == {"userId": composed}
+    assert handler.authorize(authorizer_event(query_token=token(jwt_secret, decomposed)), None)["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, composed)), None)
+    assert policy["context"]["userId"] == composed and set(policy["context"]) == {"userId", "exp"}
     connect("ganada-1", user=composed)
 
-    response = dm_response(handler, "alice", decomposed, "안녕")
+    assert dm_response(handler, "alice", decomposed, "안녕")["statusCode"] == 400  # never mapped onto 가나
+    response = dm_response(handler, "alice", composed, "안녕")
 
     assert response == {"statusCode": 200, "body": f"Direct message delivered to {composed}."}
     assert [m["content"] for d in management.received("ganada-1") for m in d["messages"]] == ["안녕"]
     assert [m["content"] for m in history(handler, composed, **{"with": "alice"})["messages"]] == ["안녕"]
-    assert [m["content"] for m in history(handler, "alice", **{"with": decomposed})["messages"]] == ["안녕"]
+    assert history_response(handler, "alice", **{"with": decomposed})["statusCode"] == 400
 
 
 def test_user_id_error_says_what_is_allowed(handler: Any, management: Any) -> None:
     response = dm_response(handler, "alice", "bob\u3164", "hi")
 
     assert response["body"] == (
-        '"to" must be a user id: 1 to 128 visible characters, no spaces, no invisible characters, no "#".'
+        '"to" must be a user id: 1 to 128 characters, already in the form of an RFC 8265 username (no spaces, '
+        'no fullwidth or invisible characters, NFC), not mixing lookalike scripts (Unicode UTS #39), no "#".'
     )
 
 

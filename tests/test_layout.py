@@ -21,7 +21,7 @@ LAYERS = {
     # adapters: one AWS resource each
     "connections": 2, "members": 2, "ratelimit": 2, "history": 2, "delivery": 2, "fanout": 2,
     # the wire format, and what everything shares
-    "requests": 1, "frames": 1, "users": 0, "telemetry": 0, "aws": 0,
+    "requests": 1, "frames": 1, "callers": 1, "users": 0, "telemetry": 0, "aws": 0,
 }
 ENTRY_POINT_MAX_STATEMENTS = 6
 

@@ -66,20 +66,27 @@ def test_the_login_name_in_user_is_not_taken_for_the_token_user(running: Any) ->
 
 
 @pytest.mark.parametrize(
-    "user", ["", "a#b", " ", "bob\u3164", "b\u200bob", "x" * 129], ids=["empty", "hash", "space", "hangul-filler", "zero-width", "too-long"]
+    "user",
+    ["", "a#b", " ", "bob\u3164", "b\u200bob", "x" * 129, "\u0430lice", "\uff41\uff4c\uff49\uff43\uff45"],
+    ids=["empty", "hash", "space", "hangul-filler", "zero-width", "too-long", "cyrillic-a", "fullwidth"],
 )
 def test_a_user_id_the_authorizer_refuses_gets_no_token(running: Any, user: str) -> None:
     result = make_token(here(running), f"FOR={user}")
 
     assert result.returncode != 0 and result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert ("not a user id the authorizer accepts: 1 to 128 visible characters" in result.stderr) or (
+    assert ("not a user id the authorizer accepts: 1 to 128 characters, already in the form of an RFC 8265" in result.stderr) or (
         user.strip() == "" and "say which user" in result.stderr  # make strips a value's leading blanks
     )
 
 
-def test_the_token_carries_the_id_in_nfc(running: Any) -> None:
-    assert sub_of(make_token(here(running), "FOR=\u1100\u1161"), running) == "\uac00"
+def test_an_id_in_another_spelling_than_its_own_gets_no_token_but_the_canonical_one_named(running: Any) -> None:
+    """RFC 8265: the decomposed "가" (two jamo) would be mapped to "가"; it is refused instead."""
+    result = make_token(here(running), "FOR=\u1100\u1161")
+
+    assert result.returncode != 0 and result.stdout == ""
+    assert "Did you mean '\uac00'?" in result.stderr
+    assert sub_of(make_token(here(running), "FOR=\uac00"), running) == "\uac00"
 
 
 def test_no_running_stack_is_an_error_not_a_token() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scripts.service_config import ROOT
-from tests.helpers import connection_ids, wait_for
+from tests.helpers import STALE_ROW_AGE_SECONDS, connection_ids, wait_for
 from tests.wsclient import ROOM_ACK, Client, RawWebSocket
 
 # How long "nobody else receives anything" is watched for.
@@ -162,9 +162,10 @@ def test_a_heartbeat_is_answered_with_nothing_and_keeps_the_connection(local_sta
 def test_stale_row_is_pruned_by_next_broadcast_and_the_rest_still_receive(
     local_stack: Any, connections: Any
 ) -> None:
-    # A row left behind for a connection that no longer exists ($disconnect never ran).
+    # A row left behind minutes ago for a connection that no longer exists ($disconnect never ran).
     stale_id = "c3RhbGUtY29ubmVjdGlvbg="
-    connections.put_item(Item={"connection_id": stale_id, "connected_at": int(time.time()), "ttl": int(time.time()) + 7200})
+    opened = int(time.time()) - STALE_ROW_AGE_SECONDS
+    connections.put_item(Item={"connection_id": stale_id, "connected_at": opened, "ttl": opened + 7200})
     text = unique("after the stale row")
 
     async def scenario() -> None:

@@ -48,7 +48,7 @@ def test_a_large_room_is_acknowledged_at_once_reached_once_and_pruned(local_stac
     # jobs, and delivery workers, which only the queue invokes, posted this message to every
     # connection queued, each once.
     logged = function_log(local_stack, log_start)
-    (broadcast,) = [line for line in logged if line.get("message", "").startswith("Broadcast from")]
+    (broadcast,) = [line for line in logged if line.get("message", "").startswith(f"Queued {message_id} ")]
     assert broadcast["queued"] >= STALE_ROWS + 3 and broadcast["jobs"] == -(-broadcast["queued"] // DELIVERY_BATCH_SIZE)
     jobs = [line for line in logged if line.get("message", "").startswith(f"Delivery of {message_id} ")]
     assert len(jobs) == broadcast["jobs"]

@@ -130,3 +130,25 @@ def test_hostile_frames_cannot_poison_the_room_history(local_stack: Any) -> None
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_users_sixth_connection_is_refused_with_429_and_the_others_keep_working(local_stack: Any) -> None:
+    """$connect answers 429 (chat.ratelimit.admit_connection); serverless-offline passes that
+    status to the handshake, as API Gateway refuses a connection whose $connect fails."""
+    (dave,) = users("dave")
+
+    async def scenario() -> tuple[int, int]:
+        clients = [await Client.connect(local_stack.url_for(dave)) for _ in range(5)]
+        status = await refused_status(local_stack.url_for(dave))
+        await clients[0].send_message("still here")
+        await clients[4].wait_until(lambda: "still here" in clients[4].contents())
+        await clients[0].close()
+        await asyncio.sleep(QUIET_SECONDS)  # $disconnect runs after the socket closes
+        sixth = await Client.connect(local_stack.url_for(dave))
+        await sixth.close()
+        for client in clients[1:]:
+            await client.close()
+        return status, 5
+
+    status, _ = asyncio.run(scenario())
+    assert status == 429

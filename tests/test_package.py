@@ -140,6 +140,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "MEMBERS_TABLE": f"serverless-websocket-members-{STAGE}",
             "HISTORY_TABLE": f"serverless-websocket-history-{STAGE}",
             "CONVERSATIONS_TABLE": f"serverless-websocket-conversations-{STAGE}",
+            "LIMITS_TABLE": f"serverless-websocket-limits-{STAGE}",
             # The parameter's name only: the secret is never in the template.
             "JWT_SECRET_PARAMETER": f"/serverless-websocket/{STAGE}/jwt-secret",
             "DELIVERY_QUEUE_NAME": f"serverless-websocket-delivery-{STAGE}",
@@ -148,6 +149,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "DELIVERY_CONCURRENCY": "5",
             "MESSAGE_RATE_PER_SECOND": "5",
             "MESSAGE_BURST": "10",
+            "MAX_CONNECTIONS_PER_USER": "5",
             "WEBSOCKET_API_ENDPOINT": API_ENDPOINT,
             "POWERTOOLS_SERVICE_NAME": f"serverless-websocket-{STAGE}",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessWebsocket",
@@ -236,6 +238,8 @@ def test_sqs_grants_are_on_the_delivery_queue_only(resources: dict[str, Any]) ->
     queue = {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}
     assert grants == {
         ("sqs:GetQueueUrl", "sqs:SendMessage"): queue,
+        # a record that is not a job made visible again at once (to the DLQ in seconds)
+        ("sqs:ChangeMessageVisibility",): queue,
         # added by the framework for the worker's sqs event
         ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"): [queue],
     }
@@ -284,15 +288,25 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
     user_index = {"Fn::Join": ["/", [connections, "index", "user_id-index"]]}
     table = lambda logical_id: json.dumps({"Fn::GetAtt": [logical_id, "Arn"]}, sort_keys=True)  # noqa: E731
     assert grants == {
+        # connect, disconnect, the room's Scan, pruning (one conditional DeleteItem each), the rows
+        # of gone connections (BatchGetItem), the channels a connection is in (UpdateItem, GetItem)
         table("ConnectionsTable"): [
-            "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem",
-            "dynamodb:Scan", "dynamodb:UpdateItem",
+            "dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
         ],
         json.dumps(user_index, sort_keys=True): ["dynamodb:Query"],
         table("MembersTable"): ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         table("HistoryTable"): ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         table("ConversationsTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+        table("LimitsTable"): ["dynamodb:UpdateItem"],  # one conditional write per frame
     }
+
+
+def test_limits_table_is_on_demand_keyed_by_bucket_with_ttl(resources: dict[str, Any]) -> None:
+    table = resources["LimitsTable"]["Properties"]
+    assert table["TableName"] == f"serverless-websocket-limits-{STAGE}"
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "bucket", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
 
 
 def test_ssm_grant_is_get_parameter_on_the_secret_only(resources: dict[str, Any]) -> None:
@@ -347,13 +361,17 @@ def test_zip_holds_handler_the_chat_package_and_pyjwt_but_no_aws_sdk(package_dir
     modules = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "chat").glob("*.py"))
     assert "chat/__init__.py" in modules and sorted(n for n in names if n.startswith("chat/")) == modules
     assert "jwt/__init__.py" in names and "jwt/api_jwt.py" in names
+    # The user-id rules: RFC 8265 (PRECIS) and Unicode's confusables and scripts (UTS #39).
+    assert "precis_i18n/__init__.py" in names and "confusable_homoglyphs/confusables.json" in names
     assert not [n for n in names if n.split("/")[0] in {"boto3", "botocore", "s3transfer", "urllib3"}]
     # Powertools comes from its AWS layer (and typing_extensions with it).
     assert not [n for n in names if n.split("/")[0] in {"aws_lambda_powertools", "typing_extensions.py"}]
     assert not [n for n in names if n.startswith(("tests/", "node_modules/", "scripts/", ".venv/")) or "Pipfile" in n]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    # handler.py and chat/ are about 35 KB zipped, PyJWT (slim: no dist-info, no caches) under 30 KB.
-    assert archive.stat().st_size < 80 * 1024
+    # Zipped: handler.py and chat/ about 30 KB, PyJWT (slim: no dist-info, no caches) under 30 KB,
+    # precis-i18n about 19 KB, confusable-homoglyphs about 132 KB (Unicode's confusables.txt as
+    # 900 KB of JSON): about 212 KB in all, far below Lambda's 50 MB.
+    assert archive.stat().st_size < 256 * 1024
     for name in ["handler.py", *modules]:
         assert zipfile.ZipFile(archive).read(name) == (ROOT / name).read_bytes(), name
 
@@ -431,17 +449,33 @@ def test_point_in_time_recovery_is_one_stage_parameter_away() -> None:
         assert table_resources(config)[logical_id]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": "true"}
 
 
+def test_the_route_throttles_fit_the_accounts_10000_requests_a_second(resources: dict[str, Any]) -> None:
+    """README, "Limits": the arithmetic. Every frame is a request, every post one more."""
+    stage = resources["WebsocketsDeploymentStage"]["Properties"]
+    routes, default = stage["RouteSettings"], stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
+    (function,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.send_message"]
+    env = function["Properties"]["Environment"]["Variables"]
+    room_rate, dm_rate = routes["sendMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingRateLimit"]
+    inline_room_posts = room_rate * int(env["FANOUT_THRESHOLD"])  # a small room is posted to inline
+    assert inline_room_posts <= float(env["POSTING_BUDGET_PER_SECOND"])  # the workers' budget, for a large room
+    dm_posts = dm_rate * 2 * int(env["MAX_CONNECTIONS_PER_USER"])  # both users' connections
+    other_routes = {"$connect", "$disconnect", "$default", "getRecentMessages"}
+    frames = room_rate + dm_rate + default * len(other_routes)
+    assert float(env["POSTING_BUDGET_PER_SECOND"]) + dm_posts + frames <= 10_000
+
+
 def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message_bodies(resources: dict[str, Any]) -> None:
     stage = resources["WebsocketsDeploymentStage"]["Properties"]
     assert stage["DefaultRouteSettings"] == {
         "DataTraceEnabled": False,
         "LoggingLevel": "ERROR",
-        "ThrottlingRateLimit": 500,
-        "ThrottlingBurstLimit": 1000,
+        "ThrottlingRateLimit": 400,
+        "ThrottlingBurstLimit": 800,
     }
-    assert stage["RouteSettings"]["sendMessage"]["ThrottlingRateLimit"] == 100
-    assert stage["RouteSettings"]["sendMessage"]["ThrottlingBurstLimit"] == 200
-    assert stage["RouteSettings"]["sendMessage"]["DataTraceEnabled"] is False
+    routes = stage["RouteSettings"]
+    assert (routes["sendMessage"]["ThrottlingRateLimit"], routes["sendMessage"]["ThrottlingBurstLimit"]) == (25, 50)
+    assert (routes["sendDirectMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingBurstLimit"]) == (300, 600)
+    assert routes["sendMessage"]["DataTraceEnabled"] is False and routes["sendDirectMessage"]["DataTraceEnabled"] is False
     access = stage["AccessLogSettings"]  # checkov CKV_AWS_95
     fields = json.loads(access_log_line(access["Format"], {}))
     assert {"requestId", "eventType", "route", "connectionId", "status", "error", "authorizerError", "integrationError"} <= set(fields)

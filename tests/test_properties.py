@@ -43,7 +43,10 @@ def json_texts(draw: Any) -> str:
     )
 
 
-user_ids = st.one_of(st.sampled_from(["bob", "가나", "\u1100\u1161", "bob\u3164", " ", "a#b", ""]), any_text)
+user_ids = st.one_of(
+    st.sampled_from(["bob", "가나", "\u1100\u1161", "bob\u3164", " ", "a#b", "", "\u0430lice", "\uff41lice", "ユーザー"]),
+    any_text,
+)
 
 
 @st.composite
@@ -188,7 +191,7 @@ def test_the_authorizer_allows_exactly_the_valid_user_ids_normalized(
     if expected is None:
         assert statement["Effect"] == "Deny" and "context" not in policy
     else:
-        assert statement["Effect"] == "Allow" and policy["context"] == {"userId": expected}
+        assert statement["Effect"] == "Allow" and policy["context"]["userId"] == expected and set(policy["context"]) == {"userId", "exp"}
 
 
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -242,13 +245,32 @@ def test_the_authorizer_denies_any_garbage_token_and_never_raises(
 
 @settings(max_examples=500)
 @given(value=st.one_of(any_text, json_values))
-def test_user_ids_are_normalized_visible_and_one_spelling_each(value: Any) -> None:
+def test_user_ids_are_canonical_single_script_and_one_spelling_each(value: Any) -> None:
+    """Whatever is accepted is already what RFC 8265 would make of it (so no other spelling of
+    it is accepted too: not its NFD, not its fullwidth form), and mixes no confusable scripts."""
+    from precis_i18n import get_profile
 
-    user_id = users.normalize_user_id(value)
+    user_id = users.checked_user_id(value)
     if user_id is None:
         return
-    assert users.is_valid_user_id(user_id)
+    assert user_id == value and users.is_valid_user_id(user_id)
+    assert get_profile("UsernameCasePreserved").enforce(user_id) == user_id
     assert unicodedata.is_normalized("NFC", user_id)
-    assert users.normalize_user_id(unicodedata.normalize("NFD", user_id)) == user_id
+    for other_spelling in (unicodedata.normalize("NFD", user_id), user_id.translate(FULLWIDTH)):
+        assert other_spelling == user_id or users.checked_user_id(other_spelling) is None
     assert not any(unicodedata.category(c)[0] in "ZC" for c in user_id)
     assert "#" not in user_id and 1 <= len(user_id) <= 128
+
+
+# ASCII letters and digits to their fullwidth forms (U+FF01 + offset).
+FULLWIDTH = {code: code - 0x21 + 0xFF01 for code in range(0x21, 0x7F)}
+
+
+@settings(max_examples=300)
+@given(name=st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz"), min_size=1, max_size=12), at=st.integers(0, 11), lookalike=st.sampled_from("аеорсху"))
+def test_a_latin_id_with_one_cyrillic_lookalike_is_refused(name: str, at: int, lookalike: str) -> None:
+    """UTS #39: Latin mixed with a Cyrillic letter that looks Latin is never a user id."""
+    spoof = name[: at % len(name)] + lookalike + name[at % len(name) + 1 :]
+    assume(any("a" <= c <= "z" for c in spoof))
+    assert users.checked_user_id(name) == name
+    assert users.checked_user_id(spoof) is None

@@ -97,7 +97,7 @@ def test_messages_and_deliveries_are_counted_in_embedded_metric_format(
 
 
 def test_refused_connections_and_rate_limits_are_counted(
-    handler: Any, management: Any, connect: Any, jwt_secret: str, frozen_clock: Any, capsys: Any
+    limited: Any, handler: Any, management: Any, connect: Any, jwt_secret: str, frozen_clock: Any, capsys: Any
 ) -> None:
     handler.authorize(authorizer_event(query_token="nope"), None)
     connect("flood")

@@ -9,12 +9,20 @@ import time
 from typing import Any
 
 import boto3
+import jwt
 import pytest
 from botocore.awsrequest import AWSResponse
 
 from chat import tokens
 from tests.conftest import _RawBody
 from tests.events import authorizer_event, connect_event, token
+
+
+def test_the_context_carries_the_tokens_expiry_for_every_route(handler: Any, jwt_secret: str) -> None:
+    exp = int(time.time()) + 600
+    policy = handler.authorize(authorizer_event(query_token=jwt.encode({"sub": "alice", "exp": exp}, jwt_secret, "HS256")), None)
+
+    assert policy["context"] == {"userId": "alice", "exp": exp}
 
 
 def allowed(policy: dict[str, Any]) -> bool:
@@ -36,7 +44,7 @@ def test_valid_token_in_query_string_is_allowed_with_user_in_context(handler: An
 
     assert allowed(policy)
     assert policy["principalId"] == "alice"
-    assert policy["context"] == {"userId": "alice"}
+    assert policy["context"]["userId"] == "alice" and set(policy["context"]) == {"userId", "exp"}
     assert policy["policyDocument"]["Statement"][0]["Resource"] == event["methodArn"]
 
 
@@ -47,13 +55,13 @@ def test_valid_bearer_header_is_allowed(handler: Any, jwt_secret: str, header_na
 
     policy = handler.authorize(event, None)
 
-    assert allowed(policy) and policy["context"] == {"userId": "bob"}
+    assert allowed(policy) and policy["context"]["userId"] == "bob" and set(policy["context"]) == {"userId", "exp"}
 
 
 def test_korean_user_id_is_allowed(handler: Any, jwt_secret: str) -> None:
     policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, "김철수")), None)
 
-    assert allowed(policy) and policy["context"] == {"userId": "김철수"}
+    assert allowed(policy) and policy["context"]["userId"] == "김철수" and set(policy["context"]) == {"userId", "exp"}
 
 
 def test_token_just_expired_within_leeway_is_allowed(handler: Any, jwt_secret: str) -> None:

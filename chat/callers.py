@@ -1,0 +1,60 @@
+"""Who sent a frame, read from the event API Gateway hands over: the connection, and what the
+$connect authorizer verified about its token (API Gateway passes its context on every route)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat.users import is_valid_user_id
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The connection; the user (None for an anonymous connection); the channels its token
+    allows (None: the token has no such claim); when the token it connected with expires (epoch
+    seconds, None if unknown); and the request context the frame came with."""
+
+    connection_id: str | None
+    user: str | None
+    channels: tuple[str, ...] | None = None
+    token_expires_at: int | None = None
+    request_context: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def caller(event: dict) -> Caller:
+    authorizer = _authorizer(event)
+    expires = authorizer.get("exp")
+    return Caller(
+        connection_id(event), user_id(event), allowed_channels(event),
+        int(expires) if isinstance(expires, (int, float, str)) and str(expires).isdigit() else None,
+        event.get("requestContext") or {},
+    )
+
+
+def connection_id(event: dict) -> str | None:
+    return (event.get("requestContext") or {}).get("connectionId")
+
+
+def user_id(event: dict) -> str | None:
+    """The user the $connect authorizer verified. None for anonymous connections."""
+    user = _authorizer(event).get("userId")
+    return user if is_valid_user_id(user) else None
+
+
+def allowed_channels(event: dict) -> tuple[str, ...] | None:
+    """The token's `channels` claim, which the authorizer passed on as JSON text (its context
+    holds only strings and numbers). Anything unreadable allows no channel at all."""
+    authorizer = _authorizer(event)
+    if "channels" not in authorizer:
+        return None
+    try:
+        patterns = json.loads(authorizer["channels"])
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p for p in patterns if isinstance(p, str)) if isinstance(patterns, list) else ()
+
+
+def _authorizer(event: dict) -> dict[str, Any]:
+    return (event.get("requestContext") or {}).get("authorizer") or {}
