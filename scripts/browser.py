@@ -66,8 +66,11 @@ class ChatPage:
 
         return self.driver.find_element(By.ID, element_id)
 
+    def text_of(self, element_id: str) -> str:
+        return self.driver.execute_script("return document.getElementById(arguments[0]).textContent", element_id)
+
     def status(self) -> str:
-        return self.element("status").text
+        return self.text_of("status")
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -89,20 +92,67 @@ class ChatPage:
             text,
         )
 
-    def send(self, text: str, to: str = "") -> None:
-        self.type_into("to", to)
+    # --- acting -----------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Send to the conversation shown."""
         self.type_into("text", text)
         self.element("send").click()
 
-    def load_history(self, with_user: str = "") -> None:
-        self.type_into("history-with", with_user)
-        self.element("load-history").click()
+    def join(self, channel: str) -> None:
+        """Join a channel; the page shows it once joined."""
+        self.type_into("channel-name", channel)
+        self.element("join").click()
+        self.wait_until(lambda: self.title() == f"#{channel}")
 
-    def rows(self, list_id: str) -> list[dict[str, Any]]:
-        """Each row of #feed or #history: its text parts and classes, as the page shows them."""
+    def leave(self, channel: str) -> None:
+        self._conversation_button(f"channel:{channel}", "leave").click()
+
+    def open_direct(self, user: str) -> None:
+        self.type_into("dm-with", user)
+        self.element("open-dm").click()
+        self.wait_until(lambda: self.title() == f"@{user}")
+
+    def show(self, key: str) -> None:
+        """Switch to a conversation of the list: "room", "channel:<name>" or "dm:<user>"."""
+        self._conversation_button(key, "open").click()
+        self.wait_until(lambda: self.current() == key)
+
+    def older(self) -> None:
+        self.wait_until(lambda: not self.element("older").get_property("disabled"))
+        self.element("older").click()
+
+    def _conversation_button(self, key: str, kind: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, f'#conversations li[data-key="{key}"] button.{kind}')
+
+    # --- what it shows ------------------------------------------------------------------------
+
+    def title(self) -> str:
+        return self.text_of("conversation-title")
+
+    def conversations(self) -> list[dict[str, Any]]:
+        """The conversation list: key, label, whether it is the one shown, unread count."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('#conversations li')].map(li => ({"
+            "  key: li.dataset.key, current: li.classList.contains('current'),"
+            "  label: li.querySelector('button.open').firstChild.textContent,"
+            "  unread: Number(li.querySelector('.unread')?.textContent ?? 0)}))"
+        )
+
+    def current(self) -> str | None:
+        return next((c["key"] for c in self.conversations() if c["current"]), None)
+
+    def history_status(self) -> str:
+        return self.text_of("history-status")
+
+    def rows(self, list_id: str = "feed") -> list[dict[str, Any]]:
+        """Each row of the feed: its text parts and classes, seq and source, as the page shows them."""
         return self.driver.execute_script(
             "return [...document.getElementById(arguments[0]).children].map(li => ({"
-            "  classes: li.className, text: li.textContent,"
+            "  classes: li.className, text: li.textContent, seq: li.dataset.seq ? Number(li.dataset.seq) : null,"
+            "  source: li.dataset.source ?? null,"
             "  parts: Object.fromEntries([...li.children].map(s => [s.className || 'text', s.textContent])),"
             "  elements: li.querySelectorAll('*').length}))",
             list_id,
@@ -111,8 +161,12 @@ class ChatPage:
     def feed(self) -> list[str]:
         return [row["text"] for row in self.rows("feed")]
 
-    def contents(self, list_id: str = "feed") -> list[str]:
-        return [row["parts"].get("content", "") for row in self.rows(list_id) if "content" in row["parts"]]
+    def contents(self) -> list[str]:
+        """The content of every message shown, in the order shown."""
+        return [row["parts"]["content"] for row in self.rows("feed") if "content" in row["parts"]]
+
+    def seqs(self) -> list[int]:
+        return [row["seq"] for row in self.rows("feed") if row["seq"] is not None]
 
     def notices(self, refusals: bool = False) -> list[str]:
         wanted = "refusal" if refusals else "notice"

@@ -1,6 +1,6 @@
 """`make screenshot`: web/chat-page.png for the README, taken by headless Chromium against a
-local stack on free ports (alice and bob exchange a room message and a DM, then bob loads
-their history).
+local stack on free ports (alice and bob talk in a channel, alice sends bob a direct message,
+and bob's page shows the channel, with the new conversation marked unread).
 
 Chromium draws with the system's fonts: without a Korean font the Korean text comes out as
 empty boxes, without an emoji font so do emoji. The script stops first, naming the Debian
@@ -59,14 +59,15 @@ def main() -> int:
         try:
             alice = browser.ChatPage(alice_driver).open(stack.page_url_for("alice")).wait_connected()
             bob = browser.ChatPage(bob_driver).open(stack.page_url_for("bob")).wait_connected()
+            for page in (alice, bob):
+                page.join("general")
             alice.send("서버리스 웹소켓 API 테스트")
             bob.wait_until(lambda: "서버리스 웹소켓 API 테스트" in bob.contents())
-            bob.send("안녕 alice! 잘 받았어요")
-            alice.send("안녕 bob, 비밀이야", to="bob")
-            bob.wait_until(lambda: "안녕 bob, 비밀이야" in bob.contents())
-            bob.send("hi", to="a#b")  # a refusal, shown in red
-            bob.load_history("alice")
-            bob.wait_until(lambda: "안녕 bob, 비밀이야" in bob.contents("history"))
+            bob.send("안녕 alice! 잘 받았어요 👋")
+            alice.wait_until(lambda: "안녕 alice! 잘 받았어요 👋" in alice.contents())
+            alice.open_direct("bob")
+            alice.send("안녕 bob, 비밀이야")
+            bob.wait_until(lambda: any(c["key"] == "dm:alice" and c["unread"] for c in bob.conversations()))
             bob_driver.set_window_size(900, 640)
             time.sleep(0.3)
             bob_driver.save_screenshot(str(OUTPUT))

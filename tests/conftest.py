@@ -465,3 +465,25 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def connections(local_stack: Any) -> Any:
     """The local connections table, read through moto server."""
     return local_stack.dynamodb().Table(local_stack.table_names["ConnectionsTable"])
+
+
+@pytest.fixture
+def pages() -> Iterator[Any]:
+    """Open chat pages, each in a browser of its own (`faults=True`: with tests/websocket_faults.js
+    installed before the page's scripts); all closed at the end."""
+    from scripts import browser
+    from scripts.browser import ChatPage
+    from tests.browser_support import install_faults, require_browser
+
+    require_browser()
+    drivers: list[Any] = []
+
+    def open_page(url: str, faults: bool = False) -> ChatPage:
+        drivers.append(browser.chromium())
+        if faults:
+            install_faults(drivers[-1])
+        return ChatPage(drivers[-1]).open(url)
+
+    yield open_page
+    for driver in drivers:
+        driver.quit()

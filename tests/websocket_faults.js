@@ -1,0 +1,71 @@
+// Faults for the browser tests, installed before any script of the page runs (CDP
+// Page.addScriptToEvaluateOnNewDocument): the browser's own WebSocket, unchanged, except that a
+// test can make it lose, delay or swap frames, or drop the connection, as a network or a lost
+// route response would. Everything else (the page, chatclient.js, the service) runs for real.
+(() => {
+  const Native = window.WebSocket;
+  const faults = (window.__faults = {
+    dropAcks: 0, // lose the next N {"sent": ...} acknowledgements
+    dropLive: 0, // lose the next N {"messages": [...]} frames
+    delayAcks: 0, // hold the next N acknowledgements for delayMs, then let them through
+    delayText: 0, // the same for the next N plain-text frames (refusals)
+    delayMs: 0,
+    swapLive: 0, // hold the next N live frames until the live frame after each has gone
+    closeAfterSend: 0, // close the connection right after the next N sends of a message
+    dropped: [], // what was lost
+    sent: [], // every frame the page sent, in order
+    sentAt: [], // when each was sent (performance.now(), ms)
+    sockets: 0, // how many connections were opened
+  });
+  const replayed = new WeakSet(); // events this file dispatched again: let them through
+
+  class FaultyWebSocket extends Native {
+    constructor(...args) {
+      super(...args);
+      faults.sockets += 1;
+      let held = null; // a live frame waiting for the next one (swapLive)
+      // The first listener: it can stop a frame before the page's own listeners see it.
+      this.addEventListener("message", (event) => {
+        if (replayed.has(event)) return;
+        const data = String(event.data);
+        const ack = data.startsWith('{"sent"');
+        const live = data.startsWith('{"messages"');
+        const text = !data.startsWith("{");
+        if ((ack && faults.dropAcks > 0) || (live && faults.dropLive > 0)) {
+          faults[ack ? "dropAcks" : "dropLive"] -= 1;
+          faults.dropped.push(data);
+          event.stopImmediatePropagation();
+        } else if ((ack && faults.delayAcks > 0) || (text && faults.delayText > 0)) {
+          faults[ack ? "delayAcks" : "delayText"] -= 1;
+          event.stopImmediatePropagation();
+          setTimeout(() => this.#replay(data), faults.delayMs);
+        } else if (live && held !== null) {
+          const earlier = held;
+          held = null;
+          setTimeout(() => this.#replay(earlier), 0); // after this one
+        } else if (live && faults.swapLive > 0) {
+          faults.swapLive -= 1;
+          held = data;
+          event.stopImmediatePropagation();
+        }
+      });
+    }
+
+    #replay(data) {
+      const event = new MessageEvent("message", { data });
+      replayed.add(event);
+      this.dispatchEvent(event);
+    }
+
+    send(data) {
+      faults.sent.push(String(data));
+      faults.sentAt.push(performance.now());
+      super.send(data);
+      if (faults.closeAfterSend > 0 && /"action":"send(Message|DirectMessage)"/.test(String(data))) {
+        faults.closeAfterSend -= 1;
+        this.close(4001, "test: closed right after sending");
+      }
+    }
+  }
+  window.WebSocket = FaultyWebSocket;
+})();
