@@ -5,6 +5,7 @@ a short request timeout, a fast backoff) and faults from tests/websocket_faults.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from tests.browser_support import connection_ids, fresh, management, set_offline
 from tests.wsclient import Client
 
 SEND_INTERVAL = 0.25  # under the per-connection rate limit of 5 a second
-EVENT_TYPES = ["status", "message", "refusal", "frame", "synced", "conversation"]
+EVENT_TYPES = ["status", "message", "refusal", "frame", "synced", "conversation", "presence", "tokenExpiring"]
 
 START = """
 const [url, token, options, done] = arguments;
@@ -133,20 +134,63 @@ def test_a_heartbeat_goes_only_after_the_interval_without_any_other_frame(local_
 # --- frames the client does not know -------------------------------------------------------------
 
 
-def test_unknown_live_frames_are_dispatched_as_events_not_dropped(local_stack: Any, pages: Any) -> None:
+def test_presence_changes_and_the_expiry_notice_are_events_and_unknown_frames_are_not_dropped(local_stack: Any, pages: Any) -> None:
     (user,) = fresh("future")
     client = open_client(pages, local_stack, user)
     (connection_id,) = connection_ids(local_stack, user)
 
-    management(local_stack, connection_id, "POST", {"presenceChange": {"user": "bob", "online": True}})
-    management(local_stack, connection_id, "POST", {"tokenExpiring": {"at": "2026-11-28T12:00:00Z"}})
+    management(local_stack, connection_id, "POST", {"presenceChange": {"channel": "general", "user": "bob", "state": "enter"}})
+    management(local_stack, connection_id, "POST", {"tokenExpiring": {"at": "2026-11-28T12:00:00.000Z"}})
+    management(local_stack, connection_id, "POST", {"typing": {"user": "bob"}})
 
-    client.wait_until(lambda: len(client.events("frame")) == 2)
-    first, second = (e["detail"] for e in client.events("frame"))
-    assert (first["type"], first["data"]) == ("presenceChange", {"user": "bob", "online": True})
-    assert (second["type"], second["data"]) == ("tokenExpiring", {"at": "2026-11-28T12:00:00Z"})
+    client.wait_until(lambda: len(client.events("presence", "tokenExpiring", "frame")) == 3)
+    assert [e["detail"] for e in client.events("presence")] == [{"channel": "general", "user": "bob", "state": "enter"}]
+    assert [e["detail"] for e in client.events("tokenExpiring")] == [{"at": "2026-11-28T12:00:00.000Z", "expiresAt": 1795867200000}]
+    (frame,) = (e["detail"] for e in client.events("frame"))
+    assert (frame["type"], frame["data"]) == ("typing", {"user": "bob"})
     # and they are not taken for answers: requests go on
     assert client.call("return await chat.request({ action: 'join', channel: 'x-' + Date.now() }, 'joined');")["seq"] == 0
+
+
+def test_direct_conversations_page_with_before_and_follow_after_reads_what_is_new(local_stack: Any, pages: Any) -> None:
+    """Issues 15 and 16, the client's side: directConversations pages (most recent first, with
+    `before`), follow({with, after}) delivers what came after a seq, presence(channel) lists a
+    user once, renewToken extends the connection and is the token from then on."""
+    user, ann, ben, cal, channel = fresh("lister", "ann", "ben", "cal", "wrapped")
+
+    async def write() -> None:
+        for sender, count in ((ann, 3), (ben, 1), (cal, 1)):
+            client = await Client.connect(local_stack.url_for(sender))
+            await send_paced(client, [{"action": "sendDirectMessage", "to": user, "content": f"{sender} {n}"} for n in range(1, count + 1)])
+            await client.wait_until(lambda c=client, n=count: len(c.replies()) >= n, 30)
+            await client.close()
+
+    asyncio.run(write())
+    client = open_client(pages, local_stack, user)
+
+    first = client.call("return await chat.directConversations({ limit: 2 });")
+    assert [(c["with"], c["seq"]) for c in first["conversations"]] == [(cal, 1), (ben, 1)] and first["before"]
+    second = client.call("return await chat.directConversations({ limit: 2, before: args[0] });", first["before"])
+    assert [(c["with"], c["seq"], c["last"]["seq"], c["last"]["sender"]) for c in second["conversations"]] == [(ann, 3, 3, ann)]
+    assert second["before"] is None
+    whole = client.call("return await chat.request({ action: 'getConversations' }, 'conversations');")
+    assert [c["with"] for c in whole["conversations"]] == [cal, ben, ann] and whole["before"] is None
+
+    client.call("return await chat.follow({ with: args[0], after: 1 });", ann)
+    ann_messages = client.messages(f"dm:{ann}")
+    assert [(m["message"]["seq"], m["source"]) for m in ann_messages] == [(2, "recent"), (3, "recent")]
+
+    client.call("return await chat.join(args[0]);", channel)
+    client.call("return await chat.join(args[0]);", channel)
+    assert client.call("return await chat.presence(args[0]);", channel) == {
+        "channel": channel, "members": [{"user": user, "connections": 1}], "count": 1}
+
+    fresh_token = local_stack.token(user, hours=24)  # later than the 12 h one it connected with
+    renewed = client.call("return await chat.renewToken(args[0]);", fresh_token)
+    assert renewed["expiresAt"].endswith("Z")
+    assert client.call("return chat.tokenExpiresAt;") == json.loads(base64.urlsafe_b64decode(fresh_token.split(".")[1] + "=="))["exp"] * 1000
+    refused = client.call("return await chat.renewToken(args[0]);", local_stack.token(cal))
+    assert refused["error"].startswith("RefusalError") and refused["text"].startswith("The token is for another user")
 
 
 # --- order and gaps -----------------------------------------------------------------------------

@@ -20,7 +20,11 @@
  *   waits for the gap to be filled, and the gap is fetched if it is not filled soon);
  * - gives every send a `clientMessageId` and sends it again, with the same id, until it is
  *   acknowledged or refused: after a timeout, after a reconnect, after a transient refusal;
- * - sends `{"action": "heartbeat"}` only when nothing else was sent for `heartbeatInterval`.
+ * - sends `{"action": "heartbeat"}` only when nothing else was sent for `heartbeatInterval`;
+ * - wraps the other requests: who is online (`presence`), renewing the token (`renewToken`),
+ *   the user's direct conversations (`directConversations`), and passes on presence changes
+ *   and the token expiry notice as events; it never reconnects with a token the service
+ *   called expired.
  *
  * @module chatclient
  */
@@ -68,8 +72,11 @@ const TRANSIENT_REFUSALS = [
 ];
 /** 410: the service has no row for this connection (it is closing): reconnect, then retry. */
 const UNREGISTERED = /^This connection is not registered/;
-/** JSON replies to requests; any other key of a one-key object is a live frame. */
-const REPLY_KEYS = new Set(["sent", "joined", "left", "history"]);
+/** JSON replies to requests; any other key of a one-key object is a live frame. A reply of
+ * several keys is known by one of these (getConversations': {"conversations": [...], "before"}). */
+const REPLY_KEYS = new Set(["sent", "joined", "left", "history", "presence", "renewed", "conversations"]);
+/** The service's answer to any frame after the token's exp, before it closes the connection. */
+const EXPIRED = /^Your token has expired/;
 const HEARTBEAT = JSON.stringify({ action: "heartbeat" });
 /** When the browser says the network is back, reconnect within this many ms (spread, so that
  * the clients of a whole network coming back do not arrive at once). */
@@ -256,8 +263,12 @@ export class SequenceBuffer {
  *   (a direct message from someone new; a channel that could not be rejoined);
  * - `synced`: `{reconnected, ms, recovered}`, every followed conversation is caught up after
  *   connecting (`recovered`: messages delivered by recovery);
- * - `frame`: `{type, data, raw}`, a live frame this client does not know (e.g. a future
- *   `{"presenceChange": ...}` or `{"tokenExpiring": ...}`): `type` is its one key.
+ * - `presence`: `{channel, user, state}`, a user entered ("enter") or left ("leave") a channel
+ *   this connection is in (the service's presenceChange; once per user, not per tab);
+ * - `tokenExpiring`: `{at, expiresAt}`, the service's notice that the token expires soon
+ *   (`at` as sent, ISO 8601; `expiresAt` in ms): call renewToken with a fresh one before then;
+ * - `frame`: `{type, data, raw}`, a live frame this client does not know (whatever the service
+ *   adds next): `type` is its one key.
  */
 export class ChatClient extends EventTarget {
   #options;
@@ -278,6 +289,7 @@ export class ChatClient extends EventTarget {
   #conversations = new Map(); // key -> {descriptor, order: SequenceBuffer, fetching, gapTimer, joinSeq}
   #pendingSends = new Map(); // clientMessageId -> request, until acknowledged or refused
   #sync = null; // {startedAt, reconnected, waiting: Set<key>, recovered}
+  #expiredSaid = false; // the service said this token has expired: never reconnect with it
   #onOnline = () => this.#reconnectNow();
 
   /**
@@ -316,6 +328,13 @@ export class ChatClient extends EventTarget {
   setToken(token) {
     this.#token = String(token);
     this.#user = normalizeId(tokenClaims(this.#token).sub) ?? null;
+    this.#expiredSaid = false;
+  }
+
+  /** When the current token expires (its `exp`, in ms since the epoch), or null. */
+  get tokenExpiresAt() {
+    const { exp } = tokenClaims(this.#token);
+    return typeof exp === "number" ? exp * 1000 : null;
   }
 
   /**
@@ -367,14 +386,16 @@ export class ChatClient extends EventTarget {
   /**
    * Follow a direct conversation (`{with: "bob"}`) or the room (`{}`) without waiting for a
    * message: its newest messages are delivered, and it is recovered after every reconnect.
+   * With `after` (a seq: e.g. the last one the reader saw), every message after it is
+   * delivered instead (`source: "recent"`), fetched with `getRecentMessages` + `after`.
    * Resolves once they are delivered; rejects with RefusalError if the service refuses.
    */
   follow(target = {}) {
     const descriptor = conversationFor(target);
     if (descriptor.type === "channel") return this.join(descriptor.channel);
     if (!this.#wantOpen) return Promise.reject(new ClosedError("Not connected: call connect() first."));
-    const conversation = this.#follow(descriptor);
-    if (conversation.order.last !== null) return Promise.resolve(descriptor);
+    const conversation = this.#follow(descriptor, target.after);
+    if (conversation.order.last !== null && !conversation.opening) return Promise.resolve(descriptor);
     return new Promise((resolve, reject) => {
       conversation.startWaiters.push({ resolve: () => resolve(descriptor), reject });
       this.#catchUp(conversation);
@@ -430,6 +451,50 @@ export class ChatClient extends EventTarget {
     return this.#call(this.#request(frame, replyKey, matches));
   }
 
+  /**
+   * Who is online in a channel (the token must allow it; joining is not needed): every page of
+   * `getPresence`, following `after` to the end. Resolves with `{channel, members: [{user,
+   * connections}] (sorted by user id), count}`; a user whose last connection just went is
+   * listed with 0 connections until the service announces the leave. Keep it current with
+   * `presence` events (sent to the channel's members only, and not above 100 users online).
+   */
+  async presence(channel) {
+    const members = [];
+    let after = null;
+    let page;
+    do {
+      const frame = { action: "getPresence", channel, ...(after != null ? { after } : {}) };
+      page = await this.#call(this.#request(frame, "presence", (reply) => reply.channel === channel));
+      members.push(...page.members);
+      after = page.after;
+    } while (after != null);
+    return { channel, members, count: page.count };
+  }
+
+  /**
+   * Extend this connection with a fresh token (same user, same `channels` claim, later `exp`):
+   * resolves with `{expiresAt}` (ISO 8601), and the token is used for every later connection
+   * too; rejects with RefusalError (the service's reason) and changes nothing.
+   */
+  async renewToken(token) {
+    const renewed = await this.#call(this.#request({ action: "renewToken", token: String(token) }, "renewed", () => true));
+    this.setToken(token);
+    return renewed;
+  }
+
+  /**
+   * One page of this user's direct conversations, most recent first: resolves with
+   * `{conversations: [{with, seq, last}], before}`; pass `before` back for older ones (null:
+   * there are none). `seq` is each conversation's latest: compare it with the last one seen,
+   * and `follow({with, after})` to read what is new.
+   */
+  directConversations({ before, limit } = {}) {
+    const frame = { action: "getConversations" };
+    if (limit != null) frame.limit = limit;
+    if (before != null) frame.before = before;
+    return this.#call(this.#request(frame, "conversations", (reply) => Array.isArray(reply.conversations)));
+  }
+
   // --- the connection ----------------------------------------------------------------------
 
   #open() {
@@ -477,7 +542,7 @@ export class ChatClient extends EventTarget {
       this.#giveUp({ refused: true, code, reason });
       return;
     }
-    if (this.#tokenExpired()) {
+    if (this.#expiredSaid || this.#tokenExpired()) {
       this.#giveUp({ expired: true, code, reason });
       return;
     }
@@ -698,9 +763,9 @@ export class ChatClient extends EventTarget {
     if (Array.isArray(document.messages)) return this.#onMessages(document.messages);
     if (isGatewayError(document)) return this.#onText(String(document.message), true);
     const keys = Object.keys(document);
-    const key = keys.length === 1 ? keys[0] : null;
-    const value = key === null ? document : document[key];
     const inflight = this.#inflight;
+    const key = keys.length === 1 ? keys[0] : keys.find((k) => REPLY_KEYS.has(k) || k === inflight?.expect) ?? null;
+    const value = key === null || keys.length > 1 ? document : document[key];
     if (inflight && key === inflight.expect && value && inflight.matches(value)) return this.#onAnswer(inflight, value);
     if (key === "sent" && this.#pendingSends.has(value?.clientMessageId)) {
       // A send waiting to be sent again, answered by an earlier copy: that answer was owed.
@@ -708,6 +773,13 @@ export class ChatClient extends EventTarget {
       return this.#onAnswer(this.#pendingSends.get(value.clientMessageId), value);
     }
     if (REPLY_KEYS.has(key) || (inflight && key === inflight.expect)) return this.#onLateAnswer();
+    if (key === "presenceChange" && value && typeof value === "object") {
+      return this.#emit("presence", { channel: value.channel, user: normalizeId(value.user), state: value.state });
+    }
+    if (key === "tokenExpiring" && value && typeof value === "object") {
+      const expiresAt = Date.parse(value.at);
+      return this.#emit("tokenExpiring", { at: value.at, expiresAt: Number.isNaN(expiresAt) ? this.tokenExpiresAt : expiresAt });
+    }
     this.#emit("frame", { type: key, data: value, raw: data });
   }
 
@@ -729,6 +801,9 @@ export class ChatClient extends EventTarget {
   /** Plain text is the answer to the request in flight: a refusal (every success is JSON,
    * since every send carries a clientMessageId). `gateway`: API Gateway's own error. */
   #onText(text, gateway = false) {
+    // The connection is about to be closed: do not come back with this token (the client's
+    // clock may be behind the service's, and the $connect authorizer allows 30 s of leeway).
+    if (EXPIRED.test(text)) this.#expiredSaid = true;
     const request = this.#inflight;
     if (!request) {
       if (this.#owed > 0) return this.#onLateAnswer();
@@ -783,14 +858,19 @@ export class ChatClient extends EventTarget {
 
   // --- conversations: following, catching up, filling gaps ---------------------------------
 
-  #follow(descriptor) {
+  /** Start following (`after`: from that seq on, rather than from the newest messages). */
+  #follow(descriptor, after = null) {
     let conversation = this.#conversations.get(descriptor.key);
     if (conversation) return conversation;
-    conversation = { descriptor, fetching: false, gapTimer: null, joinSeq: 0, startWaiters: [] };
+    conversation = { descriptor, fetching: false, gapTimer: null, joinSeq: 0, startWaiters: [], opening: false };
     conversation.order = new SequenceBuffer((message, source) => {
       if (source === "recovery" && this.#sync) this.#sync.recovered += 1;
       this.#emit("message", { conversation: descriptor, message, source });
     });
+    if (Number.isInteger(after) && after >= 0 && descriptor.type !== "channel") {
+      conversation.order.last = after;
+      conversation.opening = true; // what it fetches first is "recent", not recovered
+    }
     this.#conversations.set(descriptor.key, conversation);
     this.#emit("conversation", { conversation: descriptor, following: true });
     if (this.#state === "open" && descriptor.type !== "channel") this.#catchUp(conversation);
@@ -880,7 +960,7 @@ export class ChatClient extends EventTarget {
       conversation.fetching = false;
       const newest = page.messages.reduce((max, m) => Math.max(max, m.seq), 0);
       const covered = page.after ?? Math.max(newest, request.highWater ?? 0, start ? conversation.joinSeq : 0, order.last ?? 0);
-      order.applyPage(page.messages, covered, start ? "recent" : "recovery", { start });
+      order.applyPage(page.messages, covered, start || conversation.opening ? "recent" : "recovery", { start });
       if (page.after != null) this.#catchUp(conversation, true); // the next page goes next
       else this.#caughtUp(conversation);
       this.#finish(request, { value: page });
@@ -889,7 +969,7 @@ export class ChatClient extends EventTarget {
       conversation.fetching = false;
       if (!(error instanceof RefusalError)) return;
       for (const waiter of conversation.startWaiters.splice(0)) waiter.reject(error);
-      if (start && descriptor.type === "dm") this.#unfollow(descriptor.key);
+      if ((start || conversation.opening) && descriptor.type === "dm") this.#unfollow(descriptor.key);
       if (this.#sync?.waiting.delete(descriptor.key)) this.#checkSynced();
     };
     conversation.fetching = true;
@@ -897,6 +977,7 @@ export class ChatClient extends EventTarget {
   }
 
   #caughtUp(conversation) {
+    conversation.opening = false;
     for (const waiter of conversation.startWaiters.splice(0)) waiter.resolve();
     this.#watchGap(conversation);
     if (this.#sync?.waiting.delete(conversation.descriptor.key)) this.#checkSynced();
