@@ -168,6 +168,32 @@ class ChatPage:
     def seqs(self) -> list[int]:
         return [row["seq"] for row in self.rows("feed") if row["seq"] is not None]
 
+    def marked_new(self) -> list[str]:
+        """The conversations the list marks as having messages the page has not shown yet."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('#conversations li')].filter(li => li.querySelector('.new')).map(li => li.dataset.key)"
+        )
+
+    def online(self) -> dict[str, Any]:
+        """Who is online in the channel shown: the count shown, the users listed, the note."""
+        return self.driver.execute_script(
+            "const count = document.getElementById('online-count').textContent;"
+            "return {count: count === '' ? null : Number(count),"
+            "  users: [...document.querySelectorAll('#online li')].map(li => li.dataset.user),"
+            "  note: document.getElementById('online-status').textContent}"
+        )
+
+    def expiry_notice(self) -> str | None:
+        """The token expiry notice, if it is shown."""
+        return self.driver.execute_script(
+            "return document.getElementById('expiry').hidden ? null : document.getElementById('expiry-text').textContent"
+        )
+
+    def renew(self, token: str) -> None:
+        """Paste a token into the expiry notice's field and press Renew."""
+        self.type_into("renew-token", token)
+        self.element("renew").click()
+
     def notices(self, refusals: bool = False) -> list[str]:
         wanted = "refusal" if refusals else "notice"
         return [row["text"] for row in self.rows("feed") if wanted in row["classes"].split()]

@@ -16,6 +16,7 @@
     sent: [], // every frame the page sent, in order
     sentAt: [], // when each was sent (performance.now(), ms)
     sockets: 0, // how many connections were opened
+    urls: [], // the URL of each (with its ?token=)
   });
   const replayed = new WeakSet(); // events this file dispatched again: let them through
 
@@ -23,6 +24,7 @@
     constructor(...args) {
       super(...args);
       faults.sockets += 1;
+      faults.urls.push(String(args[0]));
       let held = null; // a live frame waiting for the next one (swapLive)
       // The first listener: it can stop a frame before the page's own listeners see it.
       this.addEventListener("message", (event) => {

@@ -1,19 +1,36 @@
 // The chat page: an ES module (no build step) on top of chatclient.js, which does the protocol
 // (docs/client.md): reconnecting, recovery, order by seq, retried sends, the heartbeat. This
 // file only shows things. Everything shown is set as text, never as HTML.
-import { ChatClient, RefusalError, conversationFor } from "./chatclient.js";
+import { ChatClient, RefusalError, conversationFor, tokenClaims } from "./chatclient.js";
 
 const PAGE_SIZE = 20; // messages per "Older" page
 const NEAR_BOTTOM_PX = 40; // a reader this close to the end follows new messages
 const ROOM_KEY = "room";
+// Opening a direct conversation with new messages shows a few already seen above them...
+const SEEN_CONTEXT = 5;
+// ...unless there are more new ones than this: then the newest, and "Older" pages back.
+const CATCH_UP_MAX = 100;
+// Above this many users online the service sends no presence changes (docs/protocol.md).
+const PRESENCE_EVENTS_MAX_USERS = 100;
 
 const $ = (id) => document.getElementById(id);
 let client = null;
 let connection = { url: "", user: null };
-// What the page shows of each conversation: key -> {conversation, rows, firstSeq, exhausted, unread, historyStatus}
+// What the page shows of each conversation: key -> {conversation, rows, firstSeq, exhausted,
+// unread, historyStatus, headSeq (a DM's latest seq, from getConversations), activity (ms of its
+// latest message), marked (newer messages than the page has shown)}
 const views = new Map();
 let currentKey = ROOM_KEY;
 let waitingSends = 0;
+// Who is online, per channel opened: channel -> {members: Map(user -> connections), loading, pending, error}
+const presence = new Map();
+// getConversations' cursor for the next (older) page: undefined before the first, null at the end.
+let olderConversations;
+// The last seq the page showed of each direct conversation (other user -> seq), kept in
+// localStorage per service URL and user, so that a reload still knows what is new.
+let lastSeen = new Map();
+// The token expiry notice: when the token expires (ms), and the timer counting down.
+const expiry = { at: null, timer: null };
 
 // --- views of conversations -------------------------------------------------------------------
 
@@ -35,11 +52,13 @@ function titleOf(conversation) {
   return "Room";
 }
 
-/** Room first, then channels, then direct conversations, each by name. */
+/** Room first, then channels by name, then direct conversations, the most recent first. */
 function orderedViews() {
   const rank = { room: 0, channel: 1, dm: 2 };
   return [...views.values()].sort((a, b) =>
-    rank[a.conversation.type] - rank[b.conversation.type] || titleOf(a.conversation).localeCompare(titleOf(b.conversation)));
+    rank[a.conversation.type] - rank[b.conversation.type]
+    || (a.conversation.type === "dm" ? (b.activity ?? 0) - (a.activity ?? 0) : 0)
+    || titleOf(a.conversation).localeCompare(titleOf(b.conversation)));
 }
 
 function renderConversations() {
@@ -53,6 +72,7 @@ function conversationItem(view) {
   if (conversation.key === currentKey) li.className = "current";
   const open = button(titleOf(conversation), "open", () => showConversation(conversation.key));
   if (view.unread) open.append(span(String(view.unread), "unread"));
+  else if (view.marked) open.append(span("new", "new"));
   li.append(open);
   if (conversation.type === "channel") li.append(button("Leave", "leave", () => leaveChannel(conversation.channel)));
   return li;
@@ -63,16 +83,224 @@ function showConversation(key) {
   currentKey = key;
   const view = currentView();
   view.unread = 0;
+  view.marked = false;
   $("conversation-title").textContent = titleOf(view.conversation);
   renderConversations();
   renderFeed();
   renderHistoryPanel();
+  if (view.conversation.type === "dm") {
+    markSeen(view);
+    if (active() && !client.conversations.some((c) => c.key === key)) followDirect(view);
+  }
+  if (view.conversation.type === "channel" && active()) loadPresence(view.conversation.channel);
+  else renderPresence();
 }
 
 function removeView(key) {
   views.delete(key);
   if (currentKey === key) showConversation(ROOM_KEY);
   else renderConversations();
+}
+
+// --- direct conversations: the list, what is new --------------------------------------------
+
+/** The page's first look at a direct conversation: what is new since the reader last saw it
+ * (with a few seen ones above), fetched with `after`; else its newest messages. */
+function followDirect(view) {
+  const other = view.conversation.with;
+  const seen = lastSeen.get(other) ?? 0;
+  const target = { with: other };
+  if (seen > 0 && view.headSeq > seen && view.headSeq - seen <= CATCH_UP_MAX) target.after = Math.max(0, seen - SEEN_CONTEXT);
+  client.follow(target).catch(() => {}); // a refusal shows in its history panel
+}
+
+/** getConversations, one page (most recent first): on connect and after each reconnect from
+ * the top, then older pages on request. */
+async function loadConversations(before = null) {
+  const mine = client;
+  try {
+    const page = await client.directConversations(before === null ? {} : { before });
+    if (mine !== client) return;
+    page.conversations.forEach(listDirect);
+    if (before !== null || olderConversations === undefined) olderConversations = page.before;
+    renderConversations();
+    setControls();
+  } catch (error) {
+    if (mine === client && error instanceof RefusalError) $("conversations-status").textContent = error.text;
+  }
+}
+
+function listDirect({ with: other, seq, last }) {
+  const conversation = conversationFor({ with: other });
+  const view = ensureView(conversation);
+  view.headSeq = Math.max(view.headSeq ?? 0, seq);
+  const sentAt = Date.parse(last?.sent_at ?? "");
+  if (!Number.isNaN(sentAt)) view.activity = Math.max(view.activity ?? 0, sentAt);
+  // A seq seen above the conversation's latest was another conversation's between the same
+  // users (a local stack starts empty each time, with the same user ids): forget it.
+  if ((lastSeen.get(conversation.with) ?? 0) > seq) forgetSeen(conversation.with);
+  const mine = last != null && last.sender?.normalize("NFC") === client.user; // written by us: seen
+  if (conversation.key !== currentKey && seq > (lastSeen.get(conversation.with) ?? 0) && !mine) view.marked = true;
+}
+
+function lastSeenKey() {
+  return `chat:last-seen:${connection.url}:${connection.user}`;
+}
+
+function loadLastSeen() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(lastSeenKey()) ?? "{}");
+    return new Map(Object.entries(stored ?? {}).filter(([, seq]) => Number.isInteger(seq)));
+  } catch {
+    return new Map(); // storage disabled or unreadable: everything listed is new
+  }
+}
+
+function saveLastSeen() {
+  try {
+    localStorage.setItem(lastSeenKey(), JSON.stringify(Object.fromEntries(lastSeen)));
+  } catch {
+    // storage disabled or full: the page still knows until it is closed
+  }
+}
+
+/** The reader has this direct conversation in front of them: what it shows is seen. */
+function markSeen(view, seq = Math.max(0, ...view.rows.map((row) => row.message?.seq ?? 0))) {
+  const other = view.conversation.with;
+  if (seq > (lastSeen.get(other) ?? 0)) {
+    lastSeen.set(other, seq);
+    saveLastSeen();
+  }
+}
+
+function forgetSeen(other) {
+  lastSeen.delete(other);
+  saveLastSeen();
+}
+
+// --- who is online in the channel shown --------------------------------------------------------
+
+/** getPresence (every page) for a channel being opened; presence changes that arrive meanwhile
+ * are applied after the answer. */
+async function loadPresence(channel) {
+  const known = { members: new Map(), loading: true, pending: [], error: "" };
+  presence.set(channel, known);
+  renderPresence();
+  try {
+    const answer = await client.presence(channel);
+    if (presence.get(channel) !== known) return;
+    for (const { user, connections } of answer.members) known.members.set(user, connections);
+    for (const change of known.pending.splice(0)) applyPresence(known, change);
+  } catch (error) {
+    if (presence.get(channel) === known) known.error = error.text ?? error.message;
+  } finally {
+    known.loading = false;
+    if (presence.get(channel) === known) renderPresence();
+  }
+}
+
+function applyPresence(known, { user, state }) {
+  if (state === "enter") known.members.set(user, Math.max(1, known.members.get(user) ?? 0));
+  else if (state === "leave") known.members.delete(user);
+}
+
+function renderPresence() {
+  const { conversation } = currentView();
+  const known = conversation.type === "channel" ? presence.get(conversation.channel) : null;
+  $("online-where").textContent = conversation.type === "channel" ? `in #${conversation.channel}` : "";
+  $("online-count").textContent = known && !known.loading && !known.error ? String(known.members.size) : "";
+  const users = known && !known.loading ? [...known.members.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)) : [];
+  $("online").replaceChildren(...users.map((user) => onlineItem(user, known.members.get(user))));
+  const status = $("online-status");
+  status.className = known?.error ? "hint refusal" : "hint";
+  if (conversation.type !== "channel") {
+    status.textContent = "Shown for channels: everyone connected gets the room's messages, and a direct conversation has two people.";
+  } else if (!known || known.loading) {
+    status.textContent = "Loading ...";
+  } else if (known.error) {
+    status.textContent = known.error;
+  } else if (known.members.size > PRESENCE_EVENTS_MAX_USERS) {
+    status.textContent = `Over ${PRESENCE_EVENTS_MAX_USERS} users online: the service sends no changes then, so this is the list as of opening the channel.`;
+  } else {
+    status.textContent = "";
+  }
+}
+
+function onlineItem(user, connections) {
+  const li = document.createElement("li");
+  li.dataset.user = user;
+  li.append(span(user, "user"));
+  if (user === client?.user) li.append(span(" (you)", "hint"));
+  if (connections === 0) {
+    li.className = "leaving";
+    li.title = "Their last connection just closed: they leave unless they are back within 15 s.";
+  }
+  return li;
+}
+
+// --- the token expiry notice -----------------------------------------------------------------
+
+function showExpiry(at) {
+  expiry.at = at;
+  $("expiry").hidden = false;
+  $("renew-status").textContent = "";
+  clearInterval(expiry.timer);
+  expiry.timer = setInterval(renderExpiry, 1000);
+  renderExpiry();
+}
+
+function hideExpiry() {
+  clearInterval(expiry.timer);
+  expiry.timer = null;
+  $("expiry").hidden = true;
+  $("renew-status").textContent = "";
+}
+
+function renderExpiry() {
+  const when = expiry.at ? ` (at ${new Date(expiry.at).toLocaleTimeString()})` : "";
+  if (client?.state === "closed") {
+    clearInterval(expiry.timer);
+    $("expiry-text").textContent = `Your token has expired${when} and the service closed the connection. Paste a new token and press Renew to connect again.`;
+    return;
+  }
+  const left = Math.max(0, Math.round((expiry.at - Date.now()) / 1000));
+  $("expiry-text").textContent = left > 0
+    ? `Your token expires in ${left >= 60 ? `${Math.floor(left / 60)} min ` : ""}${left % 60} s${when}. Paste a new token and press Renew to stay connected.`
+    : `Your token has expired${when}: the service is closing the connection. Paste a new token and press Renew.`;
+}
+
+async function renewToken() {
+  const token = $("renew-token").value.trim();
+  if (!token || !client) return;
+  const mine = client;
+  const note = (text, refused = false) => {
+    $("renew-status").textContent = text;
+    $("renew-status").className = refused ? "hint refusal" : "hint";
+  };
+  if (client.state === "closed") {
+    // The service closed the connection at expiry: connect again, same page, with the new token.
+    const user = tokenClaims(token).sub;
+    if (typeof user !== "string" || user.normalize("NFC") !== client.user) {
+      return note(`That token is not ${client.user}'s: open its own link (or Connect with it above) instead.`, true);
+    }
+    client.setToken(token);
+    $("token").value = token;
+    $("renew-token").value = "";
+    hideExpiry();
+    client.connect().catch(() => {}); // the status line says why
+    return;
+  }
+  note("Renewing ...");
+  try {
+    const { expiresAt } = await client.renewToken(token);
+    if (mine !== client) return;
+    $("token").value = token;
+    $("renew-token").value = "";
+    hideExpiry();
+    $("token-note").textContent = `Token renewed: this connection is good until ${formatTime(expiresAt)}.`;
+  } catch (error) {
+    if (mine === client) note(error.text ?? error.message, true);
+  }
 }
 
 // --- the feed ---------------------------------------------------------------------------------
@@ -184,11 +412,34 @@ function onMessage(event) {
   const view = ensureView(conversation);
   if (typeof message.seq === "number" && (view.firstSeq === null || message.seq < view.firstSeq)) view.firstSeq = message.seq;
   appendRow(conversation.key, { kind: "message", message, source });
-  if (conversation.key === currentKey) renderHistoryPanel();
-  else if (source !== "recent") {
+  const sentAt = Date.parse(message.sent_at ?? "");
+  const moved = conversation.type === "dm" && sentAt > (view.activity ?? 0);
+  if (moved) view.activity = sentAt;
+  if (conversation.type === "dm") view.headSeq = Math.max(view.headSeq ?? 0, message.seq ?? 0);
+  if (conversation.key === currentKey) {
+    renderHistoryPanel();
+    if (conversation.type === "dm") markSeen(view, message.seq);
+    if (moved) renderConversations();
+  } else if (source !== "recent") {
     view.unread += 1;
     renderConversations();
+  } else if (moved) {
+    renderConversations();
   }
+}
+
+function onPresence(event) {
+  if (event.target !== client) return;
+  const known = presence.get(event.detail.channel);
+  if (!known) return; // a channel not opened: its list is asked for when it is
+  if (known.loading) known.pending.push(event.detail);
+  else applyPresence(known, event.detail);
+  renderPresence();
+}
+
+function onTokenExpiring(event) {
+  if (event.target !== client) return;
+  showExpiry(event.detail.expiresAt);
 }
 
 function onConversation(event) {
@@ -223,13 +474,23 @@ function onStatus(event) {
   else if (state === "reconnecting" && delay != null) setStatus(`Connection lost${closeText}. Reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt}) ...`, "waiting");
   else if (state === "reconnecting") setStatus(`Reconnecting to ${connection.url} (attempt ${attempt}) ...`, "waiting");
   else if (refused) setStatus("Could not connect: the token was refused (expired, or for another stack) or the URL is wrong.", "down");
-  else if (expired) setStatus("Disconnected: the token has expired. Open a new link (make token FOR=...).", "down");
+  else if (expired) setStatus("Disconnected: the token has expired. Paste a new token into the notice below and press Renew, or open a new link (make token FOR=...).", "down");
   else setStatus(`Disconnected${closeText}.`, "down");
+  if (expired) showExpiry(client.tokenExpiresAt);
+  else if (state === "closed") hideExpiry();
   setControls();
 }
 
+/** Every followed conversation is caught up after an open: list the direct conversations
+ * (someone may have started one meanwhile), and ask again who is online (presence changes
+ * were missed while the connection was down). */
 function onSynced(event) {
-  if (event.target !== client || !event.detail.reconnected) return;
+  if (event.target !== client) return;
+  loadConversations();
+  presence.clear();
+  const { conversation } = currentView();
+  if (conversation.type === "channel") loadPresence(conversation.channel);
+  if (!event.detail.reconnected) return;
   const { recovered, ms } = event.detail;
   setStatus(`Connected to ${connection.url} as ${connection.user ?? "(unknown user)"}. Caught up after reconnecting: ${recovered} missed message${recovered === 1 ? "" : "s"} recovered in ${ms} ms.`, "up");
 }
@@ -246,6 +507,8 @@ function active() {
 
 function setControls() {
   for (const id of ["send", "join", "open-dm", "disconnect"]) $(id).disabled = !active();
+  $("renew").disabled = client === null;
+  $("more-conversations").hidden = !olderConversations || !active();
   renderHistoryPanel();
 }
 
@@ -254,6 +517,10 @@ function setControls() {
 function connect(url, token) {
   disconnect();
   views.clear();
+  presence.clear();
+  olderConversations = undefined;
+  hideExpiry();
+  $("token-note").textContent = "";
   $("conversations-status").textContent = "";
   try {
     client = new ChatClient({ url, token });
@@ -262,7 +529,9 @@ function connect(url, token) {
     return;
   }
   connection = { url, user: client.user };
-  for (const [type, listener] of Object.entries({ status: onStatus, message: onMessage, refusal: onRefusal, conversation: onConversation, synced: onSynced })) {
+  lastSeen = loadLastSeen();
+  const listeners = { status: onStatus, message: onMessage, refusal: onRefusal, conversation: onConversation, synced: onSynced, presence: onPresence, tokenExpiring: onTokenExpiring };
+  for (const [type, listener] of Object.entries(listeners)) {
     client.addEventListener(type, listener);
   }
   ensureView(conversationFor({}));
@@ -306,6 +575,7 @@ async function joinChannel(channel) {
 
 async function leaveChannel(channel) {
   $("conversations-status").textContent = "";
+  presence.delete(channel);
   removeView(conversationFor({ channel }).key);
   try {
     await client.leave(channel);
@@ -317,8 +587,7 @@ async function leaveChannel(channel) {
 function openDirect(user) {
   const conversation = conversationFor({ with: user });
   ensureView(conversation);
-  showConversation(conversation.key);
-  client.follow({ with: user }).catch(() => {}); // a refusal shows in its history panel
+  showConversation(conversation.key); // follows it, if the client does not yet
 }
 
 // --- helpers --------------------------------------------------------------------------------
@@ -367,8 +636,12 @@ onSubmit("dm-form", () => {
     openDirect(user);
   }
 });
+onSubmit("renew-form", renewToken);
 $("disconnect").addEventListener("click", disconnect);
 $("older").addEventListener("click", loadOlder);
+$("more-conversations").addEventListener("click", () => {
+  if (olderConversations && active()) loadConversations(olderConversations);
+});
 
 /** `make offline` prints links with #url=...&token=...: the fragment never leaves the browser.
  * Once read, the token leaves the address bar and the history entry (issue 18); a new link
