@@ -8,37 +8,20 @@ import asyncio
 import concurrent.futures
 import json
 import time
-import uuid
 from typing import Any, Iterator
 
 import pytest
 
 from scripts.local_stack import mint_token
 from tests.conftest import SWEEP_SECONDS
-from tests.wsclient import Client, RawWebSocket
+from tests.helpers import fresh
+from tests.wsclient import Client, RawWebSocket, documents
 
 GRACE_SECONDS = 15
 EXPIRED = "Your token has expired: renew it or reconnect."
 # The 90 s token's scenario runs in the background from the module's first test on, so its
 # wait overlaps the presence scenario's (about 40 s of the suite's time saved).
 pytestmark = pytest.mark.usefixtures("expiry_scenario")
-
-
-def fresh(*names: str) -> list[str]:
-    run = uuid.uuid4().hex[:6]
-    return [f"{name}-{run}" for name in names]
-
-
-def documents(client: Client, key: str) -> list[Any]:
-    found = []
-    for frame in client.frames:
-        try:
-            document = json.loads(frame)
-        except ValueError:
-            continue
-        if isinstance(document, dict) and key in document:
-            found.append(document[key])
-    return found
 
 
 async def request(client: Client, key: str, frame: dict[str, Any]) -> dict[str, Any]:
