@@ -22,7 +22,7 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.
 help:
 	@echo "make offline      start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
 	@echo "make test         install from the lock files and run every test"
-	@echo "make token FOR=alice   a token for the running make offline (deployed stage: README, Deploy)"
+	@echo "make token FOR=alice   a token for the running make offline (deployed stage: docs/production.md)"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
 	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum, fonts-noto-color-emoji)"
@@ -67,14 +67,16 @@ bench: install
 	python bench/broadcast_capacity.py --budget 8000 --concurrency 8
 	python bench/fanout_offline.py
 	python bench/rate_limit.py
+	python bench/costs.py
 	python bench/seq_throughput.py
 	python bench/offline_flood.py
 
 package: install
 	sls package
+	@python -c "import os; print('.serverless/serverless-websocket.zip:', os.path.getsize('.serverless/serverless-websocket.zip'), 'bytes')"
 
-# web/chat-page.png for the README. Needs Debian's chromium and chromium-driver, and fonts for
-# Korean and emoji (fonts-nanum, fonts-noto-color-emoji): the script names what is missing.
+# web/chat-page.png for the README, on make offline's ports. Installs with apt-get what it lacks
+# of Debian's chromium, chromium-driver, fonts-nanum and fonts-noto-color-emoji (Korean, emoji).
 screenshot: install
 	python scripts/screenshot.py
 

@@ -21,7 +21,7 @@ from chat import aws, delivery
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
 # Audiences (the room, a channel) up to this many connections are posted to by sendMessage
-# itself; larger ones go to the delivery workers through SQS (README: "Two delivery paths" says
+# itself; larger ones go to the delivery workers through SQS (docs/delivery.md: "Two delivery paths" says
 # how this was chosen).
 FANOUT_THRESHOLD = int(os.environ.get("FANOUT_THRESHOLD", "200"))
 # Connection ids per SQS message (one job); a worker gets up to `batchSize` jobs at a time.

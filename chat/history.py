@@ -5,7 +5,7 @@ Two tables. The history table holds the messages, keyed (conversation, seq). The
 table holds, per conversation, its head (the latest seq) and the send records that make a retried
 `clientMessageId` the same message. A message, its head and its send record are written in one
 DynamoDB transaction, conditional on the head still being the seq we read: two senders can never
-get the same seq, and a failed write leaves no hole (README: "Sequence numbers").
+get the same seq, and a failed write leaves no hole (docs/delivery.md: "Sequence numbers").
 """
 
 from __future__ import annotations

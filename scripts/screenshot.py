@@ -1,14 +1,18 @@
 """`make screenshot`: web/chat-page.png for the README, taken by headless Chromium against a
-local stack on free ports (alice and bob talk in a channel, alice sends bob a direct message,
-and bob's page shows the channel, with the new conversation marked unread).
+local stack on `make offline`'s ports (the defaults, or the same OFFLINE_*_PORT variables), so
+the picture shows the addresses a reader will see: alice and bob talk in a channel, alice sends
+bob a direct message, and bob's page shows the channel, with the new conversation marked unread.
 
 Chromium draws with the system's fonts: without a Korean font the Korean text comes out as
-empty boxes, without an emoji font so do emoji. The script stops first, naming the Debian
-packages to install (fonts-nanum, fonts-noto-color-emoji), rather than write such a picture.
+empty boxes, without an emoji font so do emoji. What is missing of Chromium, chromedriver and
+the fonts (Debian: chromium, chromium-driver, fonts-nanum, fonts-noto-color-emoji) is installed
+first with apt-get, as root or through passwordless sudo, as .ci/run installs Chromium; where
+that cannot be done the script stops, naming the packages, rather than write such a picture.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -48,13 +52,36 @@ def missing_fonts() -> str | None:
     return f"no font for {what} text: install it first (Debian: sudo apt-get install {packages})"
 
 
+def missing_packages() -> list[str]:
+    """The Debian packages the picture needs that are not installed."""
+    packages = [] if browser.missing() is None else ["chromium", "chromium-driver"]
+    return packages + [package for _, pattern, package in FONTS if not fonts_for(pattern)]
+
+
+def install(packages: list[str]) -> bool:
+    """apt-get install them, as root or with passwordless sudo; False if that cannot be done."""
+    if os.geteuid() == 0:
+        prefix = []
+    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        return False
+    print(f"make screenshot: installing {' '.join(packages)} (apt-get) ...", flush=True)
+    apt = [*prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+    return (subprocess.run([*apt, "update", "-qq"]).returncode == 0
+            and subprocess.run([*apt, "install", "-y", "-qq", *packages], stdout=subprocess.DEVNULL).returncode == 0)
+
+
 def main() -> int:
+    packages = missing_packages()
+    if packages and shutil.which("apt-get"):
+        install(packages)
     reason = browser.missing() or missing_fonts()
     if reason:
         print(f"make screenshot: {reason}", file=sys.stderr)
         return 1
     logs = Path(tempfile.mkdtemp(prefix="screenshot-"))
-    with (logs / "serverless-offline.log").open("w") as log, LocalStack(Ports.free(), output=log, log_dir=logs) as stack:
+    with (logs / "serverless-offline.log").open("w") as log, LocalStack(Ports.from_env(), output=log, log_dir=logs) as stack:
         alice_driver, bob_driver = browser.chromium(), browser.chromium()
         try:
             alice = browser.ChatPage(alice_driver).open(stack.page_url_for("alice")).wait_connected()

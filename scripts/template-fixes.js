@@ -29,7 +29,7 @@
 //    whoever set the old one; on update and delete it does nothing (the role and the setting
 //    stay after `sls remove`). With --param setApiGatewayAccountRole=false the stack leaves
 //    the account alone: the custom resource, its function and its role are removed, and the
-//    account owner sets the role once (README: Deploy).
+//    account owner sets the role once (docs/production.md: "API Gateway's CloudWatch role").
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
 
 const isWildcardGrant = (statement) =>
@@ -87,7 +87,7 @@ class TemplateFixes {
     }
     if (setting !== 'false') {
       throw new this.serverless.classes.Error(
-        `setApiGatewayAccountRole must be true or false, not '${setting}' (README: Deploy)`
+        `setApiGatewayAccountRole must be true or false, not '${setting}' (docs/production.md: "API Gateway's CloudWatch role")`
       );
     }
     const handler = naming.getCustomResourceApiGatewayAccountCloudWatchRoleHandlerFunctionLogicalId();

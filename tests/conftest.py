@@ -13,6 +13,8 @@ from typing import Any, Iterator
 from urllib.parse import unquote
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
 
@@ -33,6 +35,9 @@ TEST_TABLES = {
 SECRET_PARAMETER = "/serverless-websocket/test/jwt-secret"
 # The local stack's sweeper schedule in the end-to-end tests.
 SWEEP_SECONDS = 5
+# botocore's service models, read from disk once for the whole run: each mock_aws() starts with
+# no boto3 default session, and a new session would parse them again (about 0.1 s a test).
+_MODELS = botocore.loaders.create_loader()
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +68,9 @@ def aws(aws_credentials: None) -> Iterator[None]:
 
     moto_fixes.apply()
     with mock_aws():
+        session = botocore.session.get_session()
+        session.register_component("data_loader", _MODELS)
+        boto3.setup_default_session(botocore_session=session)
         yield
 
 

@@ -22,6 +22,12 @@ def connection_ids(table: Any) -> set[str]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def fresh(*names: str) -> list[str]:
+    """Names of users and channels no earlier test used (the stack lives for the whole session)."""
+    run = uuid.uuid4().hex[:6]
+    return [f"{name}-{run}" for name in names]
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     """Poll until the condition holds ($disconnect, for one, runs after the socket closes)."""
     deadline = time.monotonic() + timeout

@@ -92,7 +92,7 @@ def test_an_id_in_another_spelling_than_its_own_gets_no_token_but_the_canonical_
 def test_no_running_stack_is_an_error_not_a_token() -> None:
     result = make_token(terminal_env(OFFLINE_WEBSOCKET_PORT=str(Ports.free().websocket)), "FOR=carol")
 
-    # The script exits 1, so make exits 2 (what the README says).
+    # The script exits 1, so make exits 2 (what docs/local.md says).
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("make token: no `make offline` is running in this folder on WebSocket port")
 

@@ -55,3 +55,33 @@ def test_fontconfig_finds_a_korean_font_by_the_pattern_make_screenshot_asks_for(
     nanum = Path("/usr/share/fonts/truetype/nanum")
     korean = screenshot.fonts_for(":lang=ko")
     assert any("Nanum" in family for family in korean) == nanum.is_dir(), korean
+
+
+def test_make_screenshot_installs_what_it_lacks_with_apt_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts import browser, screenshot
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(screenshot, "fonts_for", lambda pattern: [] if pattern != ":lang=ko" else ["NanumGothic"])
+    monkeypatch.setattr(browser, "missing", lambda: "no chromium")
+    monkeypatch.setattr(screenshot.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(screenshot.subprocess, "run", lambda command, **_: ran.append(command) or subprocess.CompletedProcess(command, 0))
+
+    assert screenshot.missing_packages() == ["chromium", "chromium-driver", "fonts-noto-color-emoji"]
+    assert screenshot.install(screenshot.missing_packages())
+    assert ran[-1][-3:] == ["chromium", "chromium-driver", "fonts-noto-color-emoji"]
+    assert ran[-1][:3] == ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"] and "install" in ran[-1]
+
+
+def test_make_screenshot_stops_naming_the_packages_when_it_cannot_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scripts import browser, screenshot
+
+    monkeypatch.setattr(screenshot, "fonts_for", lambda pattern: [])
+    monkeypatch.setattr(browser, "missing", lambda: None)
+    monkeypatch.setattr(screenshot.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(screenshot.shutil, "which", lambda name: None)  # no sudo, no apt-get
+    monkeypatch.setattr(screenshot, "LocalStack", None)  # never reached
+
+    assert screenshot.main() == 1
+    assert "fonts-nanum fonts-noto-color-emoji" in capsys.readouterr().err

@@ -8,28 +8,11 @@ import json
 import uuid
 from typing import Any
 
-from tests.wsclient import Client
+from tests.helpers import fresh
+from tests.wsclient import Client, documents
 
 # Under the per-connection rate limit (5 a second): each sender paces itself, all send at once.
 SEND_INTERVAL = 0.25
-
-
-def fresh(*names: str) -> list[str]:
-    """Names of users and channels no earlier test used (the stack lives for the whole session)."""
-    run = uuid.uuid4().hex[:6]
-    return [f"{name}-{run}" for name in names]
-
-
-def documents(client: Client, key: str) -> list[Any]:
-    found = []
-    for frame in client.frames:
-        try:
-            document = json.loads(frame)
-        except ValueError:
-            continue
-        if isinstance(document, dict) and key in document:
-            found.append(document[key])
-    return found
 
 
 def channel_messages(client: Client, channel: str) -> list[dict[str, Any]]:

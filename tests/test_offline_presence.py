@@ -5,34 +5,23 @@ by the service, and renewToken keeping another connection open past its first ex
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
-import uuid
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 from scripts.local_stack import mint_token
 from tests.conftest import SWEEP_SECONDS
-from tests.wsclient import Client, RawWebSocket
+from tests.helpers import fresh
+from tests.wsclient import Client, RawWebSocket, documents
 
 GRACE_SECONDS = 15
 EXPIRED = "Your token has expired: renew it or reconnect."
-
-
-def fresh(*names: str) -> list[str]:
-    run = uuid.uuid4().hex[:6]
-    return [f"{name}-{run}" for name in names]
-
-
-def documents(client: Client, key: str) -> list[Any]:
-    found = []
-    for frame in client.frames:
-        try:
-            document = json.loads(frame)
-        except ValueError:
-            continue
-        if isinstance(document, dict) and key in document:
-            found.append(document[key])
-    return found
+# The 90 s token's scenario runs in the background from the module's first test on, so its
+# wait overlaps the presence scenario's (about 40 s of the suite's time saved).
+pytestmark = pytest.mark.usefixtures("expiry_scenario")
 
 
 async def request(client: Client, key: str, frame: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +75,9 @@ def test_a_user_leaves_only_when_the_last_connection_is_gone_even_one_killed_wit
         assert heard.count((alice, "enter")) == 1 and heard.count((alice, "leave")) == 1
 
 
-def test_a_90_second_token_is_closed_by_the_service_and_a_renewed_one_stays_open(local_stack: Any) -> None:
+@pytest.fixture(scope="module")
+def expiry_scenario(local_stack: Any) -> Iterator[concurrent.futures.Future[dict[str, Any]]]:
+    """A 90 s token left alone, and another renewed, from the module's start; what was seen."""
     quiet, renewing = fresh("quiet", "renewing")
     secret = local_stack.jwt_secret
 
@@ -104,7 +95,14 @@ def test_a_90_second_token_is_closed_by_the_service_and_a_renewed_one_stays_open
         await kept.close()
         return {"renewed": renewed, "closed_after": closed_after, "expiring": expiring, "still_open": still_open, "answer": answer}
 
-    seen = asyncio.run(scenario())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(asyncio.run, scenario())
+
+
+def test_a_90_second_token_is_closed_by_the_service_and_a_renewed_one_stays_open(
+    expiry_scenario: concurrent.futures.Future[dict[str, Any]],
+) -> None:
+    seen = expiry_scenario.result(timeout=300)
 
     assert seen["renewed"]["expiresAt"].endswith("Z")
     assert 90 <= seen["closed_after"] <= 90 + 120, seen["closed_after"]  # within 2 minutes of exp

@@ -290,7 +290,7 @@ def test_the_channel_and_history_tables_are_on_demand_with_ttl(
     defined = {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]}
     assert {attribute: type_ for attribute, type_, _ in keys}.items() <= defined.items()
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
-    assert "MessagesTable" not in resources  # replaced by HistoryTable (README: upgrading a stage)
+    assert "MessagesTable" not in resources  # replaced by HistoryTable (docs/production.md: upgrading a stage)
 
 
 def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources: dict[str, Any]) -> None:
@@ -480,7 +480,7 @@ def test_point_in_time_recovery_is_one_stage_parameter_away() -> None:
 
 
 def test_the_route_throttles_fit_the_accounts_10000_requests_a_second(resources: dict[str, Any]) -> None:
-    """README, "Limits": the arithmetic. Every frame is a request, every post one more."""
+    """docs/production.md, "The route throttles": the arithmetic. Every frame is a request, every post one more."""
     stage = resources["WebsocketsDeploymentStage"]["Properties"]
     routes, default = stage["RouteSettings"], stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
     (function,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.send_message"]
@@ -624,7 +624,7 @@ def test_a_stage_parameter_leaves_the_accounts_cloudwatch_role_alone(tmp_path: P
     assert [f["Properties"]["Handler"] for f in of_type(resources, "AWS::Lambda::Function") if f not in our_functions(resources)] == []
     assert "IamRoleCustomResourcesLambdaExecution" not in resources
     assert ACCOUNT_ROLE not in json.dumps(template) and "CustomDashresource" not in json.dumps(template)
-    # The stage still logs (the role is the account owner's to set, once: README).
+    # The stage still logs (the role is the account owner's to set, once: docs/production.md).
     assert resources["WebsocketsDeploymentStage"]["Properties"]["AccessLogSettings"]["Format"]
     assert cfn_lint_errors(tmp_path) == []
 

@@ -116,7 +116,7 @@ def test_every_entry_point_answers_any_body_and_accepted_messages_come_back_exac
         json.loads(reply, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))  # strict JSON
 
 
-# Why a message may be refused for its content alone (README: what a bad request gets).
+# Why a message may be refused for its content alone (docs/protocol.md: "Errors").
 CONTENT_REFUSALS = (
     'Message has no "content"',
     "Message is nested too deeply",

@@ -18,6 +18,19 @@ import websockets
 ROOM_ACK = "Message sent to all connections."
 
 
+def documents(client: Client, key: str) -> list[Any]:
+    """The values under `key` of every JSON object the client received, in order."""
+    found = []
+    for frame in client.frames:
+        try:
+            document = json.loads(frame)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and key in document:
+            found.append(document[key])
+    return found
+
+
 def parse_broadcast(frame: str) -> list[Any] | None:
     """The contents of a {"messages": [...]} frame, or None for any other frame."""
     try:

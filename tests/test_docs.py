@@ -1,0 +1,84 @@
+"""The documentation says what the code does: every route is in the README's protocol table and
+in docs/protocol.md, every refusal text the service can send is in docs/protocol.md word for
+word, and every link between the documents leads somewhere."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Routes a client never names in an action.
+NOT_ACTIONS = {"$connect", "$disconnect", "$default"}
+
+
+def _flat(path: Path) -> str:
+    return re.sub(r"\s+", " ", path.read_text())
+
+
+def _websocket_routes() -> set[str]:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    config = yaml.load((ROOT / "serverless.yml").read_text(), Loader=Loader)
+    routes = {
+        event["websocket"]["route"] if isinstance(event["websocket"], dict) else event["websocket"]
+        for function in config["functions"].values() for event in function.get("events", []) if "websocket" in event
+    }
+    return (routes | {"heartbeat"}) - NOT_ACTIONS  # heartbeat: a MOCK route added by scripts/heartbeat.js
+
+
+def _refusal_texts() -> list[tuple[str, list[str]]]:
+    """Each BadMessage raised in chat/, as the fixed parts of its text (an f-string's parts
+    between its placeholders)."""
+    found = []
+    for module in sorted((ROOT / "chat").glob("*.py")):
+        tree = ast.parse(module.read_text())
+        constants = {
+            target.id: node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+            for target in node.targets if isinstance(target, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BadMessage" and node.args):
+                continue
+            text = node.args[0]
+            if isinstance(text, ast.Constant):
+                parts = [text.value]
+            elif isinstance(text, ast.Name) and text.id in constants:
+                parts = [constants[text.id]]
+            elif isinstance(text, ast.JoinedStr):
+                parts = [value.value for value in text.values if isinstance(value, ast.Constant)]
+            else:
+                continue
+            found.append((f"{module.name}:{node.lineno}", [part for part in parts if len(part.strip()) > 8]))
+    return found
+
+
+def test_every_route_is_in_the_readme_and_the_protocol() -> None:
+    readme, protocol = _flat(ROOT / "README.md"), _flat(ROOT / "docs" / "protocol.md")
+    routes = _websocket_routes()
+    assert {"sendMessage", "join", "getConversations", "renewToken"} <= routes
+    assert [route for route in sorted(routes) if f"`{route}`" not in readme] == []
+    assert [route for route in sorted(routes) if f'"action": "{route}"' not in protocol] == []
+
+
+def test_every_refusal_the_service_sends_is_in_the_protocol_word_for_word() -> None:
+    protocol = _flat(ROOT / "docs" / "protocol.md")
+    refusals = _refusal_texts()
+    assert len(refusals) > 30  # the scan found them
+    missing = [(where, part) for where, parts in refusals for part in parts if re.sub(r"\s+", " ", part) not in protocol]
+    assert missing == []
+
+
+@pytest.mark.parametrize("document", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_link_between_documents_leads_to_a_file(document: Path) -> None:
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text())
+    local = [target for target in targets if not re.match(r"[a-z]+:", target)]
+    assert [target for target in local if not (document.parent / target).exists()] == []
