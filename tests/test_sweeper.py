@@ -99,3 +99,19 @@ def test_the_sweep_entry_point_logs_what_it_did(handler: Any, management: Any, n
     assert handler.sweep({}, None) == {"expired": 1}
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert any(line.get("message") == "Swept 1 connections" and line.get("expired") == 1 for line in lines)
+
+
+@pytest.mark.parametrize("bucket_seconds", [60, 5])
+def test_a_token_with_less_than_the_notice_left_is_still_noticed_and_closed(
+    handler: Any, management: Any, now: list[float], monkeypatch: pytest.MonkeyPatch, bucket_seconds: int
+) -> None:
+    # Its notice was due 80 s before it connected: with 5 s buckets that is further back than
+    # the sweeper looks (10 buckets), so the row must be filed under now, not under the past.
+    monkeypatch.setattr(connections, "SWEEP_BUCKET_SECONDS", bucket_seconds)
+    open_connection(handler, "short-1", "erin", START + 10)
+
+    noticed = sweeper.sweep(START + 1)
+    closed = sweeper.sweep(START + 10 + bucket_seconds)
+
+    assert noticed == {"notified": 1}
+    assert closed == {"expired": 1} and management.closed == ["short-1"]
