@@ -7,6 +7,7 @@ Used by the browser tests and by `make screenshot`. Chromium and chromedriver co
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,16 +40,31 @@ def missing() -> str | None:
 
 
 def chromium() -> Any:
-    """A new headless Chromium with an empty profile of its own."""
+    """A new headless Chromium with an empty profile of its own, removed by its quit()."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    profile = tempfile.mkdtemp(prefix="chat-page-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chat-page-')}")
-    return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    options.add_argument(f"--user-data-dir={profile}")
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    except BaseException:
+        shutil.rmtree(profile, ignore_errors=True)
+        raise
+    quit_browser = driver.quit
+
+    def quit_and_remove_profile() -> None:
+        try:
+            quit_browser()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    driver.quit = quit_and_remove_profile
+    return driver
 
 
 class ChatPage:

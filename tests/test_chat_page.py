@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -615,3 +616,18 @@ def test_a_dm_sent_while_the_page_was_closed_is_listed_as_new_and_opening_it_sho
     direct(gus, "gus, new while you reconnected")
     set_offline(page.driver, False)
     page.wait_until(lambda: page.marked_new() == [f"dm:{gus}", f"dm:{finn}"], 30)
+
+
+def test_a_browser_leaves_no_profile_behind_when_it_quits() -> None:
+    # Each browser gets a profile folder of its own; 474 of them (1.1 GB) once piled up in /tmp.
+    from scripts import browser
+    from tests.browser_support import require_browser
+
+    require_browser()
+    driver = browser.chromium()
+    profile = Path(driver.capabilities["chrome"]["userDataDir"])
+    assert profile.is_dir() and profile.name.startswith("chat-page-")
+
+    driver.quit()
+
+    assert not profile.exists()
