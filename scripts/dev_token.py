@@ -1,4 +1,4 @@
-"""Print a token for a user: `make token FOR=alice`, or `python scripts/dev_token.py alice`.
+"""Print a token for a user: `make token FOR=alice`, or `.venv/bin/python scripts/dev_token.py alice`.
 
 By default the secret is read from the `make offline` running in this folder (moto's SSM): it
 is found through the .offline/stack-<port>.json file it writes while it runs. With several

@@ -238,7 +238,7 @@ class LocalStack:
                 raise StackError(f"`sls print` could not read serverless.yml:\n{error.stdout}{error.stderr}") from None
             self.region = config["provider"]["region"]
             env = offline_env(self.ports, self.region)
-            self.progress(f"Starting moto (DynamoDB, SSM) on {self.dynamodb_endpoint}")
+            self.progress(f"Starting moto (DynamoDB, SSM, SQS) on {self.dynamodb_endpoint}")
             self.moto_log.parent.mkdir(parents=True, exist_ok=True)
             with self.moto_log.open("w") as moto_output:
                 moto = [sys.executable, "-m", "scripts.moto_server", "-H", "127.0.0.1", "-p", str(self.ports.dynamodb)]

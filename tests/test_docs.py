@@ -37,14 +37,17 @@ def _websocket_routes() -> set[str]:
 def _refusal_texts() -> list[tuple[str, list[str]]]:
     """Each BadMessage raised in chat/, as the fixed parts of its text (an f-string's parts
     between its placeholders)."""
+    trees = {module: ast.parse(module.read_text()) for module in sorted((ROOT / "chat").glob("*.py"))}
+    constants: dict[str, str] = {}  # module-level texts and numbers, as imported by name (USER_ID_RULE)
+    for tree in trees.values():
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, (str, int)):
+                    constants[node.targets[0].id] = str(node.value.value)
+                elif isinstance(node.value, ast.JoinedStr):
+                    constants[node.targets[0].id] = _joined(node.value, constants)
     found = []
-    for module in sorted((ROOT / "chat").glob("*.py")):
-        tree = ast.parse(module.read_text())
-        constants = {
-            target.id: node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-            for target in node.targets if isinstance(target, ast.Name)
-        }
+    for module, tree in trees.items():
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BadMessage" and node.args):
                 continue
@@ -54,11 +57,27 @@ def _refusal_texts() -> list[tuple[str, list[str]]]:
             elif isinstance(text, ast.Name) and text.id in constants:
                 parts = [constants[text.id]]
             elif isinstance(text, ast.JoinedStr):
-                parts = [value.value for value in text.values if isinstance(value, ast.Constant)]
+                parts = [_joined(text, constants)]
             else:
                 continue
-            found.append((f"{module.name}:{node.lineno}", [part for part in parts if len(part.strip()) > 8]))
+            found.append((f"{module.name}:{node.lineno}", [p for part in parts for p in part.split(HOLE) if len(p.strip()) > 8]))
     return found
+
+
+HOLE = "\0"  # where an f-string's value goes that is not a known constant
+
+
+def _joined(text: ast.JoinedStr, constants: dict[str, str]) -> str:
+    """An f-string with the constants it names filled in and a HOLE for anything else."""
+    out = []
+    for value in text.values:
+        if isinstance(value, ast.Constant):
+            out.append(value.value)
+        elif isinstance(value.value, ast.Name) and value.value.id in constants:
+            out.append(constants[value.value.id])
+        else:
+            out.append(HOLE)
+    return "".join(out)
 
 
 def test_every_route_is_in_the_readme_and_the_protocol() -> None:

@@ -1,7 +1,7 @@
 """Connections that end when their token does: after `exp` any frame is refused with the reason
 and the connection closed (DeleteConnection) and cleaned up; renewToken with a later token for
 the same user extends it, any other token changes nothing; the sweeper closes silent ones and
-sends the notice about a minute before."""
+sends the notice once, 30 to 90 s before."""
 
 from __future__ import annotations
 
