@@ -3,6 +3,8 @@ management API whose per-connection answers a test can choose."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import json
 import pkgutil
@@ -35,10 +37,18 @@ SECRET_PARAMETER = "/serverless-websocket/test/jwt-secret"
 SWEEP_SECONDS = 5
 
 
+@functools.cache
+def _resolved_test_config() -> dict[str, Any]:
+    """`sls print` for the test stage, once per process (it takes about 2 s of node). Two session
+    fixtures read it, and mutation testing (`make mutate`) runs a pytest session per mutant in
+    processes forked from one that already has it."""
+    return service_config.resolved_config("test")
+
+
 @pytest.fixture(scope="session")
 def service_tables() -> dict[str, dict[str, Any]]:
     """The table definitions that `sls deploy` would create."""
-    return service_config.table_resources(service_config.resolved_config("test"))
+    return service_config.table_resources(copy.deepcopy(_resolved_test_config()))
 
 
 @pytest.fixture
@@ -63,7 +73,25 @@ def aws(aws_credentials: None) -> Iterator[None]:
 
     moto_fixes.apply()
     with mock_aws():
+        # moto starts each test with no default boto3 session; one sharing this process's
+        # loader spares every test parsing botocore's JSON models again (about 0.3 s a test).
+        boto3.setup_default_session(botocore_session=_session_with_shared_loader())
         yield
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+def _session_with_shared_loader() -> Any:
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _shared_loader())
+    return session
 
 
 @pytest.fixture
@@ -114,7 +142,7 @@ def _clear_caches() -> None:
 
 @pytest.fixture(scope="session")
 def service_config_test() -> dict[str, Any]:
-    return service_config.resolved_config("test")
+    return copy.deepcopy(_resolved_test_config())
 
 
 @pytest.fixture
