@@ -6,11 +6,11 @@ pass (with -x: the first failure kills it). Nearly every test goes through $conn
 caller and the rate limiter, so a mutant there has 400 tests to pass, and a survivor costs the
 whole unit suite (minutes on this machine; thousands of mutants). So, against a mutant:
 
-- the test files about its module run first (RELATED below, else tests/test_<module>.py),
-  then the others, fastest first (the durations mutmut measured in its first pass);
-- at most MUTATE_TESTS_PER_MUTANT of them run (default 20; 0 means all). A mutant counted as
-  survived passed the most related tests, not necessarily all: the score is a lower bound.
-  `MUTATE_TESTS_PER_MUTANT=0 make mutate MUTANTS=<name>` tries one mutant against all.
+- the test files about its module run first, all their tests that reach it (RELATED below,
+  else tests/test_<module>.py), then at most MUTATE_OTHER_TESTS (default 10; -1 means all) of
+  the others, fastest first (the durations mutmut measured in its first pass). A mutant
+  counted as survived passed the related tests, not necessarily every test: the score is a
+  lower bound. `MUTATE_OTHER_TESTS=-1 make mutate MUTANTS=<name>` tries one against all.
 
 Outside a mutant (mutmut's first pass, its clean run, its forced failure) nothing changes.
 """
@@ -51,8 +51,8 @@ RELATED: dict[str, tuple[str, ...]] = {
 }
 
 
-def tests_per_mutant() -> int:
-    return int(os.environ.get("MUTATE_TESTS_PER_MUTANT", "20"))
+def other_tests_per_mutant() -> int:
+    return int(os.environ.get("MUTATE_OTHER_TESTS", "10"))
 
 
 def mutant_module(mutant: str) -> str | None:
@@ -89,7 +89,7 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -
         return (related.index(name) if name in related else len(related), durations.get(item.nodeid, 0.0))
 
     items.sort(key=rank)
-    limit = tests_per_mutant()
-    if 0 < limit < len(items):
-        config.hook.pytest_deselected(items=items[limit:])
-        del items[limit:]
+    keep = sum(1 for item in items if Path(str(item.fspath)).name in related) + other_tests_per_mutant()
+    if other_tests_per_mutant() >= 0 and keep < len(items):
+        config.hook.pytest_deselected(items=items[keep:])
+        del items[keep:]
