@@ -102,6 +102,22 @@ def test_back_after_the_leave_was_announced_is_an_enter_again(
     assert who(handler, "carol-1", "carol")["count"] == 2
 
 
+def test_a_leave_check_made_moot_by_a_return_is_done_with_quietly(
+    handler: Any, management: Any, connect: Any, workers: Any, queues: dict[str, str], watcher: str
+) -> None:
+    connect("bob-1", "bob-2", user="bob")
+    joined(handler, "bob-1", "bob")
+    handler.connection_manager(disconnect_event("bob-1"), None)
+    joined(handler, "bob-2", "bob")  # back within the grace: the check finds him there
+    workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
+
+    workers.drain()
+
+    assert [invocation["batchItemFailures"] for invocation in workers.invocations] == [[]]  # done, not failed
+    assert workers.count(queues["DeliveryQueue"]) == 0 and workers.count(queues["DeliveryDeadLetterQueue"]) == 0
+    assert events(management, watcher) == [("carol", "enter"), ("bob", "enter")]
+
+
 def test_a_user_in_the_grace_is_still_listed_with_no_connections(
     handler: Any, management: Any, connect: Any, workers: Any, watcher: str
 ) -> None:
@@ -128,12 +144,15 @@ def test_a_connection_found_gone_leaves_its_channels_with_a_leave(
     assert [m["user"] for m in who(handler, "carol-1", "carol")["members"]] == ["carol"]
 
 
-def test_presence_is_sorted_by_user_and_paged(handler: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("page_users", [2, 3])
+def test_presence_is_sorted_by_user_and_paged(
+    handler: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, page_users: int
+) -> None:
     names = ["zoe", "ann", "김철수", "Bob", "mia"]
     for n, name in enumerate(names):
         connect(f"c{n}", user=name)
         joined(handler, f"c{n}", name)
-    monkeypatch.setattr(presence, "PAGE_USERS", 2)
+    monkeypatch.setattr(presence, "PAGE_USERS", page_users)
 
     pages, after = [], None
     while True:
@@ -145,7 +164,7 @@ def test_presence_is_sorted_by_user_and_paged(handler: Any, management: Any, con
             break
 
     assert [user for page in pages for user in page] == sorted(names)
-    assert all(len(page) <= 2 for page in pages)
+    assert all(len(page) <= page_users for page in pages)
 
 
 def test_events_stop_above_the_size_but_presence_still_answers(
