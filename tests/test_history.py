@@ -171,3 +171,75 @@ def test_malformed_history_request_is_rejected(handler: Any, body: str | None) -
     response = handler.get_recent_messages(message_event("reader", body, "getRecentMessages", "alice"), None)
 
     assert response["statusCode"] == 400
+
+
+# --- reading a conversation back: bounds, retention, and DynamoDB's partial answers --------
+
+
+def test_catching_up_returns_at_most_the_limit_and_a_cursor_to_the_rest(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(1, 6):
+        say(handler, "alice", f"m{n}")
+
+    page = history(handler, "bob", after=0, limit=2)
+
+    assert [m["seq"] for m in page["messages"]] == [1, 2] and page["after"] == 2
+
+
+def test_catching_up_past_more_expired_pages_than_one_request_reads_gives_a_cursor_not_an_end(
+    handler: Any, management: Any, clock: Any
+) -> None:
+    expired = history_store.MAX_HISTORY_PAGES * 2 + 2  # more than one request reads, at 2 a page
+    for n in range(expired):
+        say(handler, "alice", f"old {n}")
+    clock[0] += 31 * 24 * 3600
+    say(handler, "alice", "new")
+
+    first = history(handler, "bob", after=0, limit=2)
+    assert first["messages"] == [] and first["after"] == history_store.MAX_HISTORY_PAGES * 2  # go on from here
+    second = history(handler, "bob", after=first["after"], limit=2)
+
+    assert [m["content"] for m in second["messages"]] == ["new"] and second["after"] is None
+
+
+def test_a_page_that_reaches_expired_messages_offers_nothing_older(handler: Any, management: Any, clock: Any) -> None:
+    say(handler, "alice", "a month ago")
+    clock[0] += 30 * 24 * 3600 + 60
+    say(handler, "alice", "now")
+
+    page = history(handler, "bob", limit=20)
+
+    assert [m["content"] for m in page["messages"]] == ["now"] and page["before"] is None
+
+
+def only_the_first_key_each_time(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the client's BatchGetItem answer as DynamoDB may when throttled: one key read, the
+    rest handed back as UnprocessedKeys. Returns the number of keys asked for in each call."""
+    real = client.batch_get_item
+    asked: list[int] = []
+
+    def partial(RequestItems: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = {"Responses": {}, "UnprocessedKeys": {}}
+        for name, request in RequestItems.items():
+            asked.append(len(request["Keys"]))
+            first, rest = request["Keys"][:1], request["Keys"][1:]
+            answer["Responses"][name] = real(RequestItems={name: {**request, "Keys": first}})["Responses"].get(name, [])
+            if rest:
+                answer["UnprocessedKeys"][name] = {**request, "Keys": rest}
+        return answer
+
+    monkeypatch.setattr(client, "batch_get_item", partial)
+    return asked
+
+
+def test_conversations_list_every_last_message_when_dynamodb_reads_them_a_few_at_a_time(
+    handler: Any, management: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for other in ("bob", "carol", "dave"):
+        dm(handler, "alice", other, f"hi {other}")
+    asked = only_the_first_key_each_time(history_store.history_table().meta.client, monkeypatch)
+
+    response = handler.get_conversations(message_event("alice-conn", action_body("getConversations"), "getConversations", "alice"), None)
+
+    listed = json.loads(response["body"])["conversations"]
+    assert {entry["with"]: entry["last"]["content"] for entry in listed} == {"bob": "hi bob", "carol": "hi carol", "dave": "hi dave"}
+    assert asked == [3, 2, 1]
