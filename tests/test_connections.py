@@ -13,6 +13,7 @@ import pytest
 
 from chat import connections, frames, sweeper
 from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, token
+from tests.helpers import only_the_first_key_each_time
 
 # The clock these tests stand still at and move: today, so that PyJWT (which reads the real
 # clock) agrees with the service about which tokens are valid. A whole minute: sweep buckets.
@@ -126,3 +127,48 @@ def test_a_sweep_that_read_the_row_before_a_renewal_does_not_undo_the_renewals_s
 
     row = table.get_item(Key={"connection_id": "c1"})["Item"]
     assert row["due_bucket"] == renewed and "notified" not in row
+
+
+# --- gone connections: the handshake window, and partial reads ---------------------------
+
+
+def test_only_rows_older_than_the_handshake_window_are_gone_or_pruned(handler: Any, table: Any, frozen_clock: list[float]) -> None:
+    now = int(frozen_clock[0])
+    ages = {"old": connections.HANDSHAKE_GRACE_SECONDS + 1, "at-the-edge": connections.HANDSHAKE_GRACE_SECONDS, "young": 1}
+    for connection_id, age in ages.items():
+        connections.connect(connection_id, now - age, "alice")
+
+    assert [row["connection_id"] for row in connections.gone_rows(list(ages))] == ["old"]
+    connections.prune(list(ages))
+
+    assert sorted(item["connection_id"] for item in table.scan()["Items"]) == ["at-the-edge", "young"]
+
+
+def test_gone_connections_are_all_cleaned_up_when_dynamodb_reads_their_rows_a_few_at_a_time(
+    handler: Any, management: Any, table: Any, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = [f"gone-{n}" for n in range(3)]
+    for connection_id in ["sender", *gone]:
+        assert handler.connection_manager(connect_event(connection_id), None)["statusCode"] == 200
+    for connection_id in gone:
+        management.answer(connection_id, 410)
+    clock[0] += 60  # past the handshake window
+    asked = only_the_first_key_each_time(connections.table().meta.client, monkeypatch)
+
+    response = handler.send_message(message_event("sender", action_body("sendMessage", content="hi")), None)
+
+    assert response["statusCode"] == 200 and asked == [3, 2, 1]
+    assert [item["connection_id"] for item in table.scan()["Items"]] == ["sender"]
+
+
+def test_more_gone_connections_than_one_batch_read_are_all_cleaned_up(handler: Any, table: Any, frozen_clock: list[float]) -> None:
+    from chat import sessions
+
+    now = int(frozen_clock[0])
+    gone = [f"gone-{n:03d}" for n in range(150)]  # BatchGetItem reads at most 100 keys
+    for connection_id in gone:
+        connections.connect(connection_id, now - 3600, "alice")
+
+    sessions.forget(gone, MANAGEMENT_ENDPOINT)
+
+    assert table.scan()["Items"] == []

@@ -9,6 +9,7 @@ import pytest
 
 from chat import history as history_store
 from tests.actions import dm, history, say
+from tests.helpers import only_the_first_key_each_time
 from tests.events import action_body, message_event
 
 
@@ -209,26 +210,6 @@ def test_a_page_that_reaches_expired_messages_offers_nothing_older(handler: Any,
     page = history(handler, "bob", limit=20)
 
     assert [m["content"] for m in page["messages"]] == ["now"] and page["before"] is None
-
-
-def only_the_first_key_each_time(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the client's BatchGetItem answer as DynamoDB may when throttled: one key read, the
-    rest handed back as UnprocessedKeys. Returns the number of keys asked for in each call."""
-    real = client.batch_get_item
-    asked: list[int] = []
-
-    def partial(RequestItems: dict[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = {"Responses": {}, "UnprocessedKeys": {}}
-        for name, request in RequestItems.items():
-            asked.append(len(request["Keys"]))
-            first, rest = request["Keys"][:1], request["Keys"][1:]
-            answer["Responses"][name] = real(RequestItems={name: {**request, "Keys": first}})["Responses"].get(name, [])
-            if rest:
-                answer["UnprocessedKeys"][name] = {**request, "Keys": rest}
-        return answer
-
-    monkeypatch.setattr(client, "batch_get_item", partial)
-    return asked
 
 
 def test_conversations_list_every_last_message_when_dynamodb_reads_them_a_few_at_a_time(
