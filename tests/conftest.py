@@ -166,7 +166,9 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     from chat.telemetry import logger
 
     _clear_caches()
-    logger.logger_handler.setStream(_CurrentStdout())
+    # Not setStream(): it flushes the stream it replaces, which a pytest session earlier in this
+    # process (mutmut runs several) may have closed when the logger was made.
+    logger.logger_handler.stream = _CurrentStdout()
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
     monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)
