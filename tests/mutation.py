@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 # The test files that are about each module, most direct first. A module not listed here is
 # tested first by tests/test_<module>.py, if there is one.
 RELATED: dict[str, tuple[str, ...]] = {
@@ -49,6 +51,10 @@ RELATED: dict[str, tuple[str, ...]] = {
     "users": ("test_users.py", "test_direct_messages.py", "test_properties.py"),
     "worker": ("test_worker.py", "test_worker_faults.py", "test_fanout.py", "test_presence.py"),
 }
+
+
+# No unit test takes more than a few seconds; one that runs this long against a mutant is stuck.
+MUTANT_TEST_TIMEOUT_SECONDS = 60
 
 
 def other_tests_per_mutant() -> int:
@@ -89,6 +95,8 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -
         return (related.index(name) if name in related else len(related), durations.get(item.nodeid, 0.0))
 
     items.sort(key=rank)
+    for item in items:  # a mutant that sleeps (a pacer's wait) costs no CPU, so mutmut's limit never ends it
+        item.add_marker(pytest.mark.timeout(MUTANT_TEST_TIMEOUT_SECONDS))
     keep = sum(1 for item in items if Path(str(item.fspath)).name in related) + other_tests_per_mutant()
     if other_tests_per_mutant() >= 0 and keep < len(items):
         config.hook.pytest_deselected(items=items[keep:])

@@ -207,3 +207,33 @@ def test_a_malformed_leave_check_goes_to_the_dead_letter_queue(handler: Any, wor
         workers.advance(400)
 
     assert workers.count(workers.dead_letters) == 1
+
+
+VALID_CHECK = {"v": 1, "kind": "presence-leave", "channel": "lobby", "user": "bob", "left_at": 1_764_000_000_000,
+               "endpoint": "https://abc123.execute-api.us-east-1.amazonaws.com/dev"}
+
+
+def test_a_well_formed_leave_check_is_read_back_as_it_was_queued() -> None:
+    check = presence.leave_check(VALID_CHECK)
+
+    assert check == presence.LeaveCheck("lobby", "bob", 1_764_000_000_000, VALID_CHECK["endpoint"])
+    assert json.loads(check.to_body()) == VALID_CHECK
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"v": 2}, {"extra": 1}, {"endpoint": "ftp://abc123.example.com"}, {"endpoint": None}, {"channel": "no spaces"},
+     {"channel": 7}, {"user": ""}, {"user": "x" * 129}, {"user": 7}, {"left_at": 0}, {"left_at": True}, {"left_at": "1"}],
+    ids=["version", "extra-field", "endpoint-scheme", "no-endpoint", "bad-channel", "channel-not-text", "empty-user",
+         "long-user", "user-not-text", "left-at-zero", "left-at-bool", "left-at-text"],
+)
+def test_a_malformed_leave_check_is_refused_whatever_else_is_right(change: dict[str, Any]) -> None:
+    # The queue is the service's own, but a poisoned check must not post presence events
+    # anywhere (its endpoint is where they would go) nor end anyone's presence.
+    with pytest.raises(ValueError):
+        presence.leave_check({**VALID_CHECK, **change})
+
+
+def test_a_leave_check_missing_a_field_is_refused() -> None:
+    with pytest.raises(ValueError):
+        presence.leave_check({name: value for name, value in VALID_CHECK.items() if name != "left_at"})
