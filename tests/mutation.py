@@ -28,7 +28,7 @@ import pytest
 # The test files that are about each module, most direct first. A module not listed here is
 # tested first by tests/test_<module>.py, if there is one.
 RELATED: dict[str, tuple[str, ...]] = {
-    "callers": ("test_callers.py", "test_tokens.py", "test_expiry.py", "test_handler.py"),
+    "callers": ("test_callers.py", "test_tokens.py", "test_channels.py", "test_expiry.py", "test_handler.py"),
     "channels": ("test_channels.py", "test_presence.py"),
     "connections": ("test_connections.py", "test_sweeper.py", "test_connect_race.py", "test_broadcast_scale.py", "test_handler.py"),
     "delivery": ("test_delivery.py", "test_worker_faults.py", "test_handler.py", "test_fanout.py"),
@@ -44,7 +44,8 @@ RELATED: dict[str, tuple[str, ...]] = {
     "ratelimit": ("test_ratelimit.py",),
     "recovery": ("test_recovery.py", "test_history.py", "test_conversations.py"),
     "requests": ("test_requests.py", "test_hostile_input.py", "test_handler.py"),
-    "sessions": ("test_sessions.py", "test_expiry.py", "test_sweeper.py", "test_presence.py", "test_connect_race.py"),
+    "sessions": ("test_sessions.py", "test_expiry.py", "test_sweeper.py", "test_presence.py", "test_connect_race.py",
+                 "test_ratelimit.py"),
     "sweeper": ("test_sweeper.py", "test_expiry.py"),
     "telemetry": ("test_telemetry.py",),
     "tokens": ("test_tokens.py", "test_expiry.py"),

@@ -224,3 +224,28 @@ def test_conversations_list_every_last_message_when_dynamodb_reads_them_a_few_at
     listed = json.loads(response["body"])["conversations"]
     assert {entry["with"]: entry["last"]["content"] for entry in listed} == {"bob": "hi bob", "carol": "hi carol", "dave": "hi dave"}
     assert asked == [3, 2, 1]
+
+
+def test_a_channels_messages_read_back_name_their_channel(handler: Any, management: Any, connect: Any, clock: Any) -> None:
+    connect("alice-conn", user="alice")
+    assert handler.join(message_event("alice-conn", action_body("join", channel="lobby"), "join", "alice"), None)["statusCode"] == 200
+    body = action_body("sendMessage", channel="lobby", content="hi")
+    assert handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["statusCode"] == 200
+
+    (message,) = history(handler, "alice", "alice-conn", channel="lobby")["messages"]
+
+    assert message["channel"] == "lobby" and message["content"] == "hi"
+
+
+def test_a_retried_send_is_recognised_when_dynamodb_reads_the_head_and_the_record_apart(
+    handler: Any, management: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = only_the_first_key_each_time(history_store.conversations_table().meta.client, monkeypatch)
+    body = action_body("sendMessage", content="once", clientMessageId="m-1")
+
+    first = json.loads(handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["body"])["sent"]
+    retry = json.loads(handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["body"])["sent"]
+
+    assert (first["seq"], first["duplicate"]) == (1, False) and (retry["seq"], retry["duplicate"]) == (1, True)
+    assert [m["content"] for m in history(handler, "bob")["messages"]] == ["once"]
+    assert asked[:2] == [2, 1]  # the head, then the record left over

@@ -234,6 +234,10 @@ def test_a_malformed_leave_check_is_refused_whatever_else_is_right(change: dict[
         presence.leave_check({**VALID_CHECK, **change})
 
 
+def test_a_leave_check_for_a_one_letter_user_is_well_formed() -> None:
+    assert presence.leave_check({**VALID_CHECK, "user": "x"}).user == "x"  # "x" is a valid user id (chat/users.py)
+
+
 def test_a_leave_check_missing_a_field_is_refused() -> None:
     with pytest.raises(ValueError):
         presence.leave_check({name: value for name, value in VALID_CHECK.items() if name != "left_at"})
