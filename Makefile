@@ -16,18 +16,19 @@ export LANG ?= C.UTF-8
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install test offline token bench package screenshot clean
+.PHONY: help install test mutate offline token bench package screenshot clean
 
 # Every target, one line each (tests/test_makefile.py checks that none is missing).
 help:
 	@echo "make offline      start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
 	@echo "make test         install from the lock files and run every test"
+	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
 	@echo "make token FOR=alice   a token for the running make offline (deployed stage: docs/production.md)"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
 	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum, fonts-noto-color-emoji)"
 	@echo "make install      install pipenv, the Python packages and the npm packages into this folder"
-	@echo "make clean        remove build output, caches and .offline/"
+	@echo "make clean        remove build output, caches, .offline/ and mutants/"
 	@echo "make help         this list"
 
 install: .venv/.installed node_modules/.installed
@@ -47,6 +48,17 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 
 test: install
 	pytest -ra --timeout=900 tests
+
+# Mutation testing (docs/mutation.md): mutmut changes the code one mutant at a time in a copy
+# (mutants/) and runs the unit tests that reach it, at most 2 at once (2 cores, shared). Slow,
+# so not part of `make test`. MUTANTS='chat.history.*' (mutmut's names, globs) tries only
+# those; mutmut remembers results, so a run picks up where the last one stopped. The tests
+# import scripts/service_config, which runs node_modules/.bin/sls from the copy's root.
+MUTANTS ?=
+mutate: install
+	mkdir -p mutants && ln -sfn ../node_modules mutants/node_modules
+	mutmut run --max-children 2 $(MUTANTS)
+	python scripts/mutation_score.py
 
 offline: install
 	python scripts/offline.py
@@ -81,4 +93,4 @@ screenshot: install
 	python scripts/screenshot.py
 
 clean:
-	rm -rf .serverless .serverless-requirements-cache .pytest_cache .offline
+	rm -rf .serverless .serverless-requirements-cache .pytest_cache .offline mutants

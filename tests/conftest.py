@@ -3,6 +3,8 @@ management API whose per-connection answers a test can choose."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import json
 import pkgutil
@@ -40,10 +42,18 @@ SWEEP_SECONDS = 5
 _MODELS = botocore.loaders.create_loader()
 
 
+@functools.cache
+def _resolved_test_config() -> dict[str, Any]:
+    """`sls print` for the test stage, once per process (it takes about 2 s of node). Two session
+    fixtures read it, and mutation testing (`make mutate`) runs a pytest session per mutant in
+    processes forked from one that already has it."""
+    return service_config.resolved_config("test")
+
+
 @pytest.fixture(scope="session")
 def service_tables() -> dict[str, dict[str, Any]]:
     """The table definitions that `sls deploy` would create."""
-    return service_config.table_resources(service_config.resolved_config("test"))
+    return service_config.table_resources(copy.deepcopy(_resolved_test_config()))
 
 
 @pytest.fixture
@@ -122,7 +132,7 @@ def _clear_caches() -> None:
 
 @pytest.fixture(scope="session")
 def service_config_test() -> dict[str, Any]:
-    return service_config.resolved_config("test")
+    return copy.deepcopy(_resolved_test_config())
 
 
 @pytest.fixture
@@ -146,7 +156,9 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     from chat.telemetry import logger
 
     _clear_caches()
-    logger.logger_handler.setStream(_CurrentStdout())
+    # Not setStream(): it flushes the stream it replaces, which a pytest session earlier in this
+    # process (mutmut runs several) may have closed when the logger was made.
+    logger.logger_handler.stream = _CurrentStdout()
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
     monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)

@@ -1,4 +1,4 @@
-"""Small helpers shared by the end-to-end tests and benchmarks."""
+"""Small helpers shared by the tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -64,3 +64,23 @@ def make_token(env: dict[str, str], *assignments: str) -> subprocess.CompletedPr
         ["make", "--no-print-directory", "token", *assignments],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
+
+
+def only_the_first_key_each_time(client: Any, monkeypatch: Any) -> list[int]:
+    """Make the client's BatchGetItem answer as DynamoDB may when throttled: one key read, the
+    rest handed back as UnprocessedKeys. Returns the number of keys asked for in each call."""
+    real = client.batch_get_item
+    asked: list[int] = []
+
+    def partial(RequestItems: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = {"Responses": {}, "UnprocessedKeys": {}}
+        for name, request in RequestItems.items():
+            asked.append(len(request["Keys"]))
+            first, rest = request["Keys"][:1], request["Keys"][1:]
+            answer["Responses"][name] = real(RequestItems={name: {**request, "Keys": first}})["Responses"].get(name, [])
+            if rest:
+                answer["UnprocessedKeys"][name] = {**request, "Keys": rest}
+        return answer
+
+    monkeypatch.setattr(client, "batch_get_item", partial)
+    return asked

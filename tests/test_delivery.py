@@ -48,3 +48,19 @@ def test_a_broadcast_behind_a_custom_domain_reaches_everyone(handler: Any, manag
 
     assert response == {"statusCode": 200, "body": "Message sent to all connections."}
     assert management.received("bob") == [{"messages": [{"content": "via chat.example.com"}]}]
+
+
+def test_an_expired_connection_already_closed_on_api_gateways_side_is_still_cleaned_up(
+    handler: Any, management: Any, table: Any, frozen_clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat import sweeper
+    from tests.events import MANAGEMENT_ENDPOINT, connect_event
+
+    monkeypatch.setenv("WEBSOCKET_API_ENDPOINT", MANAGEMENT_ENDPOINT)
+    expires = int(frozen_clock[0]) + 100
+    assert handler.connection_manager(connect_event("c1", "alice", expires), None)["statusCode"] == 200
+    management.answer("c1", 410)  # the notice and DeleteConnection both find it gone
+
+    assert sweeper.sweep(expires + 60) == {"expired": 1}
+
+    assert "Item" not in table.get_item(Key={"connection_id": "c1"})

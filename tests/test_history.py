@@ -9,6 +9,7 @@ import pytest
 
 from chat import history as history_store
 from tests.actions import dm, history, say
+from tests.helpers import only_the_first_key_each_time
 from tests.events import action_body, message_event
 
 
@@ -171,3 +172,80 @@ def test_malformed_history_request_is_rejected(handler: Any, body: str | None) -
     response = handler.get_recent_messages(message_event("reader", body, "getRecentMessages", "alice"), None)
 
     assert response["statusCode"] == 400
+
+
+# --- reading a conversation back: bounds, retention, and DynamoDB's partial answers --------
+
+
+def test_catching_up_returns_at_most_the_limit_and_a_cursor_to_the_rest(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(1, 6):
+        say(handler, "alice", f"m{n}")
+
+    page = history(handler, "bob", after=0, limit=2)
+
+    assert [m["seq"] for m in page["messages"]] == [1, 2] and page["after"] == 2
+
+
+def test_catching_up_past_more_expired_pages_than_one_request_reads_gives_a_cursor_not_an_end(
+    handler: Any, management: Any, clock: Any
+) -> None:
+    expired = history_store.MAX_HISTORY_PAGES * 2 + 2  # more than one request reads, at 2 a page
+    for n in range(expired):
+        say(handler, "alice", f"old {n}")
+    clock[0] += 31 * 24 * 3600
+    say(handler, "alice", "new")
+
+    first = history(handler, "bob", after=0, limit=2)
+    assert first["messages"] == [] and first["after"] == history_store.MAX_HISTORY_PAGES * 2  # go on from here
+    second = history(handler, "bob", after=first["after"], limit=2)
+
+    assert [m["content"] for m in second["messages"]] == ["new"] and second["after"] is None
+
+
+def test_a_page_that_reaches_expired_messages_offers_nothing_older(handler: Any, management: Any, clock: Any) -> None:
+    say(handler, "alice", "a month ago")
+    clock[0] += 30 * 24 * 3600 + 60
+    say(handler, "alice", "now")
+
+    page = history(handler, "bob", limit=20)
+
+    assert [m["content"] for m in page["messages"]] == ["now"] and page["before"] is None
+
+
+def test_conversations_list_every_last_message_when_dynamodb_reads_them_a_few_at_a_time(
+    handler: Any, management: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for other in ("bob", "carol", "dave"):
+        dm(handler, "alice", other, f"hi {other}")
+    asked = only_the_first_key_each_time(history_store.history_table().meta.client, monkeypatch)
+
+    response = handler.get_conversations(message_event("alice-conn", action_body("getConversations"), "getConversations", "alice"), None)
+
+    listed = json.loads(response["body"])["conversations"]
+    assert {entry["with"]: entry["last"]["content"] for entry in listed} == {"bob": "hi bob", "carol": "hi carol", "dave": "hi dave"}
+    assert asked == [3, 2, 1]
+
+
+def test_a_channels_messages_read_back_name_their_channel(handler: Any, management: Any, connect: Any, clock: Any) -> None:
+    connect("alice-conn", user="alice")
+    assert handler.join(message_event("alice-conn", action_body("join", channel="lobby"), "join", "alice"), None)["statusCode"] == 200
+    body = action_body("sendMessage", channel="lobby", content="hi")
+    assert handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["statusCode"] == 200
+
+    (message,) = history(handler, "alice", "alice-conn", channel="lobby")["messages"]
+
+    assert message["channel"] == "lobby" and message["content"] == "hi"
+
+
+def test_a_retried_send_is_recognised_when_dynamodb_reads_the_head_and_the_record_apart(
+    handler: Any, management: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = only_the_first_key_each_time(history_store.conversations_table().meta.client, monkeypatch)
+    body = action_body("sendMessage", content="once", clientMessageId="m-1")
+
+    first = json.loads(handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["body"])["sent"]
+    retry = json.loads(handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["body"])["sent"]
+
+    assert (first["seq"], first["duplicate"]) == (1, False) and (retry["seq"], retry["duplicate"]) == (1, True)
+    assert [m["content"] for m in history(handler, "bob")["messages"]] == ["once"]
+    assert asked[:2] == [2, 1]  # the head, then the record left over

@@ -104,6 +104,22 @@ def test_back_after_the_leave_was_announced_is_an_enter_again(
     assert who(handler, "carol-1", "carol")["count"] == 2
 
 
+def test_a_leave_check_made_moot_by_a_return_is_done_with_quietly(
+    handler: Any, management: Any, connect: Any, workers: Any, queues: dict[str, str], watcher: str
+) -> None:
+    connect("bob-1", "bob-2", user="bob")
+    joined(handler, "bob-1", "bob")
+    handler.connection_manager(disconnect_event("bob-1"), None)
+    joined(handler, "bob-2", "bob")  # back within the grace: the check finds him there
+    workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
+
+    workers.drain()
+
+    assert [invocation["batchItemFailures"] for invocation in workers.invocations] == [[]]  # done, not failed
+    assert workers.count(queues["DeliveryQueue"]) == 0 and workers.count(queues["DeliveryDeadLetterQueue"]) == 0
+    assert events(management, watcher, workers) == [("carol", "enter"), ("bob", "enter")]
+
+
 def test_a_user_in_the_grace_is_still_listed_with_no_connections(
     handler: Any, management: Any, connect: Any, workers: Any, watcher: str
 ) -> None:
@@ -130,12 +146,15 @@ def test_a_connection_found_gone_leaves_its_channels_with_a_leave(
     assert [m["user"] for m in who(handler, "carol-1", "carol")["members"]] == ["carol"]
 
 
-def test_presence_is_sorted_by_user_and_paged(handler: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("page_users", [2, 3])
+def test_presence_is_sorted_by_user_and_paged(
+    handler: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, page_users: int
+) -> None:
     names = ["zoe", "ann", "김철수", "Bob", "mia"]
     for n, name in enumerate(names):
         connect(f"c{n}", user=name)
         joined(handler, f"c{n}", name)
-    monkeypatch.setattr(presence, "PAGE_USERS", 2)
+    monkeypatch.setattr(presence, "PAGE_USERS", page_users)
 
     pages, after = [], None
     while True:
@@ -147,7 +166,7 @@ def test_presence_is_sorted_by_user_and_paged(handler: Any, management: Any, con
             break
 
     assert [user for page in pages for user in page] == sorted(names)
-    assert all(len(page) <= 2 for page in pages)
+    assert all(len(page) <= page_users for page in pages)
 
 
 def test_events_stop_above_the_size_but_presence_still_answers(
@@ -190,3 +209,37 @@ def test_a_malformed_leave_check_goes_to_the_dead_letter_queue(handler: Any, wor
         workers.advance(400)
 
     assert workers.count(workers.dead_letters) == 1
+
+
+VALID_CHECK = {"v": 1, "kind": "presence-leave", "channel": "lobby", "user": "bob", "left_at": 1_764_000_000_000,
+               "endpoint": "https://abc123.execute-api.us-east-1.amazonaws.com/dev"}
+
+
+def test_a_well_formed_leave_check_is_read_back_as_it_was_queued() -> None:
+    check = presence.leave_check(VALID_CHECK)
+
+    assert check == presence.LeaveCheck("lobby", "bob", 1_764_000_000_000, VALID_CHECK["endpoint"])
+    assert json.loads(check.to_body()) == VALID_CHECK
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"v": 2}, {"extra": 1}, {"endpoint": "ftp://abc123.example.com"}, {"endpoint": None}, {"channel": "no spaces"},
+     {"channel": 7}, {"user": ""}, {"user": "x" * 129}, {"user": 7}, {"left_at": 0}, {"left_at": True}, {"left_at": "1"}],
+    ids=["version", "extra-field", "endpoint-scheme", "no-endpoint", "bad-channel", "channel-not-text", "empty-user",
+         "long-user", "user-not-text", "left-at-zero", "left-at-bool", "left-at-text"],
+)
+def test_a_malformed_leave_check_is_refused_whatever_else_is_right(change: dict[str, Any]) -> None:
+    # The queue is the service's own, but a poisoned check must not post presence events
+    # anywhere (its endpoint is where they would go) nor end anyone's presence.
+    with pytest.raises(ValueError):
+        presence.leave_check({**VALID_CHECK, **change})
+
+
+def test_a_leave_check_for_a_one_letter_user_is_well_formed() -> None:
+    assert presence.leave_check({**VALID_CHECK, "user": "x"}).user == "x"  # "x" is a valid user id (chat/users.py)
+
+
+def test_a_leave_check_missing_a_field_is_refused() -> None:
+    with pytest.raises(ValueError):
+        presence.leave_check({name: value for name, value in VALID_CHECK.items() if name != "left_at"})

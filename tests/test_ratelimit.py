@@ -170,3 +170,15 @@ def test_a_user_gets_at_most_five_connections_and_is_told_why(
 
 def test_anonymous_connections_are_not_capped(limited: Any, management: Any, connect: Any) -> None:
     connect(*[f"anon-{n}" for n in range(8)])
+
+
+def test_an_idle_bucket_is_left_for_dynamodb_to_forget_once_it_is_full_again(
+    limited: Any, management: Any, connect: Any, tables: dict[str, Any], frozen_clock: Any
+) -> None:
+    connect("steady")
+    assert say(limited, "steady", "hi")["statusCode"] == 200
+
+    (bucket,) = tables["LimitsTable"].scan()["Items"]
+    # Full again at most a burst's worth of intervals later; DynamoDB's TTL may drop it an hour after.
+    full_again = int(frozen_clock[0]) + ratelimit.MESSAGE_BURST * round(1000 / ratelimit.MESSAGE_RATE_PER_SECOND) // 1000
+    assert int(bucket["ttl"]) == full_again + ratelimit.IDLE_BUCKET_SECONDS

@@ -150,3 +150,57 @@ def test_every_reply_is_json_with_both_cursors(handler: Any, management: Any, cl
     for fields in ({}, {"after": 0}, {"before": 1}, {"channel": "c"}, {"with": "bob"}):
         document = json.loads(history_response(handler, "alice", **fields)["body"])["history"]
         assert {"messages", "before", "after"} <= set(document), fields
+
+
+# --- the cursors at the ends, and conversations whose last message is gone -----------------
+
+
+def test_a_history_that_fits_one_page_offers_nothing_older(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(3):
+        say(handler, "alice", n)
+
+    page = history(handler, "bob", limit=20)
+
+    assert seqs(page) == [1, 2, 3] and page["before"] is None and page["after"] is None
+
+
+def test_paging_back_one_message_at_a_time_reaches_the_first(handler: Any, management: Any, clock: Any) -> None:
+    for n in range(3):
+        say(handler, "alice", n)
+
+    cursors, seen, before = [], [], None
+    while True:
+        page = history(handler, "bob", limit=1, **({"before": before} if before else {}))
+        seen += seqs(page)
+        before = page["before"]
+        cursors.append(before)
+        if before is None:
+            break
+
+    assert seen == [3, 2, 1] and cursors == [3, 2, None]
+
+
+def test_an_empty_page_going_back_still_offers_the_way_forward(handler: Any, management: Any, clock: Any) -> None:
+    say(handler, "alice", "old")
+    say(handler, "alice", "new")
+    clock[0] += 31 * 24 * 3600  # both are past the retention now
+
+    page = history(handler, "bob", limit=5, before=3)
+
+    assert page["messages"] == [] and page["before"] is None and page["after"] == 2
+
+
+def test_a_conversation_whose_last_message_is_gone_or_past_retention_is_listed_without_it(
+    handler: Any, management: Any, tables: dict[str, Any], clock: Any
+) -> None:
+    dm(handler, "alice", "bob", "long ago")
+    dm(handler, "alice", "carol", "deleted by TTL")
+    tables["HistoryTable"].delete_item(Key={"conversation": "dm#alice#carol", "seq": 1})
+    clock[0] += 31 * 24 * 3600
+    dm(handler, "alice", "dave", "today")
+
+    body = json.dumps({"action": "getConversations"})
+    listed = json.loads(handler.get_conversations(message_event("alice-conn", body, "getConversations", "alice"), None)["body"])
+
+    assert [(entry["with"], entry["last"] and entry["last"]["content"]) for entry in listed["conversations"]] == [
+        ("dave", "today"), ("carol", None), ("bob", None)]

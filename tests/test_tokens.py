@@ -121,14 +121,61 @@ def test_bad_token_is_denied(handler: Any, jwt_secret: str, event: dict[str, Any
 
     policy = handler.authorize(event, None)
 
-    assert not allowed(policy)
+    assert denied(policy, event)
     assert "context" not in policy
+
+
+def denied(policy: dict[str, Any], event: dict[str, Any]) -> bool:
+    """A refusal API Gateway can read: an IAM policy that denies invoking this $connect (not
+    merely "not Allow": a malformed policy is an authorizer error, a 500, on AWS)."""
+    return policy["policyDocument"] == iam_policy("Deny", event["methodArn"]) and policy["principalId"] == "anonymous"
+
+
+def iam_policy(effect: str, resource: str) -> dict[str, Any]:
+    """The policy document API Gateway expects from a Lambda authorizer (AWS: "Output from an
+    API Gateway Lambda authorizer")."""
+    return {"Version": "2012-10-17", "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}]}
+
+
+def test_the_policy_is_the_document_api_gateway_reads(handler: Any, jwt_secret: str) -> None:
+    event = authorizer_event(query_token=token(jwt_secret, "alice"))
+
+    policy = handler.authorize(event, None)
+
+    assert policy["policyDocument"] == iam_policy("Allow", event["methodArn"]) and policy["principalId"] == "alice"
+
+
+def test_a_valid_token_under_another_scheme_than_bearer_is_denied(handler: Any, jwt_secret: str) -> None:
+    event = authorizer_event(header=f"Token {token(jwt_secret, 'alice')}")
+
+    assert denied(handler.authorize(event, None), event)
+
+
+@pytest.mark.parametrize("patterns", [["team-*"], ["lobby", "ops", "*"], [f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS)]],
+                         ids=["prefix", "several", "the-most"])
+def test_the_channels_claim_reaches_every_route_as_the_token_said(handler: Any, jwt_secret: str, patterns: list[str]) -> None:
+    from chat.callers import allowed_channels
+
+    policy = handler.authorize(authorizer_event(query_token=token(jwt_secret, "alice", channels=patterns)), None)
+
+    assert allowed(policy)
+    # API Gateway passes the context on to every route of the connection as it is
+    route_event = {"requestContext": {"connectionId": "c1", "authorizer": dict(policy["context"])}}
+    assert allowed_channels(route_event) == tuple(patterns)
+
+
+def test_more_channel_patterns_than_the_most_are_refused(handler: Any, jwt_secret: str) -> None:
+    patterns = [f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS + 1)]
+    event = authorizer_event(query_token=token(jwt_secret, "alice", channels=patterns))
+
+    assert denied(handler.authorize(event, None), event)
 
 
 def test_missing_secret_parameter_denies(handler: Any, aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JWT_SECRET_PARAMETER", "/does/not/exist")
+    event = authorizer_event(query_token=token(SECRET))
 
-    assert not allowed(handler.authorize(authorizer_event(query_token=token(SECRET)), None))
+    assert denied(handler.authorize(event, None), event)
 
 
 def test_unset_secret_parameter_denies(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
