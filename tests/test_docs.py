@@ -1,6 +1,7 @@
 """The documentation says what the code does: every route is in the README's protocol table and
 in docs/protocol.md, every refusal text the service can send is in docs/protocol.md word for
-word, and every link between the documents leads somewhere."""
+word, every link between the documents leads somewhere, and every test file has its row in
+docs/testing.md."""
 
 from __future__ import annotations
 
@@ -101,3 +102,11 @@ def test_every_link_between_documents_leads_to_a_file(document: Path) -> None:
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text())
     local = [target for target in targets if not re.match(r"[a-z]+:", target)]
     assert [target for target in local if not (document.parent / target).exists()] == []
+
+
+def test_every_test_file_says_what_it_checks_in_docs_testing() -> None:
+    listed = set(re.findall(r"^\| `(tests/test_\w+\.py)` \|", (ROOT / "docs" / "testing.md").read_text(), re.M))
+    files = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")}
+
+    assert files - listed == set(), "add a row to docs/testing.md"
+    assert listed - files == set(), "a row names a file that is gone"
