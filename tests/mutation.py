@@ -84,10 +84,10 @@ def _durations() -> dict[str, float]:
         return {}
 
 
-# Test files that need the local stack or a browser and were written after pyproject.toml's
-# ignore list: mutmut keys its saved results on that list, so a file added to it reruns every
+# Test files that need the local stack, a browser or the documents (not copied into mutants/),
+# written after pyproject.toml's ignore list: mutmut keys its saved results on that list, so a file added to it reruns every
 # mutant. They are left out here, in every mutmut phase, instead.
-NOT_UNIT_TESTS = {"test_chat_client.py"}
+NOT_UNIT_TESTS = {"test_chat_client.py", "test_docs.py"}
 
 
 def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
