@@ -200,6 +200,16 @@ def test_throttled_posts_are_retried_with_backoff_in_the_same_invocation(
     assert len(workers.invocations) == 1  # both jobs in one invocation: nothing was queued again
 
 
+def test_the_backoff_between_throttled_rounds_is_full_jitter_doubling_to_two_seconds() -> None:
+    # The test above replaces delivery.backoff (and the handler fixture makes it 0): this one
+    # checks the wait itself, so a backoff of 0 (retrying a throttled post at once) fails here.
+    for attempt, ceiling in ((0, 0.2), (1, 0.4), (2, 0.8), (3, 1.6), (4, 2.0), (9, 2.0)):
+        waits = [delivery.backoff(attempt) for _ in range(400)]
+        assert all(0 <= wait <= ceiling for wait in waits), (attempt, max(waits))
+        # Spread over the whole range (full jitter): each bound fails by chance with p < 1e-49.
+        assert max(waits) > 0.75 * ceiling and min(waits) < 0.25 * ceiling, (attempt, min(waits), max(waits))
+
+
 def test_posts_throttled_beyond_the_rounds_are_queued_again(
     small_rooms: Any, management: Any, table: Any, workers: Any
 ) -> None:
