@@ -125,6 +125,46 @@ def test_bad_token_is_denied(handler: Any, jwt_secret: str, event: dict[str, Any
     assert "context" not in policy
 
 
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (authorizer_event(), "no token in the query string or an Authorization: Bearer header"),
+        (authorizer_event(query_token=token(SECRET, expires_in=-3600)), "ExpiredSignatureError: Signature has expired"),
+        (authorizer_event(query_token=token(SECRET, sub="evil#dm")), "the token's sub is not a valid user id"),
+        (authorizer_event(query_token=token(SECRET, channels=[f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS + 1)])),
+         f"the token's channels claim is not a list of at most {tokens.MAX_CHANNEL_PATTERNS} channel names or prefixes*"),
+    ],
+    ids=["missing", "expired", "bad-sub", "too-many-channels"],
+)
+def test_each_refusal_is_logged_with_its_reason(handler: Any, jwt_secret: str, event: dict[str, Any], reason: str, caplog: Any) -> None:
+    # A client only sees 403: the log line is how the service's owner learns why.
+    with caplog.at_level(logging.INFO):
+        handler.authorize(event, None)
+
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("Refused")] == [f"Refused connection: {reason}"]
+
+
+def test_an_unset_secret_parameter_is_logged_as_such(handler: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    monkeypatch.delenv("JWT_SECRET_PARAMETER", raising=False)
+
+    with caplog.at_level(logging.INFO):
+        handler.authorize(authorizer_event(query_token=token(SECRET)), None)
+
+    assert "Refused connection: JWT_SECRET_PARAMETER is not set: no secret to verify tokens with" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("header", ["Bearer  {}", "Bearer {} ", "bearer {}"], ids=["two-spaces", "trailing-space", "lowercase"])
+def test_a_bearer_header_is_read_as_rfc_7235_writes_it(handler: Any, jwt_secret: str, header: str) -> None:
+    # credentials = auth-scheme [ 1*SP token68 ]; the scheme is case-insensitive (RFC 7235, 2.1)
+    assert allowed(handler.authorize(authorizer_event(header=header.format(token(jwt_secret, "alice"))), None))
+
+
+def test_a_request_without_a_method_arn_is_denied_for_everything(handler: Any, jwt_secret: str) -> None:
+    event = {key: value for key, value in authorizer_event().items() if key != "methodArn"}
+
+    assert handler.authorize(event, None)["policyDocument"] == iam_policy("Deny", "*")
+
+
 def denied(policy: dict[str, Any], event: dict[str, Any]) -> bool:
     """A refusal API Gateway can read: an IAM policy that denies invoking this $connect (not
     merely "not Allow": a malformed policy is an authorizer error, a 500, on AWS)."""
@@ -267,6 +307,25 @@ def test_a_failed_refresh_keeps_using_the_known_secret(
         assert signs_in(handler, jwt_secret, "bob")
 
     assert "using the one read 301 s ago" in caplog.text
+
+
+def test_the_secret_is_read_again_once_its_cache_time_is_up(handler: Any, jwt_secret: str, ssm: SsmAnswers, secret_clock: list[float]) -> None:
+    assert signs_in(handler, jwt_secret)
+    secret_clock[0] += tokens.SECRET_CACHE_SECONDS - 1
+    assert signs_in(handler, jwt_secret) and ssm.requests == 1
+    secret_clock[0] += 1  # exactly SECRET_CACHE_SECONDS after the read
+
+    assert signs_in(handler, jwt_secret) and ssm.requests == 2
+
+
+def test_a_known_secret_is_not_used_at_the_staleness_bound(
+    handler: Any, jwt_secret: str, ssm: SsmAnswers, secret_clock: list[float]
+) -> None:
+    assert signs_in(handler, jwt_secret)
+    ssm.down = True
+    secret_clock[0] += tokens.SECRET_MAX_STALENESS_SECONDS
+
+    assert not signs_in(handler, jwt_secret)
 
 
 def test_a_known_secret_is_used_no_longer_than_the_staleness_bound(
