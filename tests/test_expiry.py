@@ -16,6 +16,11 @@ from chat import connections, frames, sweeper
 from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, token
 
 EXPIRED = "Your token has expired: renew it or reconnect."
+# What renewToken answers a token it will not take (docs/protocol.md), word for word.
+NOT_VALID = "The token is not valid (malformed, wrongly signed or expired): nothing was renewed."
+ANOTHER_USER = "The token is for another user: a connection keeps its user. Nothing was renewed."
+OTHER_CHANNELS = "The token allows other channels than this connection's: reconnect to change them. Nothing was renewed."
+NOT_LATER = "The token does not expire later than this connection's: nothing was renewed."
 # The clock these tests stand still at and move: today, so that PyJWT (which reads the real
 # clock) agrees with the service about which tokens are valid.
 START = int(time.time()) // 60 * 60
@@ -108,12 +113,12 @@ def test_a_renewed_connection_lives_past_its_first_exp(
 @pytest.mark.parametrize(
     ("make_token", "reason"),
     [
-        (lambda secret: token(secret, "mallory", expires_in=3600), "The token is for another user"),
-        (lambda secret: token(secret, "alice", expires_in=-3600), "The token is not valid"),
-        (lambda secret: token("not-the-secret-" + "z" * 50, "alice", expires_in=3600), "The token is not valid"),
-        (lambda secret: token(secret, "alice", expires_in=100), "does not expire later"),
-        (lambda secret: token(secret, "alice", expires_in=3600, channels=["team-*"]), "allows other channels"),
-        (lambda secret: "not.a.token", "The token is not valid"),
+        (lambda secret: token(secret, "mallory", expires_in=3600), ANOTHER_USER),
+        (lambda secret: token(secret, "alice", expires_in=-3600), NOT_VALID),
+        (lambda secret: token("not-the-secret-" + "z" * 50, "alice", expires_in=3600), NOT_VALID),
+        (lambda secret: token(secret, "alice", expires_in=100), NOT_LATER),
+        (lambda secret: token(secret, "alice", expires_in=3600, channels=["team-*"]), OTHER_CHANNELS),
+        (lambda secret: "not.a.token", NOT_VALID),
     ],
     ids=["another-sub", "expired", "bad-signature", "earlier-exp", "other-channels", "garbage"],
 )
@@ -125,7 +130,7 @@ def test_any_other_token_is_refused_and_changes_nothing(
 
     response = renew(handler, "c1", "alice", exp, make_token(jwt_secret))
 
-    assert response["statusCode"] == 403 and reason in response["body"]
+    assert response == {"statusCode": 403, "body": reason}
     assert table.get_item(Key={"connection_id": "c1"})["Item"]["expires_at"] == exp
 
 
@@ -143,7 +148,15 @@ def test_a_renewal_without_a_token_is_refused(handler: Any, management: Any, now
 
     response = renew(handler, "c1", "alice", START + 3000, value)  # type: ignore[arg-type]
 
-    assert response["statusCode"] == 400 and '"token" must be a JWT' in response["body"]
+    assert response == {"statusCode": 400, "body": '"token" must be a JWT: {"action": "renewToken", "token": "<JWT>"}.'}
+
+
+def test_a_renewal_that_is_not_an_object_is_shown_what_to_send(handler: Any, management: Any) -> None:
+    open_with_token(handler, "c1", "alice", START + 3000)
+
+    response = handler.renew_token(message_event("c1", "[]", "renewToken", "alice", START + 3000), None)
+
+    assert response == {"statusCode": 400, "body": 'Message body must be a JSON object like {"action": "renewToken", "token": "<JWT>"}.'}
 
 
 # --- the sweeper ------------------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """Every way a connection ends cleans up the same way (chat/sessions.py): here, a connection
 closed because its token expired leaves its channels with a leave announced, as $disconnect
-would have done."""
+would have done; and cleaning up after a post found connections gone starts nothing past the
+worker's deadline."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from chat import presence
-from tests.events import action_body, connect_event, message_event
+from chat import connections, presence, sessions
+from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event
 
 
 def frame(handler: Any, route: str, connection_id: str, user: str, expires_at: int | None = None, **fields: Any) -> dict[str, Any]:
@@ -40,3 +42,13 @@ def test_a_connection_closed_for_its_expired_token_leaves_its_channels_with_a_le
     assert workers.count(workers.dead_letters) == 0
     reply = json.loads(handler.get_presence(message_event("carol-1", action_body("getPresence", channel="lobby"), "getPresence", "carol"), None)["body"])
     assert [member["user"] for member in reply["presence"]["members"]] == ["carol"]
+
+
+def test_cleaning_up_gone_connections_starts_no_delete_past_the_deadline(handler: Any, table: Any, frozen_clock: list[float]) -> None:
+    connections.connect("gone", int(frozen_clock[0]) - connections.HANDSHAKE_GRACE_SECONDS - 1, "alice")
+
+    sessions.forget(["gone"], MANAGEMENT_ENDPOINT, deadline=time.monotonic() - 1)  # a worker out of time
+    assert [item["connection_id"] for item in table.scan()["Items"]] == ["gone"]  # left for the next 410 or its TTL
+
+    sessions.forget(["gone"], MANAGEMENT_ENDPOINT, deadline=time.monotonic() + 60)
+    assert table.scan()["Items"] == []
