@@ -182,3 +182,11 @@ def test_an_idle_bucket_is_left_for_dynamodb_to_forget_once_it_is_full_again(
     # Full again at most a burst's worth of intervals later; DynamoDB's TTL may drop it an hour after.
     full_again = int(frozen_clock[0]) + ratelimit.MESSAGE_BURST * round(1000 / ratelimit.MESSAGE_RATE_PER_SECOND) // 1000
     assert int(bucket["ttl"]) == full_again + ratelimit.IDLE_BUCKET_SECONDS
+
+
+def test_a_cap_of_zero_connections_means_no_cap(
+    limited: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "MAX_CONNECTIONS_PER_USER", 0)  # --param userConnections=0 (docs/production.md)
+
+    connect(*[f"alice-{n}" for n in range(8)], user="alice")
