@@ -46,8 +46,13 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Two pytest-xdist workers, a test file each at a time (--dist loadfile: a file's local stack or
+# browser is started once, by one worker). Most of the suite waits on clocks, sockets and
+# subprocesses, not on the CPU, so two workers finish sooner even on 2 cores
+# (docs/testing.md). TEST_WORKERS=0 runs it in this process, one test after another.
+TEST_WORKERS ?= 2
 test: install
-	pytest -ra --timeout=900 tests
+	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
 
 # Mutation testing (docs/mutation.md): mutmut changes the code one mutant at a time in a copy
 # (mutants/) and runs the unit tests that reach it, at most 2 at once (2 cores, shared). Slow,
