@@ -303,3 +303,19 @@ def test_a_large_channel_goes_through_the_workers_exactly_once_each(
 
     assert all(contents(management, cid) == [("big", 1, "to all 25")] for cid in ids)
     assert contents(management, "outsider") == []
+
+
+@pytest.mark.parametrize(
+    ("route", "example"),
+    [("join", '{"action": "join", "channel": "<name>"}'), ("leave", '{"action": "leave", "channel": "<name>"}'),
+     ("getPresence", '{"action": "getPresence", "channel": "<name>"}')],
+)
+def test_a_channel_frame_that_is_not_an_object_is_shown_what_to_send(
+    handler: Any, management: Any, people: None, members_table: Any, route: str, example: str
+) -> None:
+    entry_point = {"join": handler.join, "leave": handler.leave, "getPresence": handler.get_presence}[route]
+
+    response = entry_point(message_event("alice-1", '["lobby"]', route, "alice"), None)
+
+    assert response == {"statusCode": 400, "body": f"Message body must be a JSON object like {example}."}
+    assert members_table.scan()["Items"] == []

@@ -195,3 +195,53 @@ def test_a_renewal_moves_the_notice_and_the_close(handler: Any, management: Any,
     sweeper.sweep(expires + 60)
 
     assert management.closed == [] and "Item" in table.get_item(Key={"connection_id": "c1"})
+
+
+@pytest.mark.parametrize("noticed_before", [30, 1])
+def test_a_token_is_expired_at_its_exp_second_itself(
+    handler: Any, management: Any, table: Any, now: list[float], noticed_before: int
+) -> None:
+    expires = START + 1200  # a bucket boundary: the run at exp itself reads the row
+    open_with_token(handler, "c1", "alice", expires)
+
+    assert sweeper.sweep(expires - noticed_before) == {"notified": 1}
+    assert sweeper.sweep(expires) == {"expired": 1}  # JWT: valid only before exp
+
+    assert management.closed == ["c1"] and "Item" not in table.get_item(Key={"connection_id": "c1"})
+
+
+def test_the_notice_goes_at_exactly_90_seconds_before_exp_and_the_next_look_is_at_exp(
+    handler: Any, management: Any, table: Any, now: list[float]
+) -> None:
+    expires = START + 1290  # its notice is due at START + 1200, a bucket boundary
+    open_with_token(handler, "c1", "alice", expires)
+
+    assert sweeper.sweep(expires - connections.EXPIRY_NOTICE_SECONDS) == {"notified": 1}
+
+    assert management.received("c1") == [{"tokenExpiring": {"at": frames.iso(expires * 1000)}}]
+    assert table.get_item(Key={"connection_id": "c1"})["Item"]["due_bucket"] == connections.due_bucket(expires)
+    assert sweeper.sweep(expires - 30) == {} and management.asked == []  # nothing to do until exp
+
+
+def test_a_renewal_while_the_notice_is_being_sent_is_not_undone_by_the_sweep(
+    handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat import delivery
+
+    expires = START + 1150
+    open_with_token(handler, "c1", "alice", expires)
+    later = token(jwt_secret, "alice", expires_in=7200)
+    post = delivery.post_to_connection
+    renewed: list[dict[str, Any]] = []
+
+    def renewed_meanwhile(client: Any, connection_id: str, payload: bytes) -> str:
+        assert renew(handler, "c1", "alice", expires, later)["statusCode"] == 200  # the client renews as the notice goes
+        renewed.append(table.get_item(Key={"connection_id": "c1"})["Item"])
+        return post(client, connection_id, payload)
+
+    monkeypatch.setattr(delivery, "post_to_connection", renewed_meanwhile)
+    assert sweeper.sweep(expires - 30) == {"notified": 1}
+
+    row = table.get_item(Key={"connection_id": "c1"})["Item"]
+    assert row == renewed[0] and row["expires_at"] == exp_of(later)
+    assert "notified" not in row  # the renewed token's own notice is still to come

@@ -243,3 +243,17 @@ def test_a_leave_check_for_a_one_letter_user_is_well_formed() -> None:
 def test_a_leave_check_missing_a_field_is_refused() -> None:
     with pytest.raises(ValueError):
         presence.leave_check({name: value for name, value in VALID_CHECK.items() if name != "left_at"})
+
+
+def test_a_presence_event_is_stamped_with_the_time_it_happened(
+    handler: Any, management: Any, connect: Any, workers: Any, frozen_clock: list[float]
+) -> None:
+    """The stamp is the sent_at_ms of its delivery jobs, from which the workers' DeliveryLag is measured."""
+    frozen_clock[0] = 1_764_000_123.456
+    connect("dave-1", user="dave")
+
+    joined(handler, "dave-1", "dave")
+
+    (job,) = workers.pending_jobs()
+    assert json.loads(job.payload)["presenceChange"] == {"channel": "lobby", "user": "dave", "state": "enter"}
+    assert job.sent_at_ms == 1_764_000_123_456

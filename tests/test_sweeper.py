@@ -115,3 +115,56 @@ def test_a_token_with_less_than_the_notice_left_is_still_noticed_and_closed(
 
     assert noticed == {"notified": 1}
     assert closed == {"expired": 1} and management.closed == ["short-1"]
+
+
+def presence_changes(management: Any, connection_id: str) -> list[dict[str, Any]]:
+    return [f["presenceChange"] for f in management.received(connection_id) if isinstance(f, dict) and "presenceChange" in f]
+
+
+def join_lobby(handler: Any, connection_id: str, user: str) -> None:
+    assert handler.join(message_event(connection_id, action_body("join", channel="lobby"), "join", user), None)["statusCode"] == 200
+
+
+def test_at_exactly_api_gateways_two_hours_a_connection_is_closed_and_its_leave_announced(
+    handler: Any, management: Any, workers: Any, table: Any, now: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connections, "GHOST_CHECK_SECONDS", 0)  # only the 2-hour limit brings it up
+    open_connection(handler, "old", "olga")
+    open_connection(handler, "carol-1", "carol", at=START + 3600)  # an hour younger: not due yet
+    join_lobby(handler, "old", "olga")
+    join_lobby(handler, "carol-1", "carol")
+
+    assert sweeper.sweep(START + connections.CONNECTION_LIFETIME_SECONDS) == {"too old": 1}
+    workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
+    workers.drain()
+
+    assert management.closed == ["old"]  # DeleteConnection, on the API's own endpoint
+    assert "Item" not in table.get_item(Key={"connection_id": "old"})
+    assert presence_changes(management, "carol-1")[-1] == {"channel": "lobby", "user": "olga", "state": "leave"}
+    assert workers.count(workers.dead_letters) == 0
+
+
+def test_a_connection_found_gone_by_its_expiry_notice_is_cleaned_up_and_its_leave_announced(
+    handler: Any, management: Any, workers: Any, table: Any, now: list[float]
+) -> None:
+    open_connection(handler, "carol-1", "carol")
+    open_connection(handler, "erin-1", "erin", START + 300)  # its notice is due at START + 210
+    join_lobby(handler, "carol-1", "carol")
+    join_lobby(handler, "erin-1", "erin")
+    management.answer("erin-1", 410)  # gone, and no $disconnect came
+
+    assert sweeper.sweep(START + 240) == {"gone": 1}  # the SweptGone metric
+    workers.advance(presence.LEAVE_GRACE_SECONDS + 1)
+    workers.drain()
+
+    assert "Item" not in table.get_item(Key={"connection_id": "erin-1"})
+    assert presence_changes(management, "carol-1")[-1] == {"channel": "lobby", "user": "erin", "state": "leave"}
+    assert workers.count(workers.dead_letters) == 0
+
+
+def test_a_run_does_not_read_the_bucket_after_the_current_one(handler: Any, management: Any, now: list[float]) -> None:
+    open_connection(handler, "erin-1", "erin", START + 200)  # its notice is due at START + 110: bucket START/60 + 2
+
+    assert sweeper.sweep(START + 60) == {}  # the run of bucket START/60 + 1
+
+    assert management.asked == [] and management.received("erin-1") == []

@@ -4,12 +4,14 @@ the ones served are not posted to again."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from chat import fanout, worker
 from chat.worker import retry_delay_seconds as real_retry_delay_seconds  # the handler fixture sets it to 0
+from tests.conftest import FakeLambdaContext
 from tests.events import MANAGEMENT_ENDPOINT
 
 
@@ -59,3 +61,45 @@ def test_a_connection_the_worker_finds_gone_leaves_its_channels_with_a_leave(
     changes = [frame["presenceChange"] for frame in management.received("carol-1") if "presenceChange" in frame]
     assert [(change["user"], change["state"]) for change in changes] == [("carol", "enter"), ("dave", "enter"), ("dave", "leave")]
     assert workers.count(workers.dead_letters) == 0
+
+
+def test_a_job_delivered_without_a_lambda_context_has_no_deadline(handler: Any, management: Any) -> None:
+    worker.deliver_job(fanout.DeliveryJob("m" * 32, MANAGEMENT_ENDPOINT, b"hello", ("a", "b")))
+
+    assert management.received("a") == ["hello"] and management.received("b") == ["hello"]
+
+
+@pytest.fixture
+def still_monotonic(handler: Any, monkeypatch: pytest.MonkeyPatch) -> float:
+    """time.monotonic() standing still: the time a context says is left stays exactly that."""
+    frozen = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: frozen)
+    return frozen
+
+
+@pytest.mark.parametrize(("beyond_the_reserve_ms", "posted"), [(1, True), (0, False)])
+def test_a_worker_posts_only_with_more_than_its_reserve_left_to_the_millisecond(
+    handler: Any, management: Any, workers: Any, still_monotonic: float, beyond_the_reserve_ms: int, posted: bool
+) -> None:
+    job = fanout.DeliveryJob("m" * 32, MANAGEMENT_ENDPOINT, b"hello", ("a",))
+
+    worker.deliver_job(job, FakeLambdaContext(remaining_ms=worker.WORKER_RESERVE_MS + beyond_the_reserve_ms))
+
+    assert management.received("a") == (["hello"] if posted else [])
+    assert [j.connections for j in workers.pending_jobs()] == ([] if posted else [("a",)])  # handed back
+
+
+@pytest.mark.parametrize(("left_ms", "deleted"), [(worker.PRUNE_RESERVE_MS + 1, True), (worker.PRUNE_RESERVE_MS, False)])
+def test_a_worker_deletes_gone_rows_only_with_more_than_the_prune_reserve_left(
+    handler: Any, management: Any, connect: Any, table: Any, frozen_clock: list[float], still_monotonic: float,
+    monkeypatch: pytest.MonkeyPatch, left_ms: int, deleted: bool,
+) -> None:
+    monkeypatch.setattr(worker, "WORKER_RESERVE_MS", 1_000)  # time to post with only seconds left
+    connect("gone-1", user="dave")
+    frozen_clock[0] += 60  # past the handshake window
+    management.answer("gone-1", 410)  # no $disconnect came
+
+    worker.deliver_job(fanout.DeliveryJob("m" * 32, MANAGEMENT_ENDPOINT, b"hello", ("gone-1",)), FakeLambdaContext(remaining_ms=left_ms))
+
+    assert management.attempts == {"gone-1": 1}
+    assert ("Item" in table.get_item(Key={"connection_id": "gone-1"})) is not deleted  # kept: the next 410 finds it

@@ -269,6 +269,32 @@ def test_a_malformed_job_is_refused(body: str) -> None:
         fanout.DeliveryJob.from_body(body)
 
 
+@pytest.mark.parametrize("body", ["[1, 2]", "null", '"abc"', "7"], ids=["a-list", "null", "a-string", "a-number"])
+def test_json_that_is_not_an_object_reaches_the_dead_letter_queue_in_seconds(
+    handler: Any, management: Any, workers: Any, queues: dict[str, str], body: str
+) -> None:
+    workers.send_raw(body)
+
+    workers.drain()  # no time passes for SQS: the record must come back by itself, at once
+
+    assert management.attempts == {}
+    assert len(workers.invocations) == 5  # maxReceiveCount
+    assert workers.count(queues["DeliveryQueue"]) == 0 and workers.count(queues["DeliveryDeadLetterQueue"]) == 1
+
+
+def test_a_malformed_leave_check_is_logged_with_what_is_wrong_with_it(handler: Any, workers: Any, capsys: Any) -> None:
+    workers.send_raw(json.dumps({"v": 1, "kind": "presence-leave", "channel": "lobby", "user": "x"}))  # no left_at, no endpoint
+
+    workers.drain()
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    failures = [line["message"] for line in lines if line.get("level") == "ERROR" and "fails:" in line.get("message", "")]
+    assert len(failures) == 5 and all(
+        message.endswith("fails: not a presence check: a presence check must have exactly "
+                         "['channel', 'endpoint', 'kind', 'left_at', 'user', 'v'] and v 1") for message in failures
+    ), failures
+
+
 def test_connections_abc_posts_to_nobody_and_reaches_the_dead_letter_queue_in_seconds(
     handler: Any, management: Any, workers: Any, queues: dict[str, str]
 ) -> None:
@@ -318,3 +344,26 @@ def test_a_job_that_cannot_be_handed_back_fails_only_if_nothing_was_posted(
     # Nobody has it yet: the record fails, and SQS gives it out again after its visibility timeout.
     assert response == {"batchItemFailures": [{"itemIdentifier": received[0]["MessageId"]}]}
     assert slow_api.counts() == Counter()
+
+
+def test_a_job_that_cannot_be_handed_back_after_some_posts_is_still_done(
+    handler: Any, slow_api: SlowApi, workers: Any, queues: dict[str, str], aws_failure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    monkeypatch.setattr(delivery, "BROADCAST_CONCURRENCY", 1)
+    monkeypatch.setattr(worker, "WORKER_RESERVE_MS", 1_000)
+    slow_api.delay = 0.3  # one post at a time, 0.3 s each: 3 s for all ten
+    ids = [f"e{n}" for n in range(10)]
+    queue_job(ids, slow_api.endpoint)
+    received = workers.sqs.receive_message(QueueUrl=queues["DeliveryQueue"], AttributeNames=["All"])["Messages"]
+    aws_failure(fanout.requeue_client(), "SendMessage", EndpointConnectionError(endpoint_url="x"))
+
+    response = handler.deliver_messages(
+        {"Records": [workers._record(received[0])]}, FakeLambdaContext(remaining_ms=1_500)  # 0.5 s to post in
+    )
+
+    # Some have it: failing the record would post to them twice, so the rest miss it (logged).
+    assert response == {"batchItemFailures": []}
+    posted = slow_api.counts()
+    assert 1 <= len(posted) < len(ids) and set(posted.values()) == {1}
