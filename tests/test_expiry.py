@@ -77,6 +77,31 @@ def test_after_exp_a_frame_is_refused_and_the_connection_closed_and_cleaned_up(
     assert [json.loads(item["content_json"]) for item in messages.scan()["Items"]] == ["hi"]
 
 
+def test_a_frame_at_the_exp_second_itself_is_refused(handler: Any, management: Any, now: list[float]) -> None:
+    # RFC 7519 4.1.4: the token must not be accepted "on or after" exp.
+    expires = START + 1100
+    open_with_token(handler, "c1", "alice", expires)
+    now[0] = expires - 0.001
+    assert say(handler, "c1", "alice", expires)["statusCode"] == 200
+    now[0] = expires
+
+    assert say(handler, "c1", "alice", expires) == {"statusCode": 401, "body": EXPIRED}
+
+
+def test_a_frame_at_a_renewed_tokens_exp_second_is_refused(
+    handler: Any, management: Any, jwt_secret: str, now: list[float]
+) -> None:
+    first = START + 1100
+    open_with_token(handler, "c1", "alice", first)
+    later = token(jwt_secret, "alice", expires_in=3600)
+    assert renew(handler, "c1", "alice", first, later)["statusCode"] == 200
+    now[0] = exp_of(later) - 0.001
+    assert say(handler, "c1", "alice", first)["statusCode"] == 200  # the context still says `first`
+    now[0] = exp_of(later)
+
+    assert say(handler, "c1", "alice", first) == {"statusCode": 401, "body": EXPIRED}
+
+
 @pytest.mark.parametrize("route", ["getRecentMessages", "join", "leave", "getPresence", "sendDirectMessage", "renewToken"])
 def test_every_action_after_exp_gets_the_same_answer(handler: Any, management: Any, now: list[float], route: str) -> None:
     expires = START + 1100
