@@ -190,3 +190,28 @@ def test_a_cap_of_zero_connections_means_no_cap(
     monkeypatch.setattr(ratelimit, "MAX_CONNECTIONS_PER_USER", 0)  # --param userConnections=0 (docs/production.md)
 
     connect(*[f"alice-{n}" for n in range(8)], user="alice")
+
+
+def test_each_anonymous_connection_has_a_budget_of_its_own(limited: Any, management: Any, connect: Any, frozen_clock: Any) -> None:
+    connect("anon-1", "anon-2")
+
+    assert statuses([say(limited, "anon-1", n) for n in range(12)]) == [200] * 10 + [429] * 2
+
+    assert say(limited, "anon-2", "still mine")["statusCode"] == 200  # not one bucket for everyone signed out
+
+
+def test_a_slow_rate_is_still_a_limit(limited: Any, management: Any, connect: Any, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 1.0)  # only 0 turns the limit off
+    monkeypatch.setattr(ratelimit, "MESSAGE_BURST", 2)
+    connect("anon")
+
+    assert statuses([say(limited, "anon", n) for n in range(3)]) == [200, 200, 429]
+
+
+def test_a_cap_of_one_connection_allows_exactly_one(
+    limited: Any, management: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "MAX_CONNECTIONS_PER_USER", 1)
+    connect("alice-1", user="alice")
+
+    assert limited.connection_manager(connect_event("alice-2", "alice"), None)["statusCode"] == 429
