@@ -34,8 +34,10 @@ PRESENCE_GRACE_SECONDS = 15
 # A token this short gets the expiry notice at the sweeper's first run (it is due 90 s before
 # exp). Not much shorter: a row due more than 10 sweep buckets ago (50 s here) is not looked at.
 SHORT_TOKEN_SECONDS = 45
-# Tokens that expire during a test (their notice is posted by the test).
-QUICK_TOKEN_SECONDS = 12
+# Tokens that expire during a test (their notice is posted by the test). Long enough for three
+# pages to open and one to renew on a loaded CI machine: at 12 s the renewer's token once ran
+# out while the pages were still opening, beside another xdist worker.
+QUICK_TOKEN_SECONDS = 30
 
 
 def test_the_page_is_served_as_utf8_html_with_its_modules(local_stack: Any) -> None:
@@ -513,10 +515,10 @@ def test_the_expiry_notice_renewal_and_the_end_of_an_unrenewed_token(local_stack
     - keeper (a 45 s token) gets the sweeper's tokenExpiring notice (it runs every 5 s here);
       a token for someone else is refused with the service's words, a fresh one of keeper's
       makes the notice go away, and the next connection (after a server-side close) uses it;
-    - renewer (12 s) renews on a notice posted to its connection (the sweeper's frame; below
-      ~40 s it would not come in this stack, see SHORT_TOKEN_SECONDS) and goes on past its
-      first exp on the same connection;
-    - lapser (12 s) does not renew: its first frame after exp is refused and the connection
+    - renewer (30 s) renews on a notice the test posts to its connection (the sweeper's frame,
+      at once rather than at the sweeper's next run) and goes on past its first exp on the
+      same connection;
+    - lapser (30 s) does not renew: its first frame after exp is refused and the connection
       closed; the page says why and does not reconnect with that token; Renew with a fresh one
       connects again."""
     keeper, renewer, lapser, stranger = fresh("keeper", "renewer", "lapser", "stranger")
