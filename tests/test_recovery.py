@@ -204,3 +204,47 @@ def test_a_conversation_whose_last_message_is_gone_or_past_retention_is_listed_w
 
     assert [(entry["with"], entry["last"] and entry["last"]["content"]) for entry in listed["conversations"]] == [
         ("dave", "today"), ("carol", None), ("bob", None)]
+
+
+def test_a_channels_history_is_refused_to_a_token_that_does_not_allow_it(handler: Any, management: Any, connect: Any, clock: Any) -> None:
+    connect("alice-1", user="alice")
+    handler.join(message_event("alice-1", action_body("join", channel="ops"), "join", "alice"), None)
+    handler.send_message(message_event("alice-1", action_body("sendMessage", channel="ops", content="secret"), user="alice"), None)
+    event = message_event("mallory-1", action_body("getRecentMessages", channel="ops"), "getRecentMessages", "mallory")
+    event["requestContext"]["authorizer"]["channels"] = '["team-*"]'  # the token's claim, as the authorizer passes it on
+
+    assert handler.get_recent_messages(event, None) == {"statusCode": 403, "body": 'Your token does not allow channel "ops".'}
+
+
+# What a client is told, word for word (docs/protocol.md): each refusal names what to do instead.
+@pytest.mark.parametrize(
+    ("route", "body", "user", "reply"),
+    [
+        ("sendDirectMessage", action_body("sendDirectMessage", to="bob", content="hi"), None,
+         (403, "Direct messages need a signed-in connection: connect with a token.")),
+        ("sendDirectMessage", action_body("sendDirectMessage", to="alice", content="hi"), "alice",
+         (400, "You cannot send a direct message to yourself.")),
+        ("sendDirectMessage", "[]", "alice", (400, "Message body must be a JSON object like "
+                                                  '{"action": "sendDirectMessage", "to": "<user id>", "content": "..."}.')),
+        ("sendMessage", "[]", "alice", (400, 'Message body must be a JSON object like {"action": "sendMessage", "content": "..."}.')),
+        ("getRecentMessages", "[]", "alice", (400, "Message body must be a JSON object like "
+                                                   '{"action": "getRecentMessages", "with": "<user id>", "limit": 20}.')),
+        ("getRecentMessages", action_body("getRecentMessages", **{"with": "bob"}), None,
+         (403, "Direct message history needs a signed-in connection: connect with a token.")),
+        ("getRecentMessages", action_body("getRecentMessages", **{"with": "alice"}), "alice",
+         (400, 'You have no direct conversation with yourself: leave out "with" for the room.')),
+        ("getConversations", "[]", "alice", (400, 'Message body must be a JSON object like {"action": "getConversations", "limit": 20}.')),
+    ],
+    ids=["dm-anonymous", "dm-yourself", "dm-not-an-object", "send-not-an-object", "history-not-an-object",
+         "dm-history-anonymous", "history-with-yourself", "conversations-not-an-object"],
+)
+def test_each_refusal_says_what_to_do_word_for_word(
+    handler: Any, management: Any, connect: Any, route: str, body: str, user: str | None, reply: tuple[int, str]
+) -> None:
+    connect("c1", user=user)
+    entry_point = {"sendDirectMessage": handler.send_direct_message, "sendMessage": handler.send_message,
+                   "getRecentMessages": handler.get_recent_messages, "getConversations": handler.get_conversations}[route]
+
+    response = entry_point(message_event("c1", body, route, user), None)
+
+    assert (response["statusCode"], response["body"]) == reply
