@@ -58,7 +58,7 @@ def connect(connection_id: str, now: int, user_id: str | None = None, expires_at
         item["user_id"] = user_id  # anonymous rows stay out of the sparse user index
     if expires_at is not None:
         item["expires_at"] = expires_at
-    item[DUE] = due_bucket(max(now, next_due(now, expires_at, False, now)))
+    item[DUE] = _first_due_bucket(now, expires_at, now)
     table().put_item(Item=item)
 
 
@@ -71,7 +71,7 @@ def renew(connection_id: str, expires_at: int, now: int) -> bool:
             UpdateExpression="SET expires_at = :exp, #due = :due REMOVE notified",
             ConditionExpression="attribute_exists(connection_id) AND (attribute_not_exists(expires_at) OR expires_at < :exp)",
             ExpressionAttributeNames={"#due": DUE},
-            ExpressionAttributeValues={":exp": expires_at, ":due": due_bucket(max(now, next_due(_connected_at(connection_id), expires_at, False, now)))},
+            ExpressionAttributeValues={":exp": expires_at, ":due": _first_due_bucket(_connected_at(connection_id), expires_at, now)},
         )
         return True
     except table().meta.client.exceptions.ConditionalCheckFailedException:
@@ -92,10 +92,15 @@ def next_due(connected_at: int, expires_at: int | None, notified: bool, now: int
 
 
 def due_bucket(when: int) -> int:
-    """The sweep bucket that holds a time: the first run at or after it finds the row. A time
-    already past is filed under now (callers take max(now, ...)): a run looks back only
-    sweeper.LOOKBACK_BUCKETS, so a past bucket may never be read again."""
+    """The sweep bucket that holds a time: the first run at or after it finds the row."""
     return -(-when // SWEEP_BUCKET_SECONDS)
+
+
+def _first_due_bucket(connected_at: int, expires_at: int | None, now: int) -> int:
+    """The bucket of a new schedule (a connect, a renewal). A first look already past is filed
+    under now: a run looks back only sweeper.LOOKBACK_BUCKETS, so a past bucket may never be
+    read again."""
+    return due_bucket(max(now, next_due(connected_at, expires_at, False, now)))
 
 
 def due_rows(bucket: int) -> Iterator[dict[str, Any]]:

@@ -21,8 +21,7 @@ def broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, mess
         sessions.forget(delivery.gone(outcomes), endpoint)
         logger.info("Delivered %s", message_id, **delivery.summary(outcomes))
         return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT)
-    counts = fanout.fan_out(endpoint, itertools.chain(first, ids), payload, {"id": message_id, "sent_at_ms": sent_at_ms})
-    logger.info("Queued %s for the workers", message_id, **counts)
+    queue(endpoint, itertools.chain(first, ids), payload, message_id, sent_at_ms)
     return frozenset()
 
 
