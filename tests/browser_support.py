@@ -1,12 +1,12 @@
-"""What the browser tests share: whether they can run here, fresh names, the fault-injecting
-WebSocket, and the local stack's management API (to close or post to a page's connection)."""
+"""What the browser tests share: whether they can run here, a WebSocket client beside the pages,
+the fault-injecting WebSocket, and the local stack's management API (to close or post to a
+page's connection)."""
 
 from __future__ import annotations
 
 import json
 import os
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from scripts import browser
+from tests.wsclient import Client
 
 # Set by .ci/run: there, a missing browser fails the browser tests instead of skipping them.
 REQUIRED = "BROWSER_TESTS"
@@ -31,10 +32,13 @@ def require_browser() -> None:
     pytest.skip(f"no browser: {reason}")
 
 
-def fresh(*names: str) -> list[str]:
-    """User and channel names no earlier test used (the stack lives for the whole session)."""
-    run = uuid.uuid4().hex[:6]
-    return [f"{name}-{run}" for name in names]
+async def joined_client(local_stack: Any, user: str, *channels: str) -> Client:
+    """A WebSocket client (not a browser) of this user beside the pages, in these channels."""
+    client = await Client.connect(local_stack.url_for(user))
+    for channel in channels:
+        await client.send(json.dumps({"action": "join", "channel": channel}))
+        await client.wait_until(lambda c=channel: any(f'"joined": {{"channel": "{c}"' in f for f in client.frames), 30)
+    return client
 
 
 def install_faults(driver: Any) -> None:

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from scripts.browser import ChatPage
-from tests.browser_support import connection_ids, fresh, management, set_offline
+from tests.browser_support import connection_ids, joined_client, management, set_offline
+from tests.helpers import fresh
 from tests.wsclient import Client
 
 SEND_INTERVAL = 0.25  # under the per-connection rate limit of 5 a second
@@ -84,14 +85,6 @@ class BrowserClient:
 def open_client(pages: Any, local_stack: Any, user: str, **options: Any) -> BrowserClient:
     client = BrowserClient(pages(local_stack.page_url, faults=True), local_stack, user, **options)
     assert client.started == {"ok": True}, client.started
-    return client
-
-
-async def joined(local_stack: Any, user: str, *channels: str) -> Client:
-    client = await Client.connect(local_stack.url_for(user))
-    for channel in channels:
-        await client.send(json.dumps({"action": "join", "channel": channel}))
-        await client.wait_until(lambda c=channel: any(f'"joined": {{"channel": "{c}"' in f for f in client.frames), 30)
     return client
 
 
@@ -203,7 +196,7 @@ def test_a_lost_live_frame_is_fetched_and_every_message_delivered_once_in_order(
     client.faults(dropLive=1)
 
     async def send() -> None:
-        sender = await joined(local_stack, other, channel)
+        sender = await joined_client(local_stack, other, channel)
         await send_paced(sender, [{"action": "sendMessage", "channel": channel, "content": "m1"}])
         client.wait_until(lambda: client.driver.execute_script("return window.__faults.dropped.length") == 1)
         # A loss is noticed when a later frame arrives (or at the next reconnect).
@@ -230,7 +223,7 @@ def test_frames_that_arrive_swapped_are_delivered_in_seq_order_without_a_fetch(l
     client.faults(swapLive=1)
 
     async def send() -> None:
-        sender = await joined(local_stack, other, channel)
+        sender = await joined_client(local_stack, other, channel)
         await send_paced(sender, [{"action": "sendMessage", "channel": channel, "content": f"m{n}"} for n in (1, 2)])
         await sender.close()
 
@@ -254,7 +247,7 @@ def test_after_a_reconnect_every_followed_conversation_is_recovered(local_stack:
     client.call("return await chat.join(args[0]);", channel)
 
     async def scenario() -> None:
-        talker = await joined(local_stack, other, channel)
+        talker = await joined_client(local_stack, other, channel)
         await send_paced(talker, [{"action": "sendDirectMessage", "to": user, "content": "hello, new here"}])
         client.wait_until(lambda: len(client.messages(f"dm:{other}")) == 1)
         set_offline(client.driver, True)

@@ -23,8 +23,15 @@ from scripts.browser import ChatPage
 from scripts.local_stack import mint_token
 from scripts.service_config import ROOT
 from tests import browser_support
-from tests.browser_support import connection_ids, fresh, management, require_browser, set_offline
+from tests.browser_support import (
+    connection_ids,
+    joined_client,
+    management,
+    require_browser,
+    set_offline,
+)
 from tests.conftest import SWEEP_SECONDS
+from tests.helpers import fresh
 from tests.wsclient import Client
 
 # Under the per-connection rate limit (5 a second): a client sending many messages paces itself.
@@ -71,15 +78,6 @@ def test_without_a_browser_the_browser_tests_fail_in_ci_and_are_skipped_elsewher
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-async def joined_client(local_stack: Any, user: str, *channels: str) -> Client:
-    """A WebSocket client (not a browser) of this user, in these channels."""
-    client = await Client.connect(local_stack.url_for(user))
-    for channel in channels:
-        await client.send(json.dumps({"action": "join", "channel": channel}))
-        await client.wait_until(lambda c=channel: any(f'"joined": {{"channel": "{c}"' in f for f in client.frames), 30)
-    return client
 
 
 async def send_paced(client: Client, contents: list[str], channel: str | None = None) -> None:
@@ -424,49 +422,59 @@ def test_a_send_whose_acknowledgement_is_lost_is_sent_again_and_shown_once_to_ev
     """The acknowledgement of ruth's send is lost (tests/websocket_faults.js): after the request
     timeout (10 s) her page sends the same frame again, with the same clientMessageId; the
     service answers "duplicate" and every page shows the message once."""
-    ruth, sam, channel = fresh("ruth", "sam", "acks")
-    ruth_page = pages(local_stack.page_url_for(ruth), faults=True).wait_connected()
-    sam_page = pages(local_stack.page_url_for(sam)).wait_connected()
-    ruth_page.join(channel)
-    sam_page.join(channel)
+    ruth_page, sam_page, sam, channel = ruth_and_sam_in_a_channel(local_stack, pages, "acks")
     ruth_page.driver.execute_script("window.__faults.dropAcks = 1")
 
     ruth_page.send("once, although sent twice")
 
     ruth_page.wait_until(lambda: ruth_page.text_of("outbox") == "", 30)  # acknowledged in the end
-    sends = [json.loads(f) for f in ruth_page.driver.execute_script("return window.__faults.sent") if '"sendMessage"' in f]
+    sends = sent_messages(ruth_page)
     assert len(sends) == 2 and sends[0] == sends[1]  # the same frame, the same clientMessageId
     (lost,) = ruth_page.driver.execute_script("return window.__faults.dropped")
     assert json.loads(lost)["sent"]["duplicate"] is False
-    for page in (ruth_page, sam_page):
-        wait_for_contents(page, ["once, although sent twice"])
-    time.sleep(1)
-    assert ruth_page.contents() == sam_page.contents() == ["once, although sent twice"]
-    assert [m["content"] for m in history_of(local_stack, sam, channel=channel)] == ["once, although sent twice"]
+    assert_shown_and_stored_once(local_stack, (ruth_page, sam_page), sam, channel, "once, although sent twice")
 
 
 def test_a_send_cut_off_by_a_dropped_connection_is_sent_again_and_shown_once_to_everyone(local_stack: Any, pages: Any) -> None:
     """ruth's connection closes right after her send leaves (before its acknowledgement can
     come): the page reconnects, rejoins, sends the same frame again, and every page shows the
     message once."""
-    ruth, sam, channel = fresh("ruth", "sam", "cut")
-    ruth_page = pages(local_stack.page_url_for(ruth), faults=True).wait_connected()
-    sam_page = pages(local_stack.page_url_for(sam)).wait_connected()
-    ruth_page.join(channel)
-    sam_page.join(channel)
+    ruth_page, sam_page, sam, channel = ruth_and_sam_in_a_channel(local_stack, pages, "cut")
     ruth_page.driver.execute_script("window.__faults.closeAfterSend = 1")
 
     ruth_page.send("cut off, sent again")
 
     ruth_page.wait_until(lambda: ruth_page.text_of("outbox") == "", 30)
     assert ruth_page.driver.execute_script("return window.__faults.sockets") == 2  # it reconnected
-    sends = [json.loads(f) for f in ruth_page.driver.execute_script("return window.__faults.sent") if '"sendMessage"' in f]
+    sends = sent_messages(ruth_page)
     assert len(sends) == 2 and sends[0]["clientMessageId"] == sends[1]["clientMessageId"]
-    for page in (ruth_page, sam_page):
-        wait_for_contents(page, ["cut off, sent again"])
+    assert_shown_and_stored_once(local_stack, (ruth_page, sam_page), sam, channel, "cut off, sent again")
+
+
+def ruth_and_sam_in_a_channel(local_stack: Any, pages: Any, name: str) -> tuple[ChatPage, ChatPage, str, str]:
+    """ruth's page (with tests/websocket_faults.js) and sam's, both in a new channel: ruth's
+    page, sam's page, sam's user id, the channel."""
+    ruth, sam, channel = fresh("ruth", "sam", name)
+    ruth_page = pages(local_stack.page_url_for(ruth), faults=True).wait_connected()
+    sam_page = pages(local_stack.page_url_for(sam)).wait_connected()
+    ruth_page.join(channel)
+    sam_page.join(channel)
+    return ruth_page, sam_page, sam, channel
+
+
+def sent_messages(page: ChatPage) -> list[dict[str, Any]]:
+    """Every sendMessage frame the page's (fault-injecting) WebSocket sent."""
+    return [json.loads(f) for f in page.driver.execute_script("return window.__faults.sent") if '"sendMessage"' in f]
+
+
+def assert_shown_and_stored_once(local_stack: Any, shown_on: tuple[ChatPage, ...], reader: str, channel: str, text: str) -> None:
+    """The message is on every page once (still once a second later) and stored once."""
+    for page in shown_on:
+        wait_for_contents(page, [text])
     time.sleep(1)
-    assert ruth_page.contents() == sam_page.contents() == ["cut off, sent again"]
-    assert [m["content"] for m in history_of(local_stack, sam, channel=channel)] == ["cut off, sent again"]
+    for page in shown_on:
+        assert page.contents() == [text]
+    assert [m["content"] for m in history_of(local_stack, reader, channel=channel)] == [text]
 
 
 # --- who is online, token expiry, the conversations list (issues 15 and 16) ---------------------
