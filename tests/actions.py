@@ -1,4 +1,5 @@
-"""What a client does, as calls to the handler: say, DM, read history. Shared by the unit tests."""
+"""What a client does, as calls to the handler: say, DM, read history, renew its token. Shared
+by the unit tests."""
 
 from __future__ import annotations
 
@@ -48,3 +49,9 @@ def dm_response(handler: Any, sender: str, to: Any, content: Any, **fields: Any)
 
 def dm(handler: Any, sender: str, to: str, content: Any) -> None:
     assert dm_response(handler, sender, to, content)["statusCode"] == 200
+
+
+def renew(handler: Any, connection_id: str, user: str, expires_at: int, new_token: str) -> dict[str, Any]:
+    """renewToken on a connection whose current token expires at `expires_at`."""
+    body = action_body("renewToken", token=new_token)
+    return handler.renew_token(message_event(connection_id, body, "renewToken", user, expires_at), None)

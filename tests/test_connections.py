@@ -4,15 +4,21 @@ no connection is looked at too late (a missed notice, a ghost that stays) or too
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from typing import Any
 
 import pytest
 
 from chat import connections, frames, sweeper
-from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, token
+from tests.actions import renew
+from tests.events import (
+    MANAGEMENT_ENDPOINT,
+    action_body,
+    connect_event,
+    exp_of,
+    message_event,
+    token,
+)
 from tests.helpers import only_the_first_key_each_time
 
 # The clock these tests stand still at and move: today, so that PyJWT (which reads the real
@@ -32,15 +38,6 @@ def open_connection(handler: Any, connection_id: str, user: str | None = None, e
     event = connect_event(connection_id, user, expires_at)
     event["requestContext"]["connectedAt"] = OPENED * 1000
     assert handler.connection_manager(event, None)["statusCode"] == 200
-
-
-def renew(handler: Any, connection_id: str, user: str, expires_at: int, new_token: str) -> dict[str, Any]:
-    body = action_body("renewToken", token=new_token)
-    return handler.renew_token(message_event(connection_id, body, "renewToken", user, expires_at), None)
-
-
-def exp_of(jwt_token: str) -> int:
-    return int(json.loads(base64.urlsafe_b64decode(jwt_token.split(".")[1] + "=="))["exp"])
 
 
 def notices(management: Any, connection_id: str) -> list[Any]:

@@ -5,7 +5,6 @@ sends the notice once, 30 to 90 s before."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any
@@ -13,7 +12,15 @@ from typing import Any
 import pytest
 
 from chat import connections, frames, sweeper
-from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, token
+from tests.actions import renew
+from tests.events import (
+    MANAGEMENT_ENDPOINT,
+    action_body,
+    connect_event,
+    exp_of,
+    message_event,
+    token,
+)
 
 EXPIRED = "Your token has expired: renew it or reconnect."
 # What renewToken answers a token it will not take (docs/protocol.md), word for word.
@@ -38,18 +45,9 @@ def open_with_token(handler: Any, connection_id: str, user: str, expires_at: int
     assert handler.connection_manager(event, None)["statusCode"] == 200
 
 
-def exp_of(jwt_token: str) -> int:
-    return int(json.loads(base64.urlsafe_b64decode(jwt_token.split(".")[1] + "=="))["exp"])
-
-
 def say(handler: Any, connection_id: str, user: str, expires_at: int, content: Any = "hi") -> dict[str, Any]:
     body = action_body("sendMessage", content=content)
     return handler.send_message(message_event(connection_id, body, "sendMessage", user, expires_at), None)
-
-
-def renew(handler: Any, connection_id: str, user: str, expires_at: int, new_token: str) -> dict[str, Any]:
-    body = action_body("renewToken", token=new_token)
-    return handler.renew_token(message_event(connection_id, body, "renewToken", user, expires_at), None)
 
 
 def test_the_row_remembers_when_the_token_expires(handler: Any, management: Any, table: Any, now: list[float]) -> None:
