@@ -7,6 +7,8 @@ import time
 import uuid
 from typing import Any, Callable
 
+from botocore.exceptions import ClientError
+
 from scripts.service_config import ROOT
 
 
@@ -84,3 +86,31 @@ def only_the_first_key_each_time(client: Any, monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(client, "batch_get_item", partial)
     return asked
+
+
+def transaction_cancelled(reasons: list[str]) -> ClientError:
+    """A TransactWriteItems refusal as DynamoDB words it: one reason per item, "None" where the
+    item was not the cause."""
+    return ClientError({"Error": {"Code": "TransactionCanceledException", "Message": f"Transaction cancelled [{', '.join(reasons)}]"},
+                        "CancellationReasons": [{"Code": reason} for reason in reasons]}, "TransactWriteItems")
+
+
+def interfering_transactions(client: Any, monkeypatch: Any, times: int, reason: str = "TransactionConflict",
+                             at: int = -1) -> list[list[dict[str, Any]]]:
+    """Make the client's first `times` TransactWriteItems fail as DynamoDB's do when another
+    writer gets there first: a TransactionConflict (two transactions on one item at once), or a
+    ConditionalCheckFailed when the other writer changed item `at` meanwhile. moto does neither.
+    Later calls go through. Returns the items of every call, in order."""
+    real = client.transact_write_items
+    calls: list[list[dict[str, Any]]] = []
+
+    def interfered(TransactItems: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        calls.append(TransactItems)
+        if len(calls) <= times:
+            reasons = ["None"] * len(TransactItems)
+            reasons[at] = reason
+            raise transaction_cancelled(reasons)
+        return real(TransactItems=TransactItems, **kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", interfered)
+    return calls

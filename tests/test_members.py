@@ -1,13 +1,19 @@
 """Membership kept right when things happen out of order: a connection leaves its channels (and
-the user's presence) even when its row is already gone or its presence item is missing, and a
-membership lives no longer than its connection could."""
+the user's presence) even when its row is already gone or its presence item is missing, a
+membership lives no longer than its connection could, and a join or leave that another writer
+interferes with is tried again a bounded number of times (moto never interferes: the tests
+below make DynamoDB's cancellations themselves)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
+
 from chat import connections, members, presence
 from tests.events import action_body, message_event
+from tests.helpers import interfering_transactions
 
 
 def frame(handler: Any, route: str, connection_id: str, user: str, **fields: Any) -> dict[str, Any]:
@@ -74,3 +80,84 @@ def test_a_membership_expires_with_its_connection(handler: Any, connect: Any, ta
     row = tables["ConnectionsTable"].get_item(Key={"connection_id": "a1"})["Item"]
     # DynamoDB's TTL forgets both when API Gateway has closed the connection, if nothing else did.
     assert member["ttl"] == row["ttl"] and int(member["ttl"]) - int(row["connected_at"]) == connections.CONNECTION_LIFETIME_SECONDS
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds members waits between tries, recorded instead of slept."""
+    slept: list[float] = []
+    monkeypatch.setattr(members.time, "sleep", slept.append)
+    return slept
+
+
+def test_a_join_that_conflicts_with_another_transaction_is_tried_again_after_a_short_wait(
+    handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    connect("a1", "a2", user="alice")
+    assert members.join("lobby", "a1", "alice") == presence.ENTER
+    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=2)
+
+    assert members.join("lobby", "a2", "alice") == presence.MORE
+
+    assert len(calls) == 3 and calls[0] == calls[2]  # the same transaction, the third time through
+    assert waits == [0.01, 0.02]  # backing off, doubling
+    assert members.is_member("lobby", "a2", "alice") and online(tables, "alice") == 2
+
+
+def test_a_join_that_keeps_conflicting_fails_after_three_tries_and_writes_nothing(
+    handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    connect("a1", "a2", user="alice")
+    assert members.join("lobby", "a1", "alice") == presence.ENTER
+    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=3)
+
+    with pytest.raises(ClientError) as raised:
+        members.join("lobby", "a2", "alice")
+
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert len(calls) == 3 and waits == [0.01, 0.02]  # no wait after the last try
+    assert not members.is_member("lobby", "a2", "alice") and online(tables, "alice") == 1
+
+
+def test_a_join_refused_for_another_reason_is_not_tried_again(
+    handler: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, aws_failure: Any, waits: list[float]
+) -> None:
+    connect("a1", user="alice")
+    throttled = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "TransactWriteItems")
+    aws_failure(members.table().meta.client, "TransactWriteItems", throttled)
+
+    with pytest.raises(ClientError) as raised:
+        members.join("lobby", "a1", "alice")
+
+    assert raised.value is throttled and waits == []
+
+
+def test_a_join_whose_presence_keeps_changing_gives_up_with_presence_contention(
+    handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    connect("a1", user="alice")
+    # Another connection of alice's changes her presence item (the transaction's third) each time.
+    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=100, reason="ConditionalCheckFailed", at=2)
+
+    with pytest.raises(ClientError) as raised:
+        members.join("lobby", "a1", "alice")
+
+    assert raised.value.response["Error"] == {"Code": "PresenceContention", "Message": "presence of alice in lobby kept changing"}
+    assert raised.value.operation_name == "Join"
+    tried = [call[2].get("Update", call[2].get("Put", {})).get("ConditionExpression") for call in calls]
+    assert tried == ["connections >= :one", "connections = :zero", "attribute_not_exists(#user)"] * 3  # each way, three times
+    assert waits == [] and not members.is_member("lobby", "a1", "alice")
+
+
+def test_a_leave_whose_presence_keeps_changing_still_takes_the_member_out(
+    handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, frozen_clock: list[float]
+) -> None:
+    connect("a1", user="alice")
+    assert members.join("lobby", "a1", "alice") == presence.ENTER
+    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=100, reason="ConditionalCheckFailed", at=2)
+
+    assert members.leave("lobby", "a1", "alice") == ("none", int(frozen_clock[0] * 1000))
+
+    assert len(calls) == 6  # both ways, three times, then the member alone
+    assert not members.is_member("lobby", "a1", "alice") and list(members.member_ids("lobby")) == []
+    assert "lobby" in connections.row("a1")["channels"]  # a known leftover: the row's set still lists it
