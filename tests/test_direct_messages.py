@@ -9,8 +9,9 @@ from typing import Any
 import boto3
 import pytest
 
-from chat import aws, connections
+from chat import aws, connections, fanout
 from tests.events import action_body, message_event, send_message_body
+from tests.helpers import queue_depth
 
 
 def direct(handler: Any, connection_id: str, user: str | None, body: str | None) -> dict[str, Any]:
@@ -51,6 +52,21 @@ def test_dm_reaches_every_connection_of_recipient_and_senders_other_ones(
     (item,) = stored(messages)
     assert item["conversation"] == "dm#alice#bob"
     assert json.loads(item["content_json"]) == "안녕 bob"
+
+
+def test_dm_is_posted_from_the_send_even_over_the_fan_out_threshold(
+    handler: Any, management: Any, queues: dict[str, str], alice_bob_carol: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A DM's audience is small (MAX_CONNECTIONS_PER_USER), but that limit can be turned off: the
+    # sender is told whether the recipient got it live only if the send posts it itself.
+    monkeypatch.setattr(fanout, "FANOUT_THRESHOLD", 1)
+
+    response = direct(handler, "alice-phone", "alice", dm_body("bob"))
+
+    assert response == {"statusCode": 200, "body": "Direct message delivered to bob."}
+    for connection_id in ("bob-phone", "bob-laptop", "alice-laptop"):
+        assert len(management.received(connection_id)) == 1
+    assert queue_depth(boto3.client("sqs"), queues["DeliveryQueue"]) == 0  # nothing left for the workers
 
 
 def test_dm_recipient_lookup_is_a_query_on_the_user_index(
