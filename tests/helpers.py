@@ -114,3 +114,17 @@ def interfering_transactions(client: Any, monkeypatch: Any, times: int, reason: 
 
     monkeypatch.setattr(client, "transact_write_items", interfered)
     return calls
+
+
+def stale_reads(client: Any, monkeypatch: Any) -> None:
+    """Make the client's eventually consistent reads as stale as DynamoDB's may be just after a
+    write: they see no item at all. Reads with ConsistentRead see every acknowledged write, and
+    so do a global secondary index's (they cannot be consistent: code reading one accepts the
+    lag). moto reads everything consistently."""
+    for operation, empty in (("get_item", {}), ("query", {"Items": [], "Count": 0}), ("scan", {"Items": [], "Count": 0})):
+        real = getattr(client, operation)
+
+        def read(real: Any = real, empty: dict[str, Any] = empty, **kwargs: Any) -> dict[str, Any]:
+            return real(**kwargs) if kwargs.get("ConsistentRead") or "IndexName" in kwargs else dict(empty)
+
+        monkeypatch.setattr(client, operation, read)

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from chat import connections, members, presence
 from tests.events import action_body, message_event
-from tests.helpers import interfering_transactions
+from tests.helpers import interfering_transactions, stale_reads
 
 
 def frame(handler: Any, route: str, connection_id: str, user: str, **fields: Any) -> dict[str, Any]:
@@ -161,3 +161,18 @@ def test_a_leave_whose_presence_keeps_changing_still_takes_the_member_out(
     assert len(calls) == 6  # both ways, three times, then the member alone
     assert not members.is_member("lobby", "a1", "alice") and list(members.member_ids("lobby")) == []
     assert "lobby" in connections.row("a1")["channels"]  # a known leftover: the row's set still lists it
+
+
+def test_a_join_is_seen_at_once_by_the_next_send_though_reads_may_lag(
+    handler: Any, connect: Any, management: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect("a1", user="alice")
+    connect("b1", user="bob")
+    for connection_id, user in (("a1", "alice"), ("b1", "bob")):
+        assert frame(handler, "join", connection_id, user, channel="lobby")["statusCode"] == 200
+    stale_reads(members.table().meta.client, monkeypatch)  # the joins were just acknowledged
+
+    sent = handler.send_message(message_event("a1", action_body("sendMessage", channel="lobby", content="hi"), "sendMessage", "alice"), None)
+
+    assert sent["statusCode"] == 200, sent["body"]  # alice is a member: her join is read back
+    assert [m["content"] for frame_ in management.received("b1") for m in frame_["messages"]] == ["hi"]  # bob is among the members
