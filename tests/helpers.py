@@ -88,19 +88,22 @@ def only_the_first_key_each_time(client: Any, monkeypatch: Any) -> list[int]:
     return asked
 
 
-def transaction_cancelled(reasons: list[str]) -> ClientError:
+def transaction_cancelled(reasons: list[str] | None) -> ClientError:
     """A TransactWriteItems refusal as DynamoDB words it: one reason per item, "None" where the
-    item was not the cause."""
-    return ClientError({"Error": {"Code": "TransactionCanceledException", "Message": f"Transaction cancelled [{', '.join(reasons)}]"},
-                        "CancellationReasons": [{"Code": reason} for reason in reasons]}, "TransactWriteItems")
+    item was not the cause; with None, no reasons at all (AWS's docs say only some SDKs get them)."""
+    response: dict[str, Any] = {"Error": {"Code": "TransactionCanceledException", "Message": f"Transaction cancelled [{reasons}]"}}
+    if reasons is not None:
+        response["CancellationReasons"] = [{"Code": reason} for reason in reasons]
+    return ClientError(response, "TransactWriteItems")  # type: ignore[arg-type]
 
 
-def interfering_transactions(client: Any, monkeypatch: Any, times: int, reason: str = "TransactionConflict",
+def interfering_transactions(client: Any, monkeypatch: Any, times: int, reason: str | None = "TransactionConflict",
                              at: int = -1) -> list[list[dict[str, Any]]]:
     """Make the client's first `times` TransactWriteItems fail as DynamoDB's do when another
     writer gets there first: a TransactionConflict (two transactions on one item at once), or a
     ConditionalCheckFailed when the other writer changed item `at` meanwhile. moto does neither.
-    Later calls go through. Returns the items of every call, in order."""
+    With reason None, the refusal gives no reasons. Later calls go through. Returns the items of
+    every call, in order."""
     real = client.transact_write_items
     calls: list[list[dict[str, Any]]] = []
 
@@ -108,8 +111,8 @@ def interfering_transactions(client: Any, monkeypatch: Any, times: int, reason: 
         calls.append(TransactItems)
         if len(calls) <= times:
             reasons = ["None"] * len(TransactItems)
-            reasons[at] = reason
-            raise transaction_cancelled(reasons)
+            reasons[at] = reason or "None"
+            raise transaction_cancelled(reasons if reason else None)
         return real(TransactItems=TransactItems, **kwargs)
 
     monkeypatch.setattr(client, "transact_write_items", interfered)

@@ -119,6 +119,17 @@ def test_a_join_that_keeps_conflicting_fails_after_three_tries_and_writes_nothin
     assert not members.is_member("lobby", "a2", "alice") and online(tables, "alice") == 1
 
 
+def test_a_cancelled_join_with_no_reasons_given_is_tried_again_like_a_conflict(
+    handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    connect("a1", "a2", user="alice")
+    assert members.join("lobby", "a1", "alice") == presence.ENTER
+    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=1, reason=None)
+
+    assert members.join("lobby", "a2", "alice") == presence.MORE
+    assert len(calls) == 2 and online(tables, "alice") == 2
+
+
 def test_a_join_refused_for_another_reason_is_not_tried_again(
     handler: Any, connect: Any, monkeypatch: pytest.MonkeyPatch, aws_failure: Any, waits: list[float]
 ) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from chat import channels, presence
+from chat import channels, members, presence
 from tests.events import action_body, disconnect_event, message_event
+from tests.helpers import interfering_transactions, stale_reads
 
 
 def frame(handler: Any, route: str, connection_id: str, user: str | None, **fields: Any) -> dict[str, Any]:
@@ -236,8 +237,15 @@ def test_a_malformed_leave_check_is_refused_whatever_else_is_right(change: dict[
         presence.leave_check({**VALID_CHECK, **change})
 
 
-def test_a_leave_check_for_a_one_letter_user_is_well_formed() -> None:
-    assert presence.leave_check({**VALID_CHECK, "user": "x"}).user == "x"  # "x" is a valid user id (chat/users.py)
+@pytest.mark.parametrize(
+    "change",
+    [{"user": "x"}, {"user": "x" * 128}, {"left_at": 1}, {"endpoint": "http://localhost:3001"}],
+    ids=["one-letter-user", "longest-user", "first-millisecond", "offline-endpoint"],
+)
+def test_a_leave_check_at_the_edges_of_well_formed_is_read_back(change: dict[str, Any]) -> None:
+    # User ids are 1 to 128 characters (chat/users.py); `make offline` posts to localhost.
+    assert presence.leave_check({**VALID_CHECK, **change}) == presence.LeaveCheck(**{
+        "channel": "lobby", "user": "bob", "left_at": 1_764_000_000_000, "endpoint": VALID_CHECK["endpoint"], **change})
 
 
 def test_a_leave_check_missing_a_field_is_refused() -> None:
@@ -257,3 +265,31 @@ def test_a_presence_event_is_stamped_with_the_time_it_happened(
     (job,) = workers.pending_jobs()
     assert json.loads(job.payload)["presenceChange"] == {"channel": "lobby", "user": "dave", "state": "enter"}
     assert job.sent_at_ms == 1_764_000_123_456
+
+
+def test_presence_of_a_channel_nobody_joined_is_empty(handler: Any, connect: Any) -> None:
+    connect("a1", user="alice")
+
+    assert who(handler, "a1", "alice", channel="empty") == {"channel": "empty", "members": [], "count": 0, "after": None}
+
+
+def test_a_join_is_in_presence_at_once_though_reads_may_lag(handler: Any, connect: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    connect("a1", user="alice")
+    joined(handler, "a1", "alice")
+    stale_reads(presence.table().meta.client, monkeypatch)
+
+    assert who(handler, "a1", "alice")["members"] == [{"user": "alice", "connections": 1}]
+
+
+def test_a_join_racing_the_users_first_join_counts_both_connections_and_the_user_once(
+    handler: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect("a1", "a2", user="alice")
+    joined(handler, "a1", "alice")
+    # a2 read alice as absent (its "more" and "back" failed) just before a1's enter was written.
+    interfering_transactions(members.table().meta.client, monkeypatch, times=2, reason="ConditionalCheckFailed", at=2)
+
+    assert members.join("lobby", "a2", "alice") == presence.MORE  # its enter fails too: a2 is one more
+
+    assert who(handler, "a1", "alice")["members"] == [{"user": "alice", "connections": 2}]
+    assert who(handler, "a1", "alice")["count"] == 1
