@@ -160,6 +160,23 @@ def test_the_same_id_in_another_conversation_is_a_different_message(handler: Any
     assert stored(messages) == [(1, "room")] and stored(messages, "dm#alice#bob") == [(1, "dm")]
 
 
+def test_in_a_channel_a_retry_is_delivered_once_and_another_users_same_id_is_a_new_message(
+    handler: Any, management: Any, messages: Any, connect: Any
+) -> None:
+    connect("a", user="alice")
+    connect("b", user="bob")
+    for connection_id, user in (("a", "alice"), ("b", "bob")):
+        assert handler.join(message_event(connection_id, action_body("join", channel="lobby"), "join", user), None)["statusCode"] == 200
+
+    first = acked(send(handler, "a", "alice", channel="lobby", content="from alice", clientMessageId="x1"))
+    retry = acked(send(handler, "a", "alice", channel="lobby", content="from alice", clientMessageId="x1"))
+    bob = acked(send(handler, "b", "bob", channel="lobby", content="from bob", clientMessageId="x1"))
+
+    assert (first["duplicate"], retry["duplicate"], bob["duplicate"]) == (False, True, False) and bob["seq"] == 2
+    assert stored(messages, "ch#lobby") == [(1, "from alice"), (2, "from bob")]
+    assert [m["content"] for frame in management.received("b") for m in frame["messages"]] == ["from alice", "from bob"]
+
+
 def test_anonymous_retries_are_recognized_per_connection(handler: Any, management: Any, messages: Any) -> None:
     acked(send(handler, "anon-1", None, content="x", clientMessageId="k"))
 
