@@ -78,6 +78,19 @@ def test_catching_up_page_by_page_never_loses_or_repeats_a_message(handler: Any,
     assert collected == list(range(1, 11))
 
 
+def test_before_past_the_latest_comes_forward_from_the_newest_shown_and_loses_nothing(
+    handler: Any, management: Any, clock: Any
+) -> None:
+    for n in range(1, 4):
+        say(handler, "alice", f"m{n}")
+
+    page = history(handler, "bob", before=50)  # a cursor from the future, or a stale client's guess
+
+    assert seqs(page) == [1, 2, 3] and page["after"] == 3  # not 49: seqs 4 to 49 are still to come
+    say(handler, "alice", "m4")
+    assert seqs(history(handler, "bob", after=page["after"])) == [4]
+
+
 def test_before_pages_back_and_after_comes_forward_again(handler: Any, management: Any, clock: Any) -> None:
     for n in range(1, 7):
         say(handler, "alice", n)
