@@ -61,12 +61,10 @@ class Appended:
 @dataclass(frozen=True)
 class Page:
     """Messages read back in the order asked for: (seq, what the client is shown or None when it
-    cannot be shown, its size in bytes); whether the Query left more behind; whether it reached
-    messages past their retention (everything older is past it too)."""
+    cannot be shown, its size in bytes); and whether the Query left more behind."""
 
     entries: list[tuple[int, dict[str, Any] | None, int]]
     more: bool
-    reached_expired: bool = False
 
 
 def history_table() -> Any:
@@ -284,7 +282,7 @@ def read_before(conversation: str, limit: int, before: int | None, now: float) -
     for item in page.get("Items", []):
         if expired(item, now):
             # Seq follows time: everything older has passed its retention too.
-            return Page(entries, more=False, reached_expired=True)
+            return Page(entries, more=False)
         entries.append(entry(item))
     return Page(entries, more="LastEvaluatedKey" in page)
 
