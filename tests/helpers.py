@@ -131,3 +131,27 @@ def stale_reads(client: Any, monkeypatch: Any) -> None:
             return real(**kwargs) if kwargs.get("ConsistentRead") or "IndexName" in kwargs else dict(empty)
 
         monkeypatch.setattr(client, operation, read)
+    real_batch = client.batch_get_item
+
+    def batch_read(RequestItems: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        consistent = {name: request for name, request in RequestItems.items() if request.get("ConsistentRead")}
+        answer = real_batch(RequestItems=consistent, **kwargs) if consistent else {"Responses": {}, "UnprocessedKeys": {}}
+        answer["Responses"].update({name: [] for name in RequestItems if name not in consistent})
+        return answer
+
+    monkeypatch.setattr(client, "batch_get_item", batch_read)
+
+
+def nothing_read_the_first_time(client: Any, monkeypatch: Any) -> None:
+    """Make the client's first BatchGetItem read nothing, every key handed back unprocessed (as
+    DynamoDB may answer when throttled); later calls go through."""
+    real = client.batch_get_item
+    calls = []
+
+    def throttled_once(RequestItems: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        calls.append(RequestItems)
+        if len(calls) == 1:
+            return {"Responses": {}, "UnprocessedKeys": RequestItems}
+        return real(RequestItems=RequestItems, **kwargs)
+
+    monkeypatch.setattr(client, "batch_get_item", throttled_once)

@@ -9,7 +9,7 @@ import pytest
 
 from chat import history as history_store
 from tests.actions import dm, history, say
-from tests.helpers import only_the_first_key_each_time
+from tests.helpers import nothing_read_the_first_time, only_the_first_key_each_time, stale_reads
 from tests.events import action_body, message_event
 
 
@@ -249,3 +249,47 @@ def test_a_retried_send_is_recognised_when_dynamodb_reads_the_head_and_the_recor
     assert (first["seq"], first["duplicate"]) == (1, False) and (retry["seq"], retry["duplicate"]) == (1, True)
     assert [m["content"] for m in history(handler, "bob")["messages"]] == ["once"]
     assert asked[:2] == [2, 1]  # the head, then the record left over
+
+
+def test_what_was_just_stored_is_read_back_though_reads_may_lag(
+    handler: Any, management: Any, connect: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = action_body("sendMessage", content="just now", clientMessageId="m-1")
+    first = json.loads(handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["body"])["sent"]
+    dm(handler, "alice", "bob", "hi bob")
+    for table in (history_store.history_table(), history_store.conversations_table()):
+        stale_reads(table.meta.client, monkeypatch)  # every read below comes right after the writes
+
+    assert [m["content"] for m in history(handler, "bob")["messages"]] == ["just now"]
+    assert [m["content"] for m in history(handler, "bob", after=0)["messages"]] == ["just now"]
+    retry = json.loads(handler.send_message(message_event("alice-conn", body, "sendMessage", "alice"), None)["body"])["sent"]
+    assert retry == {**first, "duplicate": True}  # the stored message, read back
+    connect("bob-conn", user="bob")
+    joined = handler.join(message_event("bob-conn", action_body("join", channel="lobby"), "join", "bob"), None)
+    assert json.loads(joined["body"]) == {"joined": {"channel": "lobby", "seq": 0}}
+    say_in_lobby = action_body("sendMessage", channel="lobby", content="one")
+    assert handler.send_message(message_event("bob-conn", say_in_lobby, "sendMessage", "bob"), None)["statusCode"] == 200
+    joined_again = handler.join(message_event("bob-conn", action_body("join", channel="lobby"), "join", "bob"), None)
+    assert json.loads(joined_again["body"]) == {"joined": {"channel": "lobby", "seq": 1}}  # the head as just written
+    listed = json.loads(handler.get_conversations(
+        message_event("alice-conn", action_body("getConversations"), "getConversations", "alice"), None)["body"])["conversations"]
+    assert [(entry["with"], entry["last"]["content"]) for entry in listed] == [("bob", "hi bob")]
+
+
+def test_a_message_inside_its_retention_is_shown_to_its_last_day(handler: Any, management: Any, clock: Any) -> None:
+    say(handler, "alice", "four weeks ago")
+    clock[0] += 29 * 24 * 3600
+
+    assert [m["content"] for m in history(handler, "bob")["messages"]] == ["four weeks ago"]
+    assert [m["content"] for m in history(handler, "bob", after=0)["messages"]] == ["four weeks ago"]
+
+
+def test_conversations_list_their_last_messages_when_the_first_read_gets_nothing(
+    handler: Any, management: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dm(handler, "alice", "bob", "hi bob")
+    nothing_read_the_first_time(history_store.history_table().meta.client, monkeypatch)
+
+    response = handler.get_conversations(message_event("alice-conn", action_body("getConversations"), "getConversations", "alice"), None)
+
+    assert [entry["last"]["content"] for entry in json.loads(response["body"])["conversations"]] == ["hi bob"]

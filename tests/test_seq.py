@@ -194,6 +194,42 @@ def test_after_24_hours_the_same_id_is_a_new_message(handler: Any, management: A
     assert stored(messages) == [(1, "monday"), (2, "tuesday")]
 
 
+def test_exactly_24_hours_later_the_same_id_is_a_new_message(
+    handler: Any, management: Any, messages: Any, frozen_clock: list[float]
+) -> None:
+    acked(send(handler, "a", "alice", content="monday", clientMessageId="daily"))
+    frozen_clock[0] += history.SEND_RECORD_SECONDS  # the record's last second is over
+
+    assert acked(send(handler, "a", "alice", content="tuesday", clientMessageId="daily"))["duplicate"] is False
+    assert stored(messages) == [(1, "monday"), (2, "tuesday")]
+
+
+def test_time_follows_seq_when_a_sender_is_overtaken(
+    handler: Any, management: Any, messages: Any, frozen_clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retention stops reading at the first expired message (chat/history.py: "Seq follows time"),
+    # so a message must be stamped when it takes its seq, not when its send began.
+    client = history.history_table().meta.client
+    real = client.transact_write_items
+    tries: list[int] = []
+
+    def bob_gets_there_first(**kwargs: Any) -> Any:
+        tries.append(1)
+        if len(tries) == 1:  # alice's first try: meanwhile, 5 s later, bob takes seq 1
+            frozen_clock[0] += 5
+            acked(send(handler, "b", "bob", content="bob's", clientMessageId="b-1"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", bob_gets_there_first)
+    started = frozen_clock[0]
+
+    assert acked(send(handler, "a", "alice", content="alice's", clientMessageId="a-1"))["seq"] == 2
+
+    items = sorted(messages.scan(ConsistentRead=True)["Items"], key=lambda item: int(item["seq"]))
+    assert [(json.loads(item["content_json"]), int(item["sent_at_ms"])) for item in items] == [
+        ("bob's", int((started + 5) * 1000)), ("alice's", int((started + 5) * 1000))]
+
+
 def test_a_retry_after_a_failed_delivery_completes_it_once(
     handler: Any, management: Any, messages: Any, connect: Any, aws_failure: Any
 ) -> None:
