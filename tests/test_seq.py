@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from chat import connections, history, ratelimit
 from tests.actions import dm_response, say_response
 from tests.events import action_body, message_event
+from tests.helpers import interfering_transactions
 
 
 def send(handler: Any, connection_id: str, user: str | None, **fields: Any) -> dict[str, Any]:
@@ -192,6 +193,20 @@ def test_after_24_hours_the_same_id_is_a_new_message(handler: Any, management: A
 
     assert acked(send(handler, "a", "alice", content="tuesday", clientMessageId="daily"))["seq"] == 2
     assert stored(messages) == [(1, "monday"), (2, "tuesday")]
+
+
+def test_a_sender_overtaken_again_and_again_waits_a_full_jitter_that_doubles_up_to_a_cap(
+    handler: Any, management: Any, messages: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interfering_transactions(history.history_table().meta.client, monkeypatch, times=7, reason="ConditionalCheckFailed", at=0)
+    ranges: list[tuple[float, float]] = []
+    monkeypatch.setattr(history.random, "uniform", lambda low, high: ranges.append((low, high)) or 0.0)
+
+    assert acked(send(handler, "a", "alice", content="at last", clientMessageId="m"))["seq"] == 1
+
+    # AWS's full jitter: a wait from 0 up to 5 ms, 10 ms, 20 ms... never more than 200 ms.
+    assert ranges == [(0, 0.005), (0, 0.01), (0, 0.02), (0, 0.04), (0, 0.08), (0, 0.16), (0, 0.2)]
+    assert stored(messages) == [(1, "at last")]
 
 
 def test_exactly_24_hours_later_the_same_id_is_a_new_message(
