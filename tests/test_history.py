@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chat import history as history_store
 from tests.actions import dm, history, say
@@ -293,3 +294,31 @@ def test_conversations_list_their_last_messages_when_the_first_read_gets_nothing
     response = handler.get_conversations(message_event("alice-conn", action_body("getConversations"), "getConversations", "alice"), None)
 
     assert [entry["last"]["content"] for entry in json.loads(response["body"])["conversations"]] == ["hi bob"]
+
+
+def test_a_send_without_a_client_message_id_reads_only_the_head(
+    handler: Any, management: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = only_the_first_key_each_time(history_store.conversations_table().meta.client, monkeypatch)
+
+    say(handler, "alice", "no id")
+
+    assert asked == [1]  # no send record to look for (a key with no sort key would be refused)
+
+
+def test_a_head_dynamodb_never_reads_fails_the_store_after_five_tries_and_stores_nothing(
+    handler: Any, messages: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def throttled(RequestItems: dict[str, Any], **_: Any) -> dict[str, Any]:
+        calls.append(RequestItems)
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+    monkeypatch.setattr(history_store.conversations_table().meta.client, "batch_get_item", throttled)
+
+    with pytest.raises(ClientError) as raised:
+        history_store.append(history_store.ROOM, history_store.new_message("lost?", "alice"))
+
+    assert raised.value.response["Error"]["Code"] == "UnprocessedKeys" and raised.value.operation_name == "BatchGetItem"
+    assert len(calls) == 5 and messages.scan()["Items"] == []
