@@ -14,9 +14,14 @@ It also ignores TransactWriteItems' ClientRequestToken, which DynamoDB honours f
 keeps it when it retries a call whose answer timed out, so on AWS a transaction that committed is
 not committed again, while moto would try it again and answer with a failed condition.
 
+And it accepts a TransactWriteItems item whose ExpressionAttributeValues holds a value its
+expressions never use, which DynamoDB refuses ("Value provided in ExpressionAttributeValues unused
+in expressions"): a transaction that works here would fail on AWS.
+
 `apply()` puts one lock around every DynamoDB backend call, replaces TransactWriteItems by one
-that checks every condition first and writes only when all hold (nothing to undo), and answers
-a ClientRequestToken seen within 10 minutes as the first call was answered. It is applied in the
+that checks every condition first and writes only when all hold (nothing to undo), answers a
+ClientRequestToken seen within 10 minutes as the first call was answered, and refuses unused
+values as DynamoDB does. It is applied in the
 moto server `make offline` starts (scripts/moto_server.py) and in the tests' in-process moto
 (tests/conftest.py).
 """
@@ -24,6 +29,7 @@ moto server `make offline` starts (scripts/moto_server.py) and in the tests' in-
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from typing import Any
@@ -43,7 +49,7 @@ def apply() -> None:
     from moto.dynamodb.responses import DynamoHandler
 
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
-    DynamoHandler.transact_write_items = _idempotent(DynamoHandler.transact_write_items)  # type: ignore[method-assign]
+    DynamoHandler.transact_write_items = _idempotent(_values_used(DynamoHandler.transact_write_items))  # type: ignore[method-assign]
     for name, method in list(vars(DynamoDBBackend).items()):
         if callable(method) and not name.startswith("_"):
             setattr(DynamoDBBackend, name, _locked(method))
@@ -75,6 +81,23 @@ def _idempotent(handle: Any) -> Any:
             if token:
                 _tokens[token] = (now, answer)
             return answer
+
+    return transact_write_items
+
+
+def _values_used(handle: Any) -> Any:
+    """Refuse a transaction with an ExpressionAttributeValues entry no expression of its item uses."""
+    from moto.dynamodb.exceptions import MockValidationException
+
+    @functools.wraps(handle)
+    def transact_write_items(self: Any) -> Any:
+        for item in self.body.get("TransactItems", []):
+            for operation in item.values():
+                expressions = " ".join(operation.get(name, "") for name in ("UpdateExpression", "ConditionExpression"))
+                unused = sorted(set(operation.get("ExpressionAttributeValues", {})) - set(re.findall(r":[A-Za-z0-9_]+", expressions)))
+                if unused:
+                    raise MockValidationException(f"Value provided in ExpressionAttributeValues unused in expressions: keys: {{{', '.join(unused)}}}")
+        return handle(self)
 
     return transact_write_items
 

@@ -1,5 +1,6 @@
 """The local DynamoDB keeps DynamoDB's promises (scripts/moto_fixes.py): a transaction is all or
-nothing and serializable with other writes, and a retried ClientRequestToken is not applied twice."""
+nothing and serializable with other writes, a retried ClientRequestToken is not applied twice, and
+a transaction with a value its expressions do not use is refused."""
 
 from __future__ import annotations
 
@@ -77,3 +78,16 @@ def test_racing_transactions_each_apply_exactly_once(counters: Any) -> None:
     assert sorted(applied) == list(range(1, 9))
     moves = [item["sk"] for item in counters.scan()["Items"] if item["sk"].startswith("move#")]
     assert sorted(moves) == [f"move#{n}" for n in range(1, 9)]
+
+
+def test_a_transaction_with_a_value_its_expressions_do_not_use_is_refused(counters: Any) -> None:
+    client = boto3.client("dynamodb")
+    update = {"TableName": counters.name, "Key": {"pk": {"S": "c"}, "sk": {"S": "head"}}, "UpdateExpression": "SET seq = :next",
+              "ConditionExpression": "attribute_not_exists(seq)", "ExpressionAttributeValues": {":next": {"N": "1"}, ":head": {"N": "0"}}}
+
+    with pytest.raises(ClientError) as raised:
+        client.transact_write_items(TransactItems=[{"Update": update}])
+
+    assert raised.value.response["Error"] == {
+        "Code": "ValidationException", "Message": "Value provided in ExpressionAttributeValues unused in expressions: keys: {:head}"}
+    assert "Item" not in counters.get_item(Key={"pk": "c", "sk": "head"})
