@@ -320,5 +320,6 @@ def test_a_head_dynamodb_never_reads_fails_the_store_after_five_tries_and_stores
     with pytest.raises(ClientError) as raised:
         history_store.append(history_store.ROOM, history_store.new_message("lost?", "alice"))
 
-    assert raised.value.response["Error"]["Code"] == "UnprocessedKeys" and raised.value.operation_name == "BatchGetItem"
+    assert raised.value.response["Error"] == {"Code": "UnprocessedKeys", "Message": "BatchGetItem left keys unread"}
+    assert raised.value.operation_name == "BatchGetItem"
     assert len(calls) == 5 and messages.scan()["Items"] == []

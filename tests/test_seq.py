@@ -219,6 +219,15 @@ def test_exactly_24_hours_later_the_same_id_is_a_new_message(
     assert stored(messages) == [(1, "monday"), (2, "tuesday")]
 
 
+def test_a_send_record_is_kept_24_hours_and_then_left_to_dynamodbs_ttl(
+    handler: Any, management: Any, tables: dict[str, Any], frozen_clock: list[float]
+) -> None:
+    acked(send(handler, "a", "alice", content="hi", clientMessageId="m-1"))
+
+    record = tables["ConversationsTable"].get_item(Key={"pk": "room", "sk": "send#alice#m-1"})["Item"]
+    assert int(record["expires_at"]) == int(record["ttl"]) == int(frozen_clock[0]) + history.SEND_RECORD_SECONDS
+
+
 def test_time_follows_seq_when_a_sender_is_overtaken(
     handler: Any, management: Any, messages: Any, frozen_clock: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
