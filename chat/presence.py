@@ -102,7 +102,9 @@ def confirm_leave(channel: str, user: str, left_at: int) -> bool:
 
 
 def users_online(channel: str) -> int:
-    item = history.conversations_table().get_item(Key={"pk": history.channel_conversation(channel), "sk": COUNT_KEY}).get("Item")
+    """Read consistently, so getPresence's count agrees with its members, read the same way."""
+    key = {"pk": history.channel_conversation(channel), "sk": COUNT_KEY}
+    item = history.conversations_table().get_item(Key=key, ConsistentRead=True).get("Item")
     return int(item["users"]) if item else 0
 
 
