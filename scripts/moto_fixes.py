@@ -94,6 +94,8 @@ def _values_used(handle: Any) -> Any:
         for item in self.body.get("TransactItems", []):
             for operation in item.values():
                 expressions = " ".join(operation.get(name, "") for name in ("UpdateExpression", "ConditionExpression"))
+                if not expressions.strip():
+                    continue  # values with no expression at all: not what DynamoDB is known to refuse
                 unused = sorted(set(operation.get("ExpressionAttributeValues", {})) - set(re.findall(r":[A-Za-z0-9_]+", expressions)))
                 if unused:
                     raise MockValidationException(f"Value provided in ExpressionAttributeValues unused in expressions: keys: {{{', '.join(unused)}}}")
