@@ -9,6 +9,7 @@ import pytest
 from chat import delivery
 from tests.events import (
     API_ID,
+    MANAGEMENT_ENDPOINT,
     REGION,
     STAGE,
     message_event,
@@ -64,3 +65,25 @@ def test_an_expired_connection_already_closed_on_api_gateways_side_is_still_clea
     assert sweeper.sweep(expires + 60) == {"expired": 1}
 
     assert "Item" not in table.get_item(Key={"connection_id": "c1"})
+
+
+# --- what each answer to a post means ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "outcome"),
+    [
+        (429, "LimitExceededException", delivery.THROTTLED),  # API Gateway's account rate
+        (429, None, delivery.THROTTLED),  # a bare 429, as serverless-offline answers
+        (429, "SlowDownPlease", delivery.THROTTLED),  # a throttle under a name not known here: 429 says it
+        (400, "ThrottlingException", delivery.THROTTLED),  # a throttle by its name, whatever the status
+        (410, "GoneException", delivery.GONE),
+        (410, None, delivery.GONE),  # serverless-offline's bare 410
+        (400, "BadRequestException", delivery.FAILED),
+        (500, "InternalServerErrorException", delivery.FAILED),
+    ],
+)
+def test_each_answer_to_a_post_is_the_outcome_it_means(handler: Any, management: Any, status: int, code: str | None, outcome: str) -> None:
+    management.answer("c1", status, code)
+
+    assert delivery.post_to_connection(delivery.management_client(MANAGEMENT_ENDPOINT), "c1", b"hi") == outcome
