@@ -12,8 +12,9 @@ from chat.telemetry import logger
 
 
 def broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str, sent_at_ms: int,
-              inline_only: bool = False) -> frozenset[str]:
-    """Post (or queue) the payload to the connections; the ones posted to from here."""
+              *, inline_only: bool) -> frozenset[str]:
+    """Post (or queue) the payload to the connections; the ones posted to from here. With
+    inline_only (a DM: the sender learns who got it live), all are posted to from here."""
     ids = iter(connection_ids)
     first = list(itertools.islice(ids, None if inline_only else fanout.FANOUT_THRESHOLD + 1))
     if inline_only or len(first) <= fanout.FANOUT_THRESHOLD:

@@ -121,7 +121,7 @@ def _deliver(
     try:
         endpoint = delivery.management_endpoint(caller.request_context)
         payload = frames.encode_delivery(message)
-        reached = dispatch.broadcast(endpoint, audience(), payload, message["id"], message["sent_at_ms"], inline_only)
+        reached = dispatch.broadcast(endpoint, audience(), payload, message["id"], message["sent_at_ms"], inline_only=inline_only)
     except aws.AWS_ERRORS:
         logger.exception("Delivery of %s (seq %d of %s) is incomplete", message["id"], message["seq"], conversation)
         count("DeliveriesIncomplete")
