@@ -140,3 +140,18 @@ def stale_reads(client: Any, monkeypatch: Any) -> None:
         return answer
 
     monkeypatch.setattr(client, "batch_get_item", batch_read)
+
+
+def pages_of(size: int, client: Any, monkeypatch: Any) -> list[int]:
+    """Make the client's Queries and Scans answer `size` items a page, as DynamoDB's do once a
+    page reaches 1 MB (moto's tables here never hold that much). Returns the number of pages read."""
+    pages: list[int] = []
+    for operation in ("query", "scan"):
+        real = getattr(client, operation)
+
+        def paged(real: Any = real, **kwargs: Any) -> dict[str, Any]:
+            pages.append(1)
+            return real(**{**kwargs, "Limit": min(kwargs.get("Limit", size), size)})
+
+        monkeypatch.setattr(client, operation, paged)
+    return pages

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chat import connections, frames, sweeper
+from chat import connections, frames, members, sweeper
 from tests.actions import renew
 from tests.events import (
     MANAGEMENT_ENDPOINT,
@@ -19,7 +19,7 @@ from tests.events import (
     message_event,
     token,
 )
-from tests.helpers import only_the_first_key_each_time
+from tests.helpers import only_the_first_key_each_time, pages_of, stale_reads
 
 # The clock these tests stand still at and move: today, so that PyJWT (which reads the real
 # clock) agrees with the service about which tokens are valid. A whole minute: sweep buckets.
@@ -169,3 +169,38 @@ def test_more_gone_connections_than_one_batch_read_are_all_cleaned_up(handler: A
     sessions.forget(gone, MANAGEMENT_ENDPOINT)
 
     assert table.scan()["Items"] == []
+
+
+def test_a_users_connections_are_counted_across_pages_and_only_as_far_as_asked(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for connection_id, user in [*((f"a{n}", "alice") for n in range(7)), ("b1", "bob")]:
+        connections.connect(connection_id, START, user)  # rows as $connect writes them, past its cap of 5
+    pages = pages_of(1, connections.table().meta.client, monkeypatch)
+
+    assert connections.count_user_connections("alice") == 7 and len(pages) == 7  # a page each
+    pages.clear()
+    assert connections.count_user_connections("alice", stop_at=5) == 5 and len(pages) == 5  # the cap reached: no more reads
+
+
+def test_deleting_a_gone_connections_row_is_one_short_attempt(handler: Any) -> None:
+    # Pruning may run in the last seconds of a worker's invocation (PRUNE_CLIENT_CONFIG).
+    config = connections.prune_table().meta.client.meta.config
+
+    assert (config.connect_timeout, config.read_timeout, config.retries) == (1, 1, {"mode": "standard", "total_max_attempts": 1})
+    assert connections.prune_table().name == connections.table().name
+
+
+def test_a_connection_at_its_channel_cap_is_told_so_though_reads_may_lag(
+    handler: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect("a1", user="alice")
+    monkeypatch.setattr(members, "MAX_CHANNELS_PER_CONNECTION", 1)
+
+    def join(channel: str) -> dict[str, Any]:
+        return handler.join(message_event("a1", action_body("join", channel=channel), "join", "alice"), None)
+
+    assert join("lobby")["statusCode"] == 200
+    stale_reads(connections.table().meta.client, monkeypatch)
+
+    assert join("kitchen") == {"statusCode": 400, "body": members.TOO_MANY_CHANNELS}  # not "reconnect": the row is there
