@@ -30,7 +30,8 @@ import pytest
 RELATED: dict[str, tuple[str, ...]] = {
     "callers": ("test_callers.py", "test_tokens.py", "test_channels.py", "test_expiry.py", "test_handler.py"),
     "channels": ("test_channels.py", "test_presence.py"),
-    "connections": ("test_connections.py", "test_sweeper.py", "test_connect_race.py", "test_broadcast_scale.py", "test_handler.py"),
+    "connections": ("test_connections.py", "test_sweeper.py", "test_connect_race.py", "test_broadcast_scale.py", "test_ratelimit.py",
+                    "test_expiry.py", "test_handler.py"),
     "delivery": ("test_delivery.py", "test_worker_faults.py", "test_handler.py", "test_fanout.py"),
     "dispatch": ("test_broadcast_scale.py", "test_fanout.py", "test_direct_messages.py", "test_messaging.py", "test_presence.py",
                  "test_handler.py"),
