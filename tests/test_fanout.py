@@ -388,3 +388,17 @@ def test_the_worker_paces_its_posts(
     workers.drain()
 
     assert time.monotonic() - started >= 0.35  # 40 posts at 100/s
+
+
+def test_a_job_as_large_as_a_job_may_be_is_read_back_whole() -> None:
+    ids = tuple(f"c{n}" for n in range(fanout.MAX_JOB_CONNECTIONS))
+    job = fanout.DeliveryJob("m1", MANAGEMENT_ENDPOINT, b"hi", ids)
+
+    assert fanout.DeliveryJob.from_body(job.to_body()) == job
+
+
+def test_queueing_a_job_again_is_a_bounded_call(handler: Any, queues: dict[str, str]) -> None:
+    # The worker requeues near the end of its invocation: it must always end in time.
+    config = fanout.requeue_client().meta.config
+
+    assert (config.connect_timeout, config.read_timeout, config.retries) == (2, 3, {"mode": "standard", "total_max_attempts": 2})
