@@ -90,12 +90,17 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return slept
 
 
+def alice_online_then_interfered(connect: Any, monkeypatch: pytest.MonkeyPatch, times: int) -> list[list[dict[str, Any]]]:
+    """alice in the lobby on a1, with a2 yet to join, whose next `times` transactions conflict."""
+    connect("a1", "a2", user="alice")
+    assert members.join("lobby", "a1", "alice") == presence.ENTER
+    return interfering_transactions(members.table().meta.client, monkeypatch, times=times)
+
+
 def test_a_join_that_conflicts_with_another_transaction_is_tried_again_after_a_short_wait(
     handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, waits: list[float]
 ) -> None:
-    connect("a1", "a2", user="alice")
-    assert members.join("lobby", "a1", "alice") == presence.ENTER
-    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=2)
+    calls = alice_online_then_interfered(connect, monkeypatch, times=2)
 
     assert members.join("lobby", "a2", "alice") == presence.MORE
 
@@ -107,9 +112,7 @@ def test_a_join_that_conflicts_with_another_transaction_is_tried_again_after_a_s
 def test_a_join_that_keeps_conflicting_fails_after_three_tries(
     handler: Any, connect: Any, tables: dict[str, Any], monkeypatch: pytest.MonkeyPatch, waits: list[float]
 ) -> None:
-    connect("a1", "a2", user="alice")
-    assert members.join("lobby", "a1", "alice") == presence.ENTER
-    calls = interfering_transactions(members.table().meta.client, monkeypatch, times=3)
+    calls = alice_online_then_interfered(connect, monkeypatch, times=3)
 
     with pytest.raises(ClientError) as raised:
         members.join("lobby", "a2", "alice")
