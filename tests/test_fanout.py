@@ -10,11 +10,12 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from chat import connections, delivery, fanout, worker
 from tests.conftest import FakeLambdaContext
 from tests.events import MANAGEMENT_ENDPOINT, message_event, send_message_body
+from tests.helpers import queue_depth
 
 SENT_OK = {"statusCode": 200, "body": "Message sent to all connections."}
 
@@ -402,3 +403,48 @@ def test_queueing_a_job_again_is_a_bounded_call(handler: Any, queues: dict[str, 
     config = fanout.requeue_client().meta.config
 
     assert (config.connect_timeout, config.read_timeout, config.retries) == (2, 3, {"mode": "standard", "total_max_attempts": 2})
+
+
+def job_document(**changes: Any) -> dict[str, Any]:
+    document = json.loads(fanout.DeliveryJob("m1", MANAGEMENT_ENDPOINT, b"hi", ("c1",), sent_at_ms=5).to_body())
+    document.update(changes)
+    return {name: value for name, value in document.items() if value is not None}
+
+
+def test_a_job_queued_before_jobs_carried_their_send_time_is_still_delivered() -> None:
+    job = fanout.DeliveryJob.from_body(json.dumps(job_document(sent_at_ms=None)))  # an older version's job
+
+    assert (job.connections, job.payload, job.sent_at_ms) == (("c1",), b"hi", 0)
+
+
+def test_a_job_whose_payload_is_not_strictly_base64_is_poison() -> None:
+    with pytest.raises(fanout.PoisonJob):
+        fanout.DeliveryJob.from_body(json.dumps(job_document(payload="aGk=!")))  # "hi", and a stray "!"
+
+
+def test_jobs_sqs_did_not_take_are_sent_again_and_a_batch_that_keeps_failing_raises(
+    handler: Any, queues: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, sent = fanout.sqs_client(), []
+    real = client.send_message_batch
+
+    def first_entry_fails(times: int) -> Any:
+        def send(**kwargs: Any) -> dict[str, Any]:
+            sent.append(len(kwargs["Entries"]))
+            if len(sent) <= times:  # SQS took all but the first (a fault on its side)
+                rest = kwargs["Entries"][1:]
+                answer = real(**{**kwargs, "Entries": rest}) if rest else {"Successful": []}
+                return {**answer, "Failed": [{"Id": kwargs["Entries"][0]["Id"], "SenderFault": False, "Code": "InternalError"}]}
+            return real(**kwargs)
+        return send
+
+    monkeypatch.setattr(client, "send_message_batch", first_entry_fails(times=1))
+    jobs = [fanout.DeliveryJob(f"m{n}", MANAGEMENT_ENDPOINT, b"hi", (f"c{n}",)) for n in range(3)]
+    assert fanout.enqueue(jobs) == {"queued": 3, "jobs": 3}
+    assert sent == [3, 1] and queue_depth(boto3.client("sqs"), queues["DeliveryQueue"]) == 3
+
+    sent.clear()
+    monkeypatch.setattr(client, "send_message_batch", first_entry_fails(times=10))
+    with pytest.raises(ClientError) as raised:
+        fanout.enqueue(jobs)
+    assert raised.value.response["Error"]["Code"] == "SendMessageBatchFailed" and sent == [3, 1, 1]
