@@ -428,13 +428,13 @@ def test_jobs_sqs_did_not_take_are_sent_again_and_a_batch_that_keeps_failing_rai
     client, sent = fanout.sqs_client(), []
     real = client.send_message_batch
 
-    def first_entry_fails(times: int) -> Any:
+    def first_entry_fails(times: int, sender_fault: bool = False) -> Any:
         def send(**kwargs: Any) -> dict[str, Any]:
             sent.append(len(kwargs["Entries"]))
             if len(sent) <= times:  # SQS took all but the first (a fault on its side)
                 rest = kwargs["Entries"][1:]
                 answer = real(**{**kwargs, "Entries": rest}) if rest else {"Successful": []}
-                return {**answer, "Failed": [{"Id": kwargs["Entries"][0]["Id"], "SenderFault": False, "Code": "InternalError"}]}
+                return {**answer, "Failed": [{"Id": kwargs["Entries"][0]["Id"], "SenderFault": sender_fault, "Code": "InternalError"}]}
             return real(**kwargs)
         return send
 
@@ -448,3 +448,11 @@ def test_jobs_sqs_did_not_take_are_sent_again_and_a_batch_that_keeps_failing_rai
     with pytest.raises(ClientError) as raised:
         fanout.enqueue(jobs)
     assert raised.value.response["Error"]["Code"] == "SendMessageBatchFailed" and sent == [3, 1, 1]
+
+    sent.clear()  # the entry itself is at fault: sending it again cannot help
+    monkeypatch.setattr(client, "send_message_batch", first_entry_fails(times=1, sender_fault=True))
+    with pytest.raises(ClientError) as raised:
+        fanout.enqueue(jobs)
+    assert raised.value.response["Error"] == {"Code": "SendMessageBatchFailed",
+                                              "Message": "[{'Id': '0', 'SenderFault': True, 'Code': 'InternalError'}]"}
+    assert raised.value.operation_name == "SendMessageBatch" and sent == [3]
