@@ -447,7 +447,8 @@ def test_jobs_sqs_did_not_take_are_sent_again_and_a_batch_that_keeps_failing_rai
     monkeypatch.setattr(client, "send_message_batch", first_entry_fails(times=10))
     with pytest.raises(ClientError) as raised:
         fanout.enqueue(jobs)
-    assert raised.value.response["Error"]["Code"] == "SendMessageBatchFailed" and sent == [3, 1, 1]
+    assert raised.value.response["Error"] == {"Code": "SendMessageBatchFailed", "Message": "entries still failing"}
+    assert raised.value.operation_name == "SendMessageBatch" and sent == [3, 1, 1]  # three tries in all
 
     sent.clear()  # the entry itself is at fault: sending it again cannot help
     monkeypatch.setattr(client, "send_message_batch", first_entry_fails(times=1, sender_fault=True))
