@@ -120,7 +120,7 @@ def test_integer_too_long_for_python_is_refused_with_a_reason(handler: Any, mana
     assert management.attempts == {}
 
 
-@pytest.mark.parametrize("content", [1e308, -1e-320, 2**200, -(10**4000), 0.1, -0.0])
+@pytest.mark.parametrize("content", [1e308, -1e-320, 2**200, -(10**4000), 10**4299, 0.1, -0.0])
 def test_large_and_tiny_finite_numbers_come_back_exactly(
     handler: Any, management: Any, clock: Any, content: Any
 ) -> None:
@@ -503,3 +503,37 @@ def test_default_answers_a_frame_nested_deeper_than_the_parser_goes(handler: Any
     body = "[" * 100_000 + "]" * 100_000
 
     assert handler.default_message(message_event("c1", body, "$default"), None) == {"statusCode": 400, "body": "Unrecognized WebSocket action."}
+
+
+def nested(depth: int, innermost: Any = "x") -> Any:
+    """Objects in objects, `depth` levels of them."""
+    value = innermost
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "reason"),
+    [
+        ("sendMessage", "not json", "Message body is not valid JSON."),
+        ("sendMessage", '{"action": "sendMessage"}', 'Message has no "content" (it is missing or null).'),
+        ("sendMessage", json.dumps({"action": "sendMessage", "content": nested(65)}),
+         'Message is nested too deeply: "content" may have at most 64 levels of arrays and objects.'),
+        ("sendMessage", json.dumps({"action": "sendMessage", "content": [nested(65), 1]}),  # the scalar read first
+         'Message is nested too deeply: "content" may have at most 64 levels of arrays and objects.'),
+        ("getRecentMessages", '{"action": "getRecentMessages", "limit": true}', '"limit" must be a whole number from 1 to 100.'),
+        ("getRecentMessages", '{"action": "getRecentMessages", "limit": "5"}', '"limit" must be a whole number from 1 to 100.'),
+        ("getConversations", '{"action": "getConversations", "before": "x"}',
+         '"before" must be the "before" of an earlier getConversations reply.'),
+        ("getPresence", '{"action": "getPresence", "channel": "lobby", "after": "bad id"}',
+         '"after" must be the "after" of an earlier getPresence reply (a user id).'),
+    ],
+    ids=["not-json", "no-content", "nested-objects", "nested-then-scalar", "limit-true", "limit-text", "bad-inbox-cursor",
+         "bad-presence-cursor"],
+)
+def test_each_malformed_request_is_refused_word_for_word(handler: Any, route: str, body: str, reason: str) -> None:
+    entry_point = {"sendMessage": handler.send_message, "getRecentMessages": handler.get_recent_messages,
+                   "getConversations": handler.get_conversations, "getPresence": handler.get_presence}[route]
+
+    assert entry_point(message_event("alice-conn", body, route, "alice"), None) == {"statusCode": 400, "body": reason}
