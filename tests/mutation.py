@@ -46,7 +46,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "presence": ("test_presence.py", "test_sweeper.py"),
     "ratelimit": ("test_ratelimit.py",),
     "recovery": ("test_recovery.py", "test_history.py", "test_conversations.py"),
-    "requests": ("test_requests.py", "test_hostile_input.py", "test_handler.py"),
+    "requests": ("test_hostile_input.py", "test_history.py", "test_presence.py", "test_conversations.py", "test_handler.py"),
     "sessions": ("test_sessions.py", "test_expiry.py", "test_sweeper.py", "test_presence.py", "test_connect_race.py",
                  "test_ratelimit.py"),
     "sweeper": ("test_sweeper.py", "test_expiry.py"),
