@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chat import history as history_store
-from tests.actions import dm, history, say
+from tests.actions import dm, history, history_response, say
 from tests.helpers import only_the_first_key_each_time, stale_reads
 from tests.events import action_body, message_event
 
@@ -294,3 +294,15 @@ def test_a_send_without_a_client_message_id_reads_only_the_head(
     say(handler, "alice", "no id")
 
     assert asked == [1]  # no send record to look for (a key with no sort key would be refused)
+
+
+def test_two_messages_of_half_a_frame_each_come_back_one_per_reply(handler: Any, management: Any, clock: Any) -> None:
+    half = "x" * (64 * 1024 + 200)  # together over 128 KB, though each fits with room to spare
+    say(handler, "alice", half)
+    say(handler, "alice", half + "y")
+
+    response = history_response(handler, "bob", limit=2)
+    page = json.loads(response["body"])["history"]
+
+    assert [m["content"] for m in page["messages"]] == [half + "y"] and len(response["body"].encode("utf-8")) <= 128 * 1024
+    assert [m["content"] for m in history(handler, "bob", before=page["before"])["messages"]] == [half]
