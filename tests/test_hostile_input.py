@@ -16,7 +16,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from chat import connections, delivery, tokens
+from chat import connections, delivery, frames, tokens
 from chat import history as history_store
 from tests.actions import all_history, dm, dm_response, history, history_response, say, say_response
 from tests.events import (
@@ -518,6 +518,7 @@ def nested(depth: int, innermost: Any = "x") -> Any:
     [
         ("sendMessage", "not json", "Message body is not valid JSON."),
         ("sendMessage", '{"action": "sendMessage"}', 'Message has no "content" (it is missing or null).'),
+        ("sendMessage", '{"action": "sendMessage", "content": "\\ud800"}', 'Message "content" is not valid Unicode (it has a lone surrogate).'),
         ("sendMessage", json.dumps({"action": "sendMessage", "content": nested(65)}),
          'Message is nested too deeply: "content" may have at most 64 levels of arrays and objects.'),
         ("sendMessage", json.dumps({"action": "sendMessage", "content": [nested(65), 1]}),  # the scalar read first
@@ -529,7 +530,7 @@ def nested(depth: int, innermost: Any = "x") -> Any:
         ("getPresence", '{"action": "getPresence", "channel": "lobby", "after": "bad id"}',
          '"after" must be the "after" of an earlier getPresence reply (a user id).'),
     ],
-    ids=["not-json", "no-content", "nested-objects", "nested-then-scalar", "limit-true", "limit-text", "bad-inbox-cursor",
+    ids=["not-json", "no-content", "lone-surrogate", "nested-objects", "nested-then-scalar", "limit-true", "limit-text", "bad-inbox-cursor",
          "bad-presence-cursor"],
 )
 def test_each_malformed_request_is_refused_word_for_word(handler: Any, route: str, body: str, reason: str) -> None:
@@ -537,3 +538,10 @@ def test_each_malformed_request_is_refused_word_for_word(handler: Any, route: st
                    "getConversations": handler.get_conversations, "getPresence": handler.get_presence}[route]
 
     assert entry_point(message_event("alice-conn", body, route, "alice"), None) == {"statusCode": 400, "body": reason}
+
+
+def test_frames_are_utf8_with_text_as_is_and_never_nan() -> None:
+    # Every byte counts against API Gateway's 128 KB, and no browser's JSON.parse reads NaN.
+    assert frames.encode({"content": "안녕 👋"}) == '{"content": "안녕 👋"}'.encode("utf-8")
+    with pytest.raises(ValueError):
+        frames.encode({"content": float("nan")})
