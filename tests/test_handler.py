@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chat import aws, connections, delivery
+from chat import aws, connections, delivery, gateway
 from tests.events import (
     CONNECTED_AT_MS,
     connect_event,
@@ -335,3 +335,24 @@ def test_management_endpoint_offline(
     event["requestContext"].update(domainName="localhost", stage="local")
 
     assert delivery.management_endpoint(event["requestContext"]) == expected
+
+
+def test_the_offline_heartbeat_is_answered_with_nothing_to_send(handler: Any) -> None:
+    # On AWS a MOCK route answers it; offline it reaches $default, and the client gets no frame.
+    assert handler.default_message(message_event("c1", '{"action": "heartbeat"}', "$default"), None) == {"statusCode": 200}
+
+
+@pytest.mark.parametrize(
+    ("times", "opened"),
+    [
+        ({"connectedAt": 1_764_000_000_999, "requestTimeEpoch": 1_764_000_007_000}, 1_764_000_000),  # when it opened
+        ({"requestTimeEpoch": 1_764_000_007_000}, 1_764_000_007),  # else when the request came
+    ],
+    ids=["connected-at", "request-time"],
+)
+def test_a_connection_opened_when_api_gateway_says(handler: Any, times: dict[str, int], opened: int) -> None:
+    assert gateway.connected_at({"requestContext": times}) == opened
+
+
+def test_a_connection_whose_event_has_no_times_opened_now(handler: Any, frozen_clock: list[float]) -> None:
+    assert gateway.connected_at({"requestContext": {}}) == int(frozen_clock[0])
