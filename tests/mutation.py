@@ -37,7 +37,7 @@ RELATED: dict[str, tuple[str, ...]] = {
                  "test_handler.py"),
     "fanout": ("test_fanout.py", "test_worker_faults.py", "test_broadcast_scale.py"),
     "frames": ("test_history.py", "test_hostile_input.py", "test_direct_messages.py", "test_messaging.py"),
-    "gateway": ("test_gateway.py", "test_handler.py", "test_hostile_input.py"),
+    "gateway": ("test_handler.py", "test_hostile_input.py", "test_ratelimit.py"),
     "handler": ("test_handler.py",),
     "history": ("test_history.py", "test_seq.py", "test_conversations.py", "test_hostile_input.py"),
     "members": ("test_members.py", "test_channels.py", "test_presence.py"),
