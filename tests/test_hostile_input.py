@@ -304,6 +304,7 @@ LOOKALIKE_IDS = {
     "fullwidth-alice": "\uff41\uff4c\uff49\uff43\uff45",
     "halfwidth-katakana": "\uff95\uff70\uff7b\uff9e\uff70",
     "cyrillic-o-in-bob": "b\u043eb",
+    "digit-then-cyrillic-a-alice": "1\u0430lice",  # a character of any script first hides nothing
     "decomposed-hangul": "\u1100\u1161\u1102\u1161",
     "decomposed-e-acute": "caf\u0065\u0301",
     "ligature-fi": "\ufb01sh",
