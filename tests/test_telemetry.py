@@ -92,6 +92,7 @@ def test_messages_and_deliveries_are_counted_in_embedded_metric_format(
     (document,) = [line for line in lines if "DeliveriesSent" in line]
     (directive,) = document["_aws"]["CloudWatchMetrics"]
     assert {"Name": "BroadcastDuration", "Unit": "Milliseconds"} in directive["Metrics"]
+    assert {"Name": "DeliveriesSent", "Unit": "Count"} in directive["Metrics"]  # a count, which CloudWatch sums
     assert directive["Namespace"] == "ServerlessWebsocket" and directive["Dimensions"] == [["service"]]
     assert document["service"] == "serverless-websocket"
 
