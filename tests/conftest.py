@@ -153,9 +153,12 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     from botocore.retries import standard
 
     from chat import worker
-    from chat.telemetry import logger
+    from chat.telemetry import logger, metrics
 
     _clear_caches()
+    # Metrics a test added outside an invocation (a module called directly) are not flushed by
+    # any handler: without this they would land in the next test's first flush.
+    metrics.clear_metrics()
     # Not setStream(): it flushes the stream it replaces, which a pytest session earlier in this
     # process (mutmut runs several) may have closed when the logger was made.
     logger.logger_handler.stream = _CurrentStdout()
