@@ -326,6 +326,8 @@ def test_invisible_blank_or_lookalike_user_ids_are_refused_everywhere(
 
 VALID_IDS = {
     "alice": "alice",
+    "one-letter": "x",
+    "longest": "a" * 128,
     "capital-alice": "Alice",
     "korean": "\uae40\ucca0\uc218",  # 김철수
     "katakana": "\u30e6\u30fc\u30b6\u30fc",  # ユーザー
