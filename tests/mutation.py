@@ -52,7 +52,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "sweeper": ("test_sweeper.py", "test_expiry.py"),
     "telemetry": ("test_telemetry.py",),
     "tokens": ("test_tokens.py", "test_expiry.py"),
-    "users": ("test_users.py", "test_direct_messages.py", "test_properties.py"),
+    "users": ("test_hostile_input.py", "test_direct_messages.py", "test_properties.py"),
     "worker": ("test_worker.py", "test_worker_faults.py", "test_fanout.py", "test_presence.py"),
 }
 
