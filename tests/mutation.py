@@ -39,7 +39,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "frames": ("test_history.py", "test_hostile_input.py", "test_direct_messages.py", "test_messaging.py"),
     "gateway": ("test_handler.py", "test_hostile_input.py", "test_ratelimit.py"),
     "handler": ("test_handler.py",),
-    "history": ("test_history.py", "test_seq.py", "test_conversations.py", "test_hostile_input.py"),
+    "history": ("test_history.py", "test_seq.py", "test_conversations.py", "test_hostile_input.py", "test_messaging.py"),
     "members": ("test_members.py", "test_channels.py", "test_presence.py"),
     "messaging": ("test_messaging.py", "test_seq.py", "test_direct_messages.py", "test_channels.py", "test_handler.py",
                   "test_recovery.py"),
