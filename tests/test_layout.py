@@ -93,3 +93,12 @@ def test_each_entry_point_is_a_few_lines(name: str) -> None:
     statements = sum(1 for statement in body for _ in ast.walk(statement) if isinstance(_, ast.stmt))
     assert ast.get_docstring(function), f"{name} says what its route does"
     assert statements <= ENTRY_POINT_MAX_STATEMENTS, f"{name} has {statements} statements: move the work into chat/"
+
+
+def test_the_test_files_make_mutate_runs_first_for_each_module_exist() -> None:
+    # tests/mutation.py runs a mutant against these first: a name that matches no file (five did)
+    # silently leaves the module's mutants to tests that were never about it.
+    from tests.mutation import RELATED
+
+    missing = sorted({name for names in RELATED.values() for name in names if not (ROOT / "tests" / name).is_file()})
+    assert missing == []
