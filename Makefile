@@ -16,12 +16,14 @@ export LANG ?= C.UTF-8
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install test mutate offline token bench package screenshot clean
+.PHONY: help install check test test-unit mutate offline token bench package screenshot clean
 
-# Every target, one line each (tests/test_makefile.py checks that none is missing).
+# Every target, one line each (tests/build/test_makefile.py checks that none is missing).
 help:
 	@echo "make offline      start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
-	@echo "make test         install from the lock files and run every test"
+	@echo "make test         install from the lock files, run make check, then every test"
+	@echo "make test-unit    the unit tier only (tests/unit, moto in process): the edit loop, about a minute"
+	@echo "make check        the gate: ruff (lint, format) and mypy over chat/ and handler.py"
 	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
 	@echo "make token FOR=alice   a token for the running make offline (deployed stage: docs/production.md)"
 	@echo "make bench        run the benchmarks in bench/"
@@ -51,8 +53,19 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 # subprocesses, not on the CPU, so two workers finish sooner even on 2 cores
 # (docs/testing.md). TEST_WORKERS=0 runs it in this process, one test after another.
 TEST_WORKERS ?= 2
-test: install
+test: check
 	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
+
+# The unit tier alone (docs/testing.md: the tiers and their times).
+test-unit: install
+	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests/unit
+
+# The gate, first in `make test` and CI: lint, formatting and types of the service's code
+# (pyproject.toml: [tool.ruff], [tool.mypy]).
+check: install
+	ruff check chat handler.py
+	ruff format --check chat handler.py
+	mypy
 
 # Mutation testing (docs/mutation.md): mutmut changes the code one mutant at a time in a copy
 # (mutants/) and runs the unit tests that reach it, at most 2 at once (2 cores, shared). Slow,

@@ -12,6 +12,7 @@ from typing import Any
 
 from chat import channels, messaging, recovery, sessions, sweeper, tokens, worker
 from chat.callers import caller
+from chat.frames import Reply
 from chat.gateway import (
     Response,
     answer,
@@ -25,32 +26,34 @@ from chat.gateway import (
 )
 
 
-def ping(event: dict, context: Any) -> Response:
+def ping(event: dict[str, Any], context: Any) -> Response:
     """GET /ping: a health check that touches nothing else. Plain text: "PONG!" is not JSON,
     and API Gateway's proxy integration would otherwise label it application/json. It ends
     with a newline, as text does, so `curl` leaves the shell's prompt on a line of its own."""
     return {**response(200, "PONG!\n"), "headers": {"Content-Type": "text/plain; charset=utf-8"}}
 
 
-def authorize(event: dict, context: Any) -> dict[str, Any]:
+def authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """$connect REQUEST authorizer: allow the connection only with a valid JWT."""
     with invocation(event, context, "$connect authorizer"):
         return tokens.authorize(event)
 
 
 @observed
-def connection_manager(event: dict, context: Any) -> Response:
+def connection_manager(event: dict[str, Any], context: Any) -> Response:
     """$connect stores the connection, $disconnect forgets it."""
     event_type = lifecycle_event(event)
     if event_type == "CONNECT":
-        return answer(event, lambda: sessions.open_session(caller(event), connected_at(event)), "Connect failed.", "Connect")
+        return answer(
+            event, lambda: sessions.open_session(caller(event), connected_at(event)), "Connect failed.", "Connect"
+        )
     if event_type == "DISCONNECT":
         return answer(event, lambda: sessions.close_session(caller(event)), "Disconnect failed.", "Disconnect")
     return unrecognized_event(event)
 
 
 @route(failure="Message could not be handled.", what="Unrecognized frame")
-def default_message(event: dict, context: Any) -> str | None:
+def default_message(event: dict[str, Any], context: Any) -> Reply:
     """$default: any frame whose action matches no route (or that is not JSON at all): refused,
     and charged to the sender's rate limit. Offline only, the heartbeat that a MOCK route
     answers on AWS: with nothing."""
@@ -58,62 +61,62 @@ def default_message(event: dict, context: Any) -> str | None:
 
 
 @route(failure="Message could not be sent.", what="Broadcast")
-def send_message(event: dict, context: Any) -> str:
+def send_message(event: dict[str, Any], context: Any) -> Reply:
     """sendMessage: store the message as its conversation's next seq, then send it to everyone
     in the room, or to the members of its channel."""
     return messaging.send_message(caller(event), event.get("body"))
 
 
 @route(failure="Direct message could not be sent.", what="Direct message")
-def send_direct_message(event: dict, context: Any) -> str:
+def send_direct_message(event: dict[str, Any], context: Any) -> Reply:
     """sendDirectMessage: store it in the pair's history, then deliver it to both users."""
     return messaging.send_direct(caller(event), event.get("body"))
 
 
 @route(failure="Conversations could not be loaded.", what="Conversations")
-def get_conversations(event: dict, context: Any) -> str:
+def get_conversations(event: dict[str, Any], context: Any) -> Reply:
     """getConversations: one's direct conversations, most recent first, each with its seq."""
     return recovery.conversations(caller(event), event.get("body"))
 
 
 @route(failure="Could not join the channel.", what="Join")
-def join(event: dict, context: Any) -> str:
+def join(event: dict[str, Any], context: Any) -> Reply:
     """join: the connection gets a channel's messages from now on."""
     return channels.join(caller(event), event.get("body"))
 
 
 @route(failure="Could not leave the channel.", what="Leave")
-def leave(event: dict, context: Any) -> str:
+def leave(event: dict[str, Any], context: Any) -> Reply:
     """leave: the connection stops getting a channel's messages."""
     return channels.leave(caller(event), event.get("body"))
 
 
 @route(failure="History could not be loaded.", what="History")
-def get_recent_messages(event: dict, context: Any) -> str:
+def get_recent_messages(event: dict[str, Any], context: Any) -> Reply:
     """getRecentMessages: a page of the room's, a channel's or one's own DM history, going back
     (before) or catching up (after)."""
     return recovery.recent_messages(caller(event), event.get("body"))
 
 
 @route(failure="Presence could not be read.", what="Presence")
-def get_presence(event: dict, context: Any) -> str:
+def get_presence(event: dict[str, Any], context: Any) -> Reply:
     """getPresence: who is online in a channel, one entry per user."""
     return channels.get_presence(caller(event), event.get("body"))
 
 
 @route(failure="The token could not be renewed.", what="Renewal")
-def renew_token(event: dict, context: Any) -> str:
+def renew_token(event: dict[str, Any], context: Any) -> Reply:
     """renewToken: a later token for the same user keeps the connection open past its expiry."""
     return sessions.renew(caller(event), event.get("body"))
 
 
-def sweep(event: dict, context: Any) -> dict[str, int]:
+def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:
     """The sweeper, every minute: expiry notices, expired and ghost connections."""
     with invocation(event, context, "sweeper"):
         return sweeper.sweep()
 
 
-def deliver_messages(event: dict, context: Any) -> dict[str, Any]:
+def deliver_messages(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The delivery worker: SQS records, each one batch of connections for one message."""
     with invocation(event, context, "delivery worker"):
         return worker.deliver_batch(event, context)

@@ -44,7 +44,7 @@ from moto import mock_aws  # noqa: E402
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 
-from tests.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, send_message_body  # noqa: E402
+from tests.support.events import MANAGEMENT_ENDPOINT, action_body, connect_event, message_event, send_message_body  # noqa: E402
 
 
 class Delay:

@@ -20,6 +20,8 @@ Usage: python bench/broadcast_capacity.py [--posts 6000] [--budget B] [--concurr
 
 from __future__ import annotations
 
+from chat import jobs
+
 import argparse
 import contextlib
 import json
@@ -140,7 +142,7 @@ def main() -> int:
     batch = fanout.DELIVERY_BATCH_SIZE
 
     def job(n: int) -> Any:
-        return fanout.DeliveryJob("m", endpoint, payload, tuple(f"c{n}-{i}" for i in range(batch)))
+        return jobs.DeliveryJob("m", endpoint, payload, tuple(f"c{n}-{i}" for i in range(batch)))
 
     def run_jobs(count: int) -> None:
         for n in range(count):

@@ -35,7 +35,7 @@ use_fake_aws(PRESENCE_EVENTS_MAX_USERS="0")  # presence events are priced apart,
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from tests.events import action_body, connect_event, message_event  # noqa: E402
+from tests.support.events import action_body, connect_event, message_event  # noqa: E402
 
 # us-east-1, at the time of writing: https://aws.amazon.com/dynamodb/pricing/on-demand/,
 # https://aws.amazon.com/api-gateway/pricing/ (WebSocket: messages sent and received, metered
@@ -173,14 +173,14 @@ def main() -> int:
     with mock_aws(), contextlib.redirect_stdout(open(os.devnull, "w")):
         create_tables(boto3.client("dynamodb"))
         import handler
-        from chat import connections, history, members, presence, ratelimit
+        from chat import connections, conversations, history, members, presence, ratelimit
 
         users = [f"user{n}" for n in range(args.members)]
         for user in users:
             handler.connection_manager(connect_event(f"c-{user}", user), None)
             handler.join(message_event(f"c-{user}", action_body("join", channel="news"), "join", user), None)
         meter = Meter({table.meta.client for table in (connections.table(), members.table(), history.history_table(),
-                                                       history.conversations_table(), presence.table(), ratelimit.table())})
+                                                       conversations.table(), presence.table(), ratelimit.table())})
         sends = {
             f"channel message to {args.members} members": ("sendMessage", {"channel": "news"}),
             f"channel message to {args.members} members, with a clientMessageId": ("sendMessage", {"channel": "news", "clientMessageId": "m"}),

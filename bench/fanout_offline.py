@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.local_stack import LocalStack, Ports  # noqa: E402
-from tests.helpers import add_stale_rows, connection_ids, queue_depth  # noqa: E402
-from tests.wsclient import Client  # noqa: E402
+from tests.support.helpers import add_stale_rows, connection_ids, queue_depth  # noqa: E402
+from tests.support.wsclient import Client  # noqa: E402
 
 
 

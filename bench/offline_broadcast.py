@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.local_stack import LocalStack, Ports, stack_rss_bytes  # noqa: E402
-from tests.wsclient import Client, close_ramped, connect_ramped  # noqa: E402
+from tests.support.wsclient import Client, close_ramped, connect_ramped  # noqa: E402
 
 # The stack's per-connection limit (serverless.yml: connectionRate, connectionBurst), set here so
 # that the pace below stays right whatever the defaults become.

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.local_stack import LocalStack, Ports  # noqa: E402
-from tests.flood import flood  # noqa: E402
+from tests.support.flood import flood  # noqa: E402
 
 
 def main() -> None:

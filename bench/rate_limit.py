@@ -32,7 +32,7 @@ use_fake_aws()
 import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from tests.events import connect_event, message_event, send_message_body  # noqa: E402
+from tests.support.events import connect_event, message_event, send_message_body  # noqa: E402
 
 
 def per_message(handler: Any, count: int) -> list[float]:

@@ -58,7 +58,7 @@ def moto_server() -> Any:
 
 def run(history: Any, senders: int, seconds: float, shared: bool, label: str) -> dict[str, Any]:
     """Senders storing as fast as they can for `seconds`, into one conversation or each its own."""
-    from chat.requests import BadMessage
+    from chat.errors import Refusal
 
     stored: list[int] = []
     transactions, refused = [0], [0]
@@ -76,7 +76,7 @@ def run(history: Any, senders: int, seconds: float, shared: bool, label: str) ->
         while time.monotonic() < deadline:
             try:
                 appended = history.append(conversation, history.new_message({"n": n}, sender=f"s{n}"))
-            except BadMessage:  # too busy for APPEND_SECONDS: the client would be asked to resend
+            except Refusal:  # too busy for APPEND_SECONDS: the client would be asked to resend
                 with lock:
                     refused[0] += 1
                 continue

@@ -13,17 +13,22 @@ below them, never the other way round, and nothing here imports handler.py.
     tokens       the $connect authorizer: JWTs and the secret in SSM
     worker       the SQS delivery worker
 
-    callers      who sent a frame: connection, user, what the token allows
-    requests     what clients send: parsing and validating frames
-    frames       what clients get: the JSON the service sends
-    users        what a user id may be
     ratelimit    how much a user may send (GCRA in the limits table), on how many connections
     connections  the connections table: one row per open connection
     members      the members table: which connections are in which channel
     presence     the presence table: who is online in a channel, enter and leave
-    history      each conversation's log by seq: the history and conversations tables
+    history      each conversation's log by seq: the history table (messages), stored with the head
+    conversations  the conversations table: heads, send records, a channel's count of users online
+    inbox        each user's direct conversations, most recent first (in the conversations table)
     fanout       large audiences: delivery jobs on the SQS queue
     delivery     posting to connections through the management API
+
+    callers      who sent a frame: connection, user, what the token allows
+    requests     what clients send: parsing and validating frames
+    frames       what clients get: every reply, pushed frame and refusal the service sends
+    jobs         the delivery queue's two kinds of message and their one parser
+    users        what a user id may be
+    errors       refusals: one error type with a status and a stable code
     telemetry    structured logs and metrics (Powertools)
-    aws          the shared AWS client settings and errors
+    aws          shared AWS client settings and errors; DynamoDB paging, batch reads, transactions
 """

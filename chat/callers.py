@@ -7,7 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chat.errors import Refusal
 from chat.users import is_valid_user_id
+
+NO_CONNECTION = "This frame came without a connection id: only API Gateway's WebSocket events carry one."
 
 
 @dataclass(frozen=True)
@@ -16,34 +19,41 @@ class Caller:
     allows (None: the token has no such claim); when the token it connected with expires (epoch
     seconds, None if unknown); and the request context the frame came with."""
 
-    connection_id: str | None
+    connection_id: str
     user: str | None
     channels: tuple[str, ...] | None = None
     token_expires_at: int | None = None
     request_context: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def caller(event: dict) -> Caller:
+def caller(event: dict[str, Any]) -> Caller:
+    """Who sent this WebSocket event; every one API Gateway sends names its connection (a
+    direct invocation without one is refused)."""
     authorizer = _authorizer(event)
     expires = authorizer.get("exp")
+    connection = connection_id(event)
+    if not connection:
+        raise Refusal("bad_request", NO_CONNECTION)
     return Caller(
-        connection_id(event), user_id(event), allowed_channels(event),
+        connection,
+        user_id(event),
+        allowed_channels(event),
         int(expires) if isinstance(expires, (int, float, str)) and str(expires).isdigit() else None,
         event.get("requestContext") or {},
     )
 
 
-def connection_id(event: dict) -> str | None:
+def connection_id(event: dict[str, Any]) -> str | None:
     return (event.get("requestContext") or {}).get("connectionId")
 
 
-def user_id(event: dict) -> str | None:
+def user_id(event: dict[str, Any]) -> str | None:
     """The user the $connect authorizer verified. None for anonymous connections."""
     user = _authorizer(event).get("userId")
     return user if is_valid_user_id(user) else None
 
 
-def allowed_channels(event: dict) -> tuple[str, ...] | None:
+def allowed_channels(event: dict[str, Any]) -> tuple[str, ...] | None:
     """The token's `channels` claim, which the authorizer passed on as JSON text (its context
     holds only strings and numbers). Anything unreadable allows no channel at all."""
     authorizer = _authorizer(event)
@@ -56,5 +66,5 @@ def allowed_channels(event: dict) -> tuple[str, ...] | None:
     return tuple(p for p in patterns if isinstance(p, str)) if isinstance(patterns, list) else ()
 
 
-def _authorizer(event: dict) -> dict[str, Any]:
+def _authorizer(event: dict[str, Any]) -> dict[str, Any]:
     return (event.get("requestContext") or {}).get("authorizer") or {}

@@ -9,16 +9,16 @@ import os
 import time
 import uuid
 
-from chat import aws, delivery, dispatch, frames, history, members, presence
+from chat import aws, delivery, dispatch, frames, history, jobs, members, presence
 from chat.callers import Caller
+from chat.errors import Refusal
 from chat.requests import (
     JOIN_EXAMPLE,
     LEAVE_EXAMPLE,
     PRESENCE_EXAMPLE,
-    BadMessage,
-    parse_channel,
     parse_request,
     parse_user_cursor,
+    require_channel,
 )
 from chat.telemetry import logger
 
@@ -29,42 +29,41 @@ from chat.telemetry import logger
 PRESENCE_EVENTS_MAX_USERS = int(os.environ.get("PRESENCE_EVENTS_MAX_USERS", "100"))
 
 
-def join(caller: Caller, body: str | None) -> str:
+def join(caller: Caller, body: str | None) -> frames.Reply:
     """join: from now on the connection gets the channel's messages; the reply gives the
     channel's latest seq, read after the join, so that `after` that seq, nothing is missed.
     The user's first connection in the channel is announced to its members (enter)."""
-    channel = _requested_channel(caller, body, JOIN_EXAMPLE)
-    arrival = members.join(channel, caller.connection_id, caller.user)  # type: ignore[arg-type]
+    channel, user = _requested_channel(caller, body, JOIN_EXAMPLE)
+    arrival = members.join(channel, caller.connection_id, user)
     seq = history.latest_seq(history.channel_conversation(channel))
     if arrival == presence.ENTER:
-        announce(delivery.management_endpoint(caller.request_context), channel, caller.user, "enter")  # type: ignore[arg-type]
-    return frames.encode({"joined": {"channel": channel, "seq": seq}}).decode("utf-8")
+        announce(delivery.management_endpoint(caller.request_context), channel, user, "enter")
+    return frames.joined(channel, seq)
 
 
-def leave(caller: Caller, body: str | None) -> str:
+def leave(caller: Caller, body: str | None) -> frames.Reply:
     """leave: the connection stops getting the channel's messages; harmless if not a member.
     The user's last connection leaving is announced after the grace, if nobody comes back."""
-    channel = _requested_channel(caller, body, LEAVE_EXAMPLE)
-    departure, left_at = members.leave(channel, caller.connection_id, caller.user)  # type: ignore[arg-type]
+    channel, user = _requested_channel(caller, body, LEAVE_EXAMPLE)
+    departure, left_at = members.leave(channel, caller.connection_id, user)
     if departure == presence.LAST:
         endpoint = delivery.management_endpoint(caller.request_context)
-        presence.schedule_leave_check(presence.LeaveCheck(channel, caller.user, left_at, endpoint))  # type: ignore[arg-type]
-    return frames.encode({"left": {"channel": channel}}).decode("utf-8")
+        presence.schedule_leave_check(jobs.LeaveCheck(channel, user, left_at, endpoint))
+    return frames.left(channel)
 
 
-def get_presence(caller: Caller, body: str | None) -> str:
+def get_presence(caller: Caller, body: str | None) -> frames.Reply:
     """getPresence: who is online in the channel, one entry per user however many connections
     it has, sorted by user id, 100 users a reply; `after` pages on."""
     request = parse_request(body, PRESENCE_EXAMPLE)
-    channel = parse_channel(request.get("channel"), required=True)
-    require_access(caller, channel)  # type: ignore[arg-type]
+    channel = require_channel(request.get("channel"))
+    require_access(caller, channel)
     after = parse_user_cursor(request.get("after"))
-    users, next_after = presence.page(channel, after)  # type: ignore[arg-type]
-    count = presence.users_online(channel)  # type: ignore[arg-type]
-    return frames.encode({"presence": {"channel": channel, "members": users, "count": count, "after": next_after}}).decode("utf-8")
+    users, next_after = presence.page(channel, after)
+    return frames.presence_page(channel, users, presence.users_online(channel), next_after)
 
 
-def confirm_leave(check: presence.LeaveCheck) -> None:
+def confirm_leave(check: jobs.LeaveCheck) -> None:
     """After the grace: if nobody came back, the user has left; announce it."""
     if presence.confirm_leave(check.channel, check.user, check.left_at):
         announce(check.endpoint, check.channel, check.user, "leave")
@@ -77,32 +76,38 @@ def announce(endpoint: str, channel: str, user: str, state: str) -> None:
     if online > PRESENCE_EVENTS_MAX_USERS:
         logger.info("No presence events in %s: %d users online", channel, online)
         return
-    payload = frames.encode({"presenceChange": {"channel": channel, "user": user, "state": state}})
+    payload = frames.presence_change(channel, user, state)
     # Through the workers, paced to the posting budget: a presence event is cheap to delay by an
     # SQS hop and costly in bulk (docs/production.md: the route throttles' arithmetic).
     try:
-        dispatch.queue(endpoint, members.member_ids(channel), payload, f"presence-{uuid.uuid4().hex}", int(time.time() * 1000))
+        dispatch.queue(
+            endpoint, members.member_ids(channel), payload, f"presence-{uuid.uuid4().hex}", int(time.time() * 1000)
+        )
     except aws.AWS_ERRORS:  # the join or leave itself is done; getPresence still tells the truth
         logger.exception("Could not announce that %s %s %s", user, "entered" if state == "enter" else "left", channel)
 
 
-def require_access(caller: Caller, channel: str) -> None:
-    """403 unless the caller is signed in and its token's claim (if any) covers the channel."""
+def require_access(caller: Caller, channel: str) -> str:
+    """The caller's user, or 403 unless it is signed in and its token's claim (if any) covers
+    the channel."""
     if caller.user is None:
-        raise BadMessage("Channels need a signed-in connection: connect with a token.", 403)
+        raise Refusal("forbidden", "Channels need a signed-in connection: connect with a token.")
     if not allowed(caller.channels, channel):
-        raise BadMessage(f'Your token does not allow channel "{channel}".', 403)
+        raise Refusal("forbidden", f'Your token does not allow channel "{channel}".')
+    return caller.user
 
 
 def allowed(patterns: tuple[str, ...] | None, channel: str) -> bool:
     """None: no claim, every channel. Otherwise a name, or a prefix before a final "*"."""
     if patterns is None:
         return True
-    return any(channel == pattern or (pattern.endswith("*") and channel.startswith(pattern[:-1])) for pattern in patterns)
+    return any(
+        channel == pattern or (pattern.endswith("*") and channel.startswith(pattern[:-1])) for pattern in patterns
+    )
 
 
-def _requested_channel(caller: Caller, body: str | None, example: str) -> str:
+def _requested_channel(caller: Caller, body: str | None, example: str) -> tuple[str, str]:
+    """The channel a join or leave names, and the user it is for."""
     request = parse_request(body, example)
-    channel = parse_channel(request.get("channel"), required=True)
-    require_access(caller, channel)  # type: ignore[arg-type]
-    return channel  # type: ignore[return-value]
+    channel = require_channel(request.get("channel"))
+    return channel, require_access(caller, channel)

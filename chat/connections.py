@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor
-from typing import Any, Iterator
+from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.config import Config
@@ -53,7 +54,11 @@ def prune_table() -> Any:
 def connect(connection_id: str, now: int, user_id: str | None = None, expires_at: int | None = None) -> None:
     """Store the connection with a TTL, so rows that $disconnect never removed expire, when its
     token expires, and when the sweeper is next due to look at it."""
-    item: dict[str, Any] = {"connection_id": connection_id, "connected_at": now, "ttl": now + CONNECTION_LIFETIME_SECONDS}
+    item: dict[str, Any] = {
+        "connection_id": connection_id,
+        "connected_at": now,
+        "ttl": now + CONNECTION_LIFETIME_SECONDS,
+    }
     if user_id is not None:
         item["user_id"] = user_id  # anonymous rows stay out of the sparse user index
     if expires_at is not None:
@@ -69,9 +74,13 @@ def renew(connection_id: str, expires_at: int, now: int) -> bool:
         table().update_item(
             Key={"connection_id": connection_id},
             UpdateExpression="SET expires_at = :exp, #due = :due REMOVE notified",
-            ConditionExpression="attribute_exists(connection_id) AND (attribute_not_exists(expires_at) OR expires_at < :exp)",
+            ConditionExpression="attribute_exists(connection_id) "
+            "AND (attribute_not_exists(expires_at) OR expires_at < :exp)",
             ExpressionAttributeNames={"#due": DUE},
-            ExpressionAttributeValues={":exp": expires_at, ":due": _first_due_bucket(_connected_at(connection_id), expires_at, now)},
+            ExpressionAttributeValues={
+                ":exp": expires_at,
+                ":due": _first_due_bucket(_connected_at(connection_id), expires_at, now),
+            },
         )
         return True
     except table().meta.client.exceptions.ConditionalCheckFailedException:
@@ -105,7 +114,7 @@ def _first_due_bucket(connected_at: int, expires_at: int | None, now: int) -> in
 
 def due_rows(bucket: int) -> Iterator[dict[str, Any]]:
     """The rows due in one sweep bucket: a Query on the due index, never a Scan."""
-    yield from all_pages(table().query, IndexName=DUE_INDEX, KeyConditionExpression=Key(DUE).eq(bucket))
+    yield from aws.all_pages(table().query, IndexName=DUE_INDEX, KeyConditionExpression=Key(DUE).eq(bucket))
 
 
 def reschedule(connection_id: str, bucket: int, seen_expiry: int | None, notified: bool | None = None) -> None:
@@ -120,8 +129,13 @@ def reschedule(connection_id: str, bucket: int, seen_expiry: int | None, notifie
         condition += " AND expires_at = :seen"
         values[":seen"] = seen_expiry
     try:
-        table().update_item(Key={"connection_id": connection_id}, UpdateExpression=update, ConditionExpression=condition,
-                            ExpressionAttributeNames={"#due": DUE}, ExpressionAttributeValues=values)
+        table().update_item(
+            Key={"connection_id": connection_id},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#due": DUE},
+            ExpressionAttributeValues=values,
+        )
     except table().meta.client.exceptions.ConditionalCheckFailedException:
         pass  # renewed (and rescheduled) or gone meanwhile
 
@@ -133,7 +147,10 @@ def _connected_at(connection_id: str) -> int:
 
 def row(connection_id: str) -> dict[str, Any] | None:
     """The connection's row, read consistently; None if it has none."""
-    return table().get_item(Key={"connection_id": connection_id}, ConsistentRead=True).get("Item")
+    item: dict[str, Any] | None = (
+        table().get_item(Key={"connection_id": connection_id}, ConsistentRead=True).get("Item")
+    )
+    return item
 
 
 def delete(connection_id: str) -> None:
@@ -149,29 +166,49 @@ def gone_rows(connection_ids: list[str]) -> list[dict[str, Any]]:
 
 
 def rows(connection_ids: list[str]) -> list[dict[str, Any]]:
-    """The rows of these connections that exist (what cleaning up needs of them), 100 to a
-    BatchGetItem."""
-    found: list[dict[str, Any]] = []
-    resource = table().meta.client
-    for start in range(0, len(connection_ids), 100):
-        keys = [{"connection_id": cid} for cid in dict.fromkeys(connection_ids[start:start + 100])]
-        request: dict[str, Any] = {table().name: {"Keys": keys, "ProjectionExpression": "connection_id, user_id, channels, connected_at"}}
-        while request:
-            answer = resource.batch_get_item(RequestItems=request)
-            found += [item for item in answer["Responses"].get(table().name, [])]
-            request = answer.get("UnprocessedKeys") or {}
-    return found
+    """The rows of these connections that exist (what cleaning up needs of them)."""
+    keys = [{"connection_id": cid} for cid in connection_ids]
+    return aws.batch_get(table(), keys, projection="connection_id, user_id, channels, connected_at")
+
+
+def channel_added_item(connection_id: str, channel: str, most: int) -> dict[str, Any]:
+    """The transaction item that adds a channel to the row's set (chat/members.py: join): it
+    fails when there is no row (the connection is closing) or it already has `most` channels."""
+    return {
+        "Update": {
+            "TableName": table().name,
+            "Key": {"connection_id": connection_id},
+            "UpdateExpression": "ADD channels :channel",
+            "ConditionExpression": "attribute_exists(connection_id) "
+            "AND (attribute_not_exists(channels) OR size(channels) < :max)",
+            "ExpressionAttributeValues": {":channel": {channel}, ":max": most},
+        }
+    }
+
+
+def channel_removed_item(connection_id: str, channel: str) -> dict[str, Any]:
+    """The transaction item that takes a channel out of the row's set: it fails when there is
+    no row (never creating one)."""
+    return {
+        "Update": {
+            "TableName": table().name,
+            "Key": {"connection_id": connection_id},
+            "UpdateExpression": "DELETE channels :channel",
+            "ConditionExpression": "attribute_exists(connection_id)",
+            "ExpressionAttributeValues": {":channel": {channel}},
+        }
+    }
 
 
 def all_ids() -> Iterator[str]:
     """Every stored connection id, across all Scan pages (a page stops at 1 MB)."""
-    for item in all_pages(table().scan, ProjectionExpression="connection_id"):
+    for item in aws.all_pages(table().scan, ProjectionExpression="connection_id"):
         yield item["connection_id"]
 
 
 def user_connection_ids(user_id: str) -> Iterator[str]:
     """The open connections of one user: a Query on the user index, never a Scan."""
-    for item in all_pages(table().query, IndexName=USER_INDEX, KeyConditionExpression=Key("user_id").eq(user_id)):
+    for item in aws.all_pages(table().query, IndexName=USER_INDEX, KeyConditionExpression=Key("user_id").eq(user_id)):
         yield item["connection_id"]
 
 
@@ -179,10 +216,14 @@ def count_user_connections(user_id: str, stop_at: int | None = None) -> int:
     """How many open connections one user has (a COUNT Query on the user index), stopping
     once `stop_at` is reached."""
     total = 0
-    kwargs: dict[str, Any] = {"IndexName": USER_INDEX, "KeyConditionExpression": Key("user_id").eq(user_id), "Select": "COUNT"}
+    kwargs: dict[str, Any] = {
+        "IndexName": USER_INDEX,
+        "KeyConditionExpression": Key("user_id").eq(user_id),
+        "Select": "COUNT",
+    }
     while True:
         page = table().query(**kwargs)
-        total += page["Count"]
+        total += int(page["Count"])
         if "LastEvaluatedKey" not in page or (stop_at is not None and total >= stop_at):
             return total
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -216,16 +257,6 @@ def prune(connection_ids: list[str], deadline: float | None = None, pool: Execut
 
     results = list(pool.map(forget, connection_ids) if pool is not None else map(forget, connection_ids))
     tally = {outcome: results.count(outcome) for outcome in ("deleted", "young", "skipped", "failed")}
-    logger.info("Deleting %d gone connections", len(connection_ids), **tally)
+    logger.info("Deleting %d gone connections", len(connection_ids), extra=tally)
     if tally["failed"]:
         logger.error("Could not delete %d gone connections", tally["failed"])
-
-
-def all_pages(operation: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """The items of a Scan or Query, following LastEvaluatedKey to the last page."""
-    while True:
-        page = operation(**kwargs)
-        yield from page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

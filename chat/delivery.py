@@ -7,9 +7,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-from typing import Any, Iterable
+from functools import cache
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -57,7 +58,7 @@ def management_endpoint(request_context: dict[str, Any]) -> str:
     return f"https://{request_context['apiId']}.execute-api.{region}.{suffix}/{request_context['stage']}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def management_client(endpoint: str) -> Any:
     """One client per endpoint, reused by every post and every warm invocation."""
     return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=management_client_config())
@@ -73,7 +74,7 @@ def management_client_config() -> Config:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def post_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=BROADCAST_CONCURRENCY, thread_name_prefix="post")
 
@@ -129,10 +130,12 @@ def post_in_time(client: Any, connection_id: str, payload: bytes, pace: Pacer | 
 def post_to_connection(client: Any, connection_id: str, payload: bytes) -> str:
     """Post one message; report SENT, GONE (the client left), THROTTLED (API Gateway's
     account limit) or FAILED (anything else)."""
-    return _outcome(lambda: client.post_to_connection(ConnectionId=connection_id, Data=payload), client, connection_id, "post to")
+    return _outcome(
+        lambda: client.post_to_connection(ConnectionId=connection_id, Data=payload), client, connection_id, "post to"
+    )
 
 
-def ask_after(endpoint: str, connection_id: str) -> str:
+def get_connection(endpoint: str, connection_id: str) -> str:
     """GetConnection: SENT if API Gateway still has the connection, GONE if not (410)."""
     client = management_client(endpoint)
     return _outcome(lambda: client.get_connection(ConnectionId=connection_id), client, connection_id, "ask after")

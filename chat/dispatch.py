@@ -5,14 +5,15 @@ SQS, so no audience is bounded by one invocation. Connections found gone are for
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 from chat import delivery, fanout, sessions
 from chat.telemetry import logger
 
 
-def broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str, sent_at_ms: int,
-              *, inline_only: bool) -> frozenset[str]:
+def broadcast(
+    endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str, sent_at_ms: int, *, inline_only: bool
+) -> frozenset[str]:
     """Post (or queue) the payload to the connections; the ones posted to from here. With
     inline_only (a DM: the sender learns who got it live), all are posted to from here."""
     ids = iter(connection_ids)
@@ -20,7 +21,7 @@ def broadcast(endpoint: str, connection_ids: Iterable[str], payload: bytes, mess
     if inline_only or len(first) <= fanout.FANOUT_THRESHOLD:
         outcomes = delivery.post_to_connections(endpoint, first, payload)
         sessions.forget(delivery.gone(outcomes), endpoint)
-        logger.info("Delivered %s", message_id, **delivery.summary(outcomes))
+        logger.info("Delivered %s", message_id, extra=delivery.summary(outcomes))
         return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT)
     queue(endpoint, itertools.chain(first, ids), payload, message_id, sent_at_ms)
     return frozenset()
@@ -30,4 +31,4 @@ def queue(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_
     """Hand the payload to the delivery workers whatever the audience: their posts are paced to
     the posting budget (presence events: cheap to delay, costly in bulk)."""
     counts = fanout.fan_out(endpoint, connection_ids, payload, {"id": message_id, "sent_at_ms": sent_at_ms})
-    logger.info("Queued %s for the workers", message_id, **counts)
+    logger.info("Queued %s for the workers", message_id, extra=counts)

@@ -1,14 +1,22 @@
-"""What clients get: the JSON documents the service sends, UTF-8 with non-ASCII text as-is,
-each within API Gateway's 128 KB message limit."""
+"""What clients get: every document and text the service sends, built here and nowhere else, as
+UTF-8 JSON with non-ASCII text as-is, each within API Gateway's 128 KB message limit. Replies to
+requests, the frames pushed to connections (messages, presence, token expiry), and the reply
+envelope that carries a request's `ref` (docs/protocol.md: "Replies and errors")."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from chat.requests import BadMessage
+from chat.errors import Refusal
+from chat.requests import MAX_SEQ
 from chat.telemetry import logger
+
+# Where an entry of a page is: a message's seq, or getConversations' cursor.
+Position = TypeVar("Position", int, str)
+# A reply: a JSON document, plain text (as the tutorial's clients know it), or nothing at all.
+Reply = dict[str, Any] | str | None
 
 # API Gateway refuses to deliver a WebSocket message larger than 128 KB.
 MAX_MESSAGE_BYTES = 128 * 1024
@@ -18,9 +26,12 @@ MAX_MESSAGE_BYTES = 128 * 1024
 HISTORY_ENVELOPE_BYTES = 1024
 # json.dumps writes ", " between the messages of a history reply.
 HISTORY_SEPARATOR_BYTES = 2
-# The size of the largest seq any message can have, for checking a message before it has one:
-# DynamoDB numbers have 38 digits, a conversation would need 10^15 messages to reach this.
-LARGEST_SEQ = 10**15
+# The size of the largest seq any message can have, for checking a message before it has one.
+LARGEST_SEQ = MAX_SEQ
+
+ROOM_SENT = "Message sent to all connections."
+UNRECOGNIZED = "Unrecognized WebSocket action."
+EXPIRED = "Your token has expired: renew it or reconnect."
 
 
 def encode(document: Any) -> bytes:
@@ -29,17 +40,23 @@ def encode(document: Any) -> bytes:
     try:
         return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise BadMessage('Message "content" is not valid Unicode (it has a lone surrogate).') from None
+        raise Refusal("bad_request", 'Message "content" is not valid Unicode (it has a lone surrogate).') from None
 
 
 def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
     """What clients see of a message. Anonymous live messages stay {"content": ...}, as in
-    part 1; every other one carries its seq, and its channel, recipient and clientMessageId
+    in the tutorial; every other one carries its seq, and its channel, recipient and clientMessageId
     when it has them."""
     if not full:
         return {"content": message["content"]}
     shown: dict[str, Any] = {"channel": message["channel"]} if "channel" in message else {}
-    shown.update(seq=message["seq"], content=message["content"], sender=message.get("sender"), sent_at=iso(message["sent_at_ms"]), id=message["id"])
+    shown.update(
+        seq=message["seq"],
+        content=message["content"],
+        sender=message.get("sender"),
+        sent_at=iso(message["sent_at_ms"]),
+        id=message["id"],
+    )
     if "to" in message:
         shown["to"] = message["to"]
     if "client_message_id" in message:
@@ -60,11 +77,13 @@ def encode_delivery(message: dict[str, Any]) -> bytes:
     in_history = len(encode(public_message(message, full=True))) + HISTORY_ENVELOPE_BYTES
     size = max(len(payload), in_history)
     if size > MAX_MESSAGE_BYTES:
-        raise BadMessage(f"Message too large: {size} bytes with its envelope, the limit is {MAX_MESSAGE_BYTES}.")
+        raise Refusal(
+            "too_large", f"Message too large: {size} bytes with its envelope, the limit is {MAX_MESSAGE_BYTES}."
+        )
     return payload
 
 
-def fit_history(entries: list[tuple[int, dict[str, Any] | None, int]]) -> tuple[list[dict[str, Any]], int, bool]:
+def fit_history(entries: list[tuple[Position, dict[str, Any] | None, int]]) -> tuple[list[dict[str, Any]], int, bool]:
     """As many of the entries (in the order read) as fit in one 128 KB history reply: the
     messages shown, how many entries were used, and whether the reply was cut short.
 
@@ -88,17 +107,131 @@ def fit_history(entries: list[tuple[int, dict[str, Any] | None, int]]) -> tuple[
     return shown, consumed, False
 
 
-def encode_history(conversation: dict[str, Any], messages: list[dict[str, Any]], before: int | None, after: int | None) -> str:
-    """The history reply: whose conversation ({"with": ...} or {"channel": ...}), its messages
-    oldest first, and the cursors to page on with (null when there is nothing more that way)."""
-    return encode({"history": {**conversation, "messages": messages, "before": before, "after": after}}).decode("utf-8")
-
-
 def shown_with_size(message: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """A message as a history entry, and its encoded size."""
     shown = public_message(message, full=True)
     return shown, len(encode(shown))
 
 
+def history_entries(entries: list[tuple[int, dict[str, Any] | None]]) -> list[tuple[int, dict[str, Any] | None, int]]:
+    """Stored messages as history entries, for fit_history: (seq, what the client is shown, its
+    size); one that cannot be shown (past retention, unreadable) has no message and size 0."""
+    shown: list[tuple[int, dict[str, Any] | None, int]] = []
+    for seq, message in entries:
+        if message is None:
+            shown.append((seq, None, 0))
+            continue
+        try:
+            shown.append((seq, *shown_with_size(message)))
+        except (Refusal, ValueError, RecursionError) as error:
+            logger.warning("Skipped stored message %s: %s: %s", seq, type(error).__name__, error)
+            shown.append((seq, None, 0))
+    return shown
+
+
+# --- replies to requests -------------------------------------------------------------------
+
+
+def history_page(
+    conversation: dict[str, Any], messages: list[dict[str, Any]], before: int | None, after: int | None
+) -> dict[str, Any]:
+    """getRecentMessages: whose conversation ({"with": ...} or {"channel": ...}), its messages
+    oldest first, and the cursors to page on with (null when there is nothing more that way)."""
+    return {"history": {**conversation, "messages": messages, "before": before, "after": after}}
+
+
+def conversation_entry(other: str, seq: int, last: dict[str, Any] | None) -> dict[str, Any]:
+    """One direct conversation in getConversations: who with, its latest seq and message."""
+    return {"with": other, "seq": seq, "last": public_message(last, full=True) if last is not None else None}
+
+
+def conversations_page(entries: list[dict[str, Any]], before: str | None) -> dict[str, Any]:
+    return {"conversations": entries, "before": before}
+
+
+def joined(channel: str, seq: int) -> dict[str, Any]:
+    return {"joined": {"channel": channel, "seq": seq}}
+
+
+def left(channel: str) -> dict[str, Any]:
+    return {"left": {"channel": channel}}
+
+
+def presence_page(channel: str, members: list[tuple[str, int]], count: int, after: str | None) -> dict[str, Any]:
+    """getPresence: one entry per user with their connections in the channel, the users online."""
+    shown = [{"user": user, "connections": connections} for user, connections in members]
+    return {"presence": {"channel": channel, "members": shown, "count": count, "after": after}}
+
+
+def renewed(expires_at: int) -> dict[str, Any]:
+    return {"renewed": {"expiresAt": iso(expires_at * 1000)}}
+
+
+def sent(
+    named: dict[str, Any], message: dict[str, Any], duplicate: bool, complete: bool, online: bool | None = None
+) -> dict[str, Any]:
+    """The acknowledgement of a send that named a channel or a clientMessageId: where it went
+    (`named`: {"channel"}, {"to"} or nothing for the room), its seq and id, whether it was a
+    repeat, whether delivery finished, and for a DM whether the recipient got it live."""
+    shown: dict[str, Any] = {**named, "seq": message["seq"], "id": message["id"]}
+    if "client_message_id" in message:
+        shown["clientMessageId"] = message["client_message_id"]
+    shown.update(duplicate=duplicate, delivery="complete" if complete else "incomplete")
+    if online is not None:
+        shown["recipientOnline"] = online
+    return {"sent": shown}
+
+
+def dm_delivered(recipient: str) -> str:
+    return f"Direct message delivered to {recipient}."
+
+
+def dm_stored(recipient: str) -> str:
+    return f"{recipient} is not connected: the message was stored and will be in their history."
+
+
+def incomplete(seq: int, where: str) -> str:
+    """A send without clientMessageId stored, but not delivered to everyone: never resend it."""
+    return f"Message stored as seq {seq}, but not delivered to everyone: do not send it again; it is in {where}."
+
+
+# --- frames pushed to connections ----------------------------------------------------------
+
+
+def presence_change(channel: str, user: str, state: str) -> bytes:
+    return encode({"presenceChange": {"channel": channel, "user": user, "state": state}})
+
+
+def token_expiring(expires_at: int) -> bytes:
+    return encode({"tokenExpiring": {"at": iso(expires_at * 1000)}})
+
+
+def expired() -> bytes:
+    """Sent to a connection whose token expired, just before it is closed."""
+    return EXPIRED.encode("utf-8")
+
+
+# --- the reply envelope --------------------------------------------------------------------
+
+
+def reply_body(reply: Reply) -> str | None:
+    """A reply as sent to a request without `ref`: JSON, or the text as it is."""
+    if reply is None or isinstance(reply, str):
+        return reply
+    return encode(reply).decode("utf-8")
+
+
+def with_ref(ref: str | None, reply: Reply) -> str:
+    """A successful reply to a request with `ref`: one JSON document carrying it back."""
+    return encode({"reply": {"ref": ref, "status": 200, "body": reply}}).decode("utf-8")
+
+
+def refusal_with_ref(ref: str | None, refusal: Refusal) -> str:
+    """A refusal of a request with `ref` (null when the ref itself was refused): its code, its
+    text and whether sending it again can help."""
+    error = {"code": refusal.code.name, "text": refusal.text, "retry": refusal.retry}
+    return encode({"reply": {"ref": ref, "status": refusal.status, "error": error}}).decode("utf-8")
+
+
 def iso(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,35 +1,47 @@
 """API Gateway's side of every entry point: what its events say (who is calling, on which
-connection) and the replies it expects, with one log line and the metrics per invocation."""
+connection) and the replies it expects, with one log line and the metrics per invocation.
+
+Every route is answered, whatever happens: its reply, a refusal (chat/errors.py), or a 500 when
+AWS failed or anything unexpected was raised. A frame with a `ref` gets exactly one JSON reply
+carrying it (frames.with_ref / frames.refusal_with_ref); a frame without one is answered in the
+plain form clients have always had."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from chat import ratelimit, sessions
+from chat import frames, ratelimit, sessions
 from chat.aws import AWS_ERRORS
 from chat.callers import caller, connection_id, user_id
-from chat.requests import BadMessage
+from chat.errors import Refusal
+from chat.requests import read_ref
 from chat.telemetry import count, flush_metrics, logger
 
 Response = dict[str, Any]
 
 # What an answer's status means, in the logs and the metrics.
-OUTCOMES = {200: "accepted", 400: "rejected", 403: "rejected", 429: "rate_limited"}
-OUTCOME_METRICS = {"accepted": "MessagesAccepted", "rejected": "MessagesRejected", "rate_limited": "MessagesRateLimited", "failed": "AwsErrors"}
+OUTCOMES = {200: "accepted", 400: "rejected", 401: "rejected", 403: "rejected", 410: "rejected", 429: "rate_limited"}
+OUTCOME_METRICS = {
+    "accepted": "MessagesAccepted",
+    "rejected": "MessagesRejected",
+    "rate_limited": "MessagesRateLimited",
+    "failed": "AwsErrors",
+}
 # Routes whose answers count as messages (the rest only as errors).
 MESSAGE_ROUTES = {"sendMessage", "sendDirectMessage", "getRecentMessages", "$default"}
 
 
-def lifecycle_event(event: dict) -> str | None:
+def lifecycle_event(event: dict[str, Any]) -> str | None:
     """CONNECT or DISCONNECT for a connection's $connect or $disconnect; None for anything else."""
     request = event.get("requestContext") or {}
     return request.get("eventType") if request.get("connectionId") else None
 
 
-def connected_at(event: dict) -> int:
+def connected_at(event: dict[str, Any]) -> int:
     """When the connection opened, in epoch seconds: API Gateway gives milliseconds, DynamoDB
     TTL wants seconds."""
     request = event.get("requestContext") or {}
@@ -37,7 +49,7 @@ def connected_at(event: dict) -> int:
     return int(millis) // 1000 if millis else int(time.time())
 
 
-def unrecognized_event(event: dict) -> Response:
+def unrecognized_event(event: dict[str, Any]) -> Response:
     request = event.get("requestContext") or {}
     logger.warning("Unrecognized eventType %s for connection %s", request.get("eventType"), request.get("connectionId"))
     return response(500, "Unrecognized eventType.")
@@ -47,51 +59,77 @@ def response(status_code: int, body: str) -> Response:
     return {"statusCode": status_code, "body": body}
 
 
-def answer(event: dict, work: Callable[[], str | None], failure: str, what: str) -> Response:
-    """Run a route's work and turn its outcome into the reply: its text (200; None: nothing is
-    sent back), the reason a request was refused (4xx), or `failure` (500) when AWS failed,
-    with the traceback logged as "<what> from <connection> failed"."""
+def answer(
+    event: dict[str, Any],
+    work: Callable[[], frames.Reply],
+    failure: str,
+    what: str,
+    charge: Callable[[], None] = lambda: None,
+) -> Response:
+    """Charge the frame, then run a route's work and turn its outcome into the reply: its
+    document or text (200; None: nothing is sent back), the refusal (its status), or `failure`
+    (500) when AWS failed or anything else was raised, with the traceback logged as "<what> from
+    <connection> failed". A frame with a `ref` is answered as one JSON reply carrying it."""
+    found = read_ref(event.get("body"))
+    ref = found if isinstance(found, str) else None
+    json_reply = found is not None
     try:
-        text = work()
-        return response(200, text) if text is not None else {"statusCode": 200}
-    except BadMessage as error:
-        logger.info("Rejected message from %s: %s", connection_id(event), error)
-        return response(error.status_code, str(error))
+        charge()
+        if isinstance(found, Refusal):
+            raise found
+        reply = work()
+    except Refusal as refusal:
+        logger.info("Rejected message from %s: %s", connection_id(event), refusal, code=refusal.code.name)
+        return _refused(refusal, json_reply, ref)
     except AWS_ERRORS:
         logger.exception("%s from %s failed", what, connection_id(event))
-        return response(500, failure)
+        return _refused(Refusal("unavailable", failure), json_reply, ref)
+    except Exception:  # a bug: still answered (a route left without an answer looks like a hang)
+        logger.exception("%s from %s failed unexpectedly", what, connection_id(event))
+        count("UnexpectedErrors")
+        return _refused(Refusal("internal", failure), json_reply, ref)
+    if reply is None:
+        return {"statusCode": 200}
+    body = frames.with_ref(ref, reply) if json_reply else frames.reply_body(reply)
+    return response(200, body or "")
 
 
-def route(failure: str, what: str) -> Callable[[Callable[[dict, Any], str | None]], Callable[[dict, Any], Response]]:
-    """A WebSocket route's entry point from the function that does its work and returns the
-    text for the sender: observed; every frame refused if the connection's token has expired,
+def _refused(refusal: Refusal, json_reply: bool, ref: str | None) -> Response:
+    return response(refusal.status, frames.refusal_with_ref(ref, refusal) if json_reply else refusal.text)
+
+
+def route(
+    failure: str, what: str
+) -> Callable[[Callable[[dict[str, Any], Any], frames.Reply]], Callable[[dict[str, Any], Any], Response]]:
+    """A WebSocket route's entry point from the function that does its work and returns what
+    the sender is answered: observed; every frame refused if the connection's token has expired,
     and charged to the sender's rate limit before anything else (a refused frame costs as much
     as an accepted one: a flood of junk is a flood); answered as `answer` does."""
 
-    def decorate(work: Callable[[dict, Any], str | None]) -> Callable[[dict, Any], Response]:
+    def decorate(work: Callable[[dict[str, Any], Any], frames.Reply]) -> Callable[[dict[str, Any], Any], Response]:
         @observed
         @functools.wraps(work)
-        def entry_point(event: dict, context: Any) -> Response:
-            return answer(event, lambda: _charged(event) or work(event, context), failure, what)
+        def entry_point(event: dict[str, Any], context: Any) -> Response:
+            return answer(event, lambda: work(event, context), failure, what, charge=lambda: _charged(event))
 
         return entry_point
 
     return decorate
 
 
-def _charged(event: dict) -> None:
+def _charged(event: dict[str, Any]) -> None:
     """A frame on a connection whose token has expired is refused (and the connection closed);
     any other frame is charged to the sender's rate limit."""
     sessions.require_live(caller(event))
     ratelimit.enforce(user_id(event), connection_id(event))
 
 
-def observed(entry_point: Callable[[dict, Any], Response]) -> Callable[[dict, Any], Response]:
+def observed(entry_point: Callable[[dict[str, Any], Any], Response]) -> Callable[[dict[str, Any], Any], Response]:
     """One structured log line per invocation of a WebSocket route (route, connection, user,
     status, outcome, duration) and its metrics, flushed when it ends."""
 
     @functools.wraps(entry_point)
-    def wrapper(event: dict, context: Any) -> Response:
+    def wrapper(event: dict[str, Any], context: Any) -> Response:
         with invocation(event, context) as route:
             started = time.perf_counter()
             reply = entry_point(event, context)
@@ -99,7 +137,12 @@ def observed(entry_point: Callable[[dict, Any], Response]) -> Callable[[dict, An
             counted = route in MESSAGE_ROUTES and not (route == "getRecentMessages" and outcome == "accepted")
             if counted or outcome == "failed":
                 count(OUTCOME_METRICS[outcome])
-            logger.info("Handled", status_code=reply["statusCode"], outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            logger.info(
+                "Handled",
+                status_code=reply["statusCode"],
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             return reply
 
     return wrapper

@@ -1,11 +1,12 @@
 """Each conversation's log (the room, a channel, one pair's direct messages): every message under
 its `seq` (1, 2, 3, ... with no gap), stored before it is delivered, read back by seq.
 
-Two tables. The history table holds the messages, keyed (conversation, seq). The conversations
-table holds, per conversation, its head (the latest seq) and the send records that make a retried
-`clientMessageId` the same message. A message, its head and its send record are written in one
-DynamoDB transaction, conditional on the head still being the seq we read: two senders can never
-get the same seq, and a failed write leaves no hole (docs/delivery.md: "Sequence numbers").
+The history table holds the messages, keyed (conversation, seq). A message is stored in one
+DynamoDB transaction with the conversation's head (chat/conversations.py), conditional on the
+head still being the seq we read, and with its send record when it has a clientMessageId: two
+senders can never get the same seq, and a failed write leaves no hole (docs/delivery.md:
+"Sequence numbers"). A direct message moves both users' inbox entries (chat/inbox.py) in the
+same transaction.
 """
 
 from __future__ import annotations
@@ -20,19 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
-from botocore.exceptions import ClientError
 
-from chat import aws, frames
-from chat.requests import BadMessage
+from chat import aws, conversations, inbox
+from chat.errors import Refusal
 from chat.telemetry import logger
 
 DEFAULT_HISTORY_TABLE = "serverless-websocket-history"
-DEFAULT_CONVERSATIONS_TABLE = "serverless-websocket-conversations"
 ROOM = "room"
 MESSAGE_RETENTION_SECONDS = int(os.environ.get("MESSAGE_RETENTION_DAYS", "30")) * 24 * 60 * 60
-# A send with the same clientMessageId from the same sender in the same conversation within this
-# time is the same message (Ably keeps its ids 2 minutes, Centrifugo 5).
-SEND_RECORD_SECONDS = 24 * 60 * 60
+SEND_RECORD_SECONDS = conversations.SEND_RECORD_SECONDS
 # How long a sender keeps trying to take the next seq while other senders keep taking it first
 # (well inside API Gateway's 29 s), with full-jitter waits between tries that grow from
 # APPEND_BACKOFF_SECONDS to APPEND_MAX_BACKOFF_SECONDS; then it is asked to send again.
@@ -41,11 +38,9 @@ APPEND_BACKOFF_SECONDS = 0.005
 APPEND_MAX_BACKOFF_SECONDS = 0.2
 # How many Query pages one history request may read to get past expired messages.
 MAX_HISTORY_PAGES = 5
-HEAD = "head"
-# A user's direct conversations, most recent first: inbox items ("inbox#<user>", "<other user>").
-INBOX_INDEX = "inbox-index"
 BUSY = "Too many messages at once in this conversation: this one was not stored; send it again."
-
+# What a message may carry besides its content, id, time and seq.
+FIELDS = ("sender", "to", "channel", "client_message_id")
 
 
 @dataclass(frozen=True)
@@ -60,19 +55,15 @@ class Appended:
 
 @dataclass(frozen=True)
 class Page:
-    """Messages read back in the order asked for: (seq, what the client is shown or None when it
-    cannot be shown, its size in bytes); and whether the Query left more behind."""
+    """Messages read back in the order asked for: (seq, the message, or None when it cannot be
+    shown: past its retention, or unreadable); and whether the Query left more behind."""
 
-    entries: list[tuple[int, dict[str, Any] | None, int]]
+    entries: list[tuple[int, dict[str, Any] | None]]
     more: bool
 
 
 def history_table() -> Any:
     return aws.dynamodb_table("HISTORY_TABLE", DEFAULT_HISTORY_TABLE)
-
-
-def conversations_table() -> Any:
-    return aws.dynamodb_table("CONVERSATIONS_TABLE", DEFAULT_CONVERSATIONS_TABLE)
 
 
 def new_message(content: Any, sender: str | None, **fields: str | None) -> dict[str, Any]:
@@ -98,32 +89,48 @@ def channel_conversation(channel: str) -> str:
 # --- writing -------------------------------------------------------------------------------
 
 
-def append(conversation: str, message: dict[str, Any], sender_key: str | None = None, pair: tuple[str, str] | None = None) -> Appended:
+def append(
+    conversation: str, message: dict[str, Any], sender_key: str | None = None, pair: tuple[str, str] | None = None
+) -> Appended:
     """Store the message as the conversation's next seq. With a client_message_id (and the
     sender's key, its user or connection), a send already recorded within SEND_RECORD_SECONDS
     is not stored again: its first outcome is returned, marked duplicate. For a direct
     conversation, `pair` (its two users): each one's inbox entry moves to this message, in the
     same transaction (getConversations)."""
     client_message_id = message.get("client_message_id")
-    record_key = f"send#{sender_key}#{client_message_id}" if client_message_id else None
+    record_key = conversations.record_key(sender_key or "", client_message_id) if client_message_id else None
     give_up_at = time.monotonic() + APPEND_SECONDS
     for attempt in itertools.count():
-        head, record = _head_and_record(conversation, record_key)
+        head, record = conversations.head_and_record(conversation, record_key)
         now = time.time()
         if record is not None and int(record["expires_at"]) > now:
-            return Appended(_load(conversation, int(record["seq"])), duplicate=True, delivered=bool(record.get("delivered")))
+            return Appended(
+                _load(conversation, int(record["seq"])), duplicate=True, delivered=bool(record.get("delivered"))
+            )
         stored = {**message, "seq": head + 1, "sent_at_ms": int(now * 1000)}
+        items = [
+            conversations.head_item(conversation, head, stored["seq"], now),
+            {
+                "Put": {
+                    "TableName": history_table().name,
+                    "Item": _stored_item(conversation, stored),
+                    "ConditionExpression": "attribute_not_exists(seq)",
+                }
+            },
+        ]
+        if record_key:
+            items.append(conversations.record_item(conversation, record_key, stored["seq"], stored["id"], now))
+        if pair is not None:
+            items += inbox.items(conversation, stored["seq"], stored["sent_at_ms"], pair)
         try:
-            history_table().meta.client.transact_write_items(TransactItems=_append_items(conversation, stored, head, record_key, now) + _inbox_items(conversation, stored, pair))
+            aws.transact(items)
             return Appended(stored)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise
+        except aws.Cancelled as cancelled:
             # Another sender took this seq (or the same send was recorded meanwhile): read again.
-            logger.debug("Seq %d of %s was taken: %s", head + 1, conversation, error)
+            logger.debug("Seq %d of %s was taken: %s", head + 1, conversation, cancelled.reasons)
         if time.monotonic() >= give_up_at:
             logger.warning("Gave up storing a message in %s after %d attempts", conversation, attempt + 1)
-            raise BadMessage(BUSY, 429)
+            raise Refusal("conversation_busy", BUSY)
         time.sleep(random.uniform(0, min(APPEND_MAX_BACKOFF_SECONDS, APPEND_BACKOFF_SECONDS * 2**attempt)))
     raise AssertionError("unreachable")  # itertools.count() never ends
 
@@ -131,110 +138,18 @@ def append(conversation: str, message: dict[str, Any], sender_key: str | None = 
 def mark_delivered(conversation: str, sender_key: str | None, client_message_id: str | None) -> None:
     """The send's delivery finished: a retry of it is answered without delivering again."""
     if client_message_id:
-        conversations_table().update_item(
-            Key={"pk": conversation, "sk": f"send#{sender_key}#{client_message_id}"},
-            UpdateExpression="SET delivered = :yes", ExpressionAttributeValues={":yes": True},
-        )
+        conversations.mark_delivered(conversation, conversations.record_key(sender_key or "", client_message_id))
 
 
 def latest_seq(conversation: str) -> int:
-    """The conversation's latest seq, 0 if it has none: read consistently, so it is never older
-    than a message whose store has been acknowledged."""
-    item = conversations_table().get_item(Key={"pk": conversation, "sk": HEAD}, ConsistentRead=True).get("Item")
-    return int(item["seq"]) if item else 0
-
-
-def _head_and_record(conversation: str, record_key: str | None) -> tuple[int, dict[str, Any] | None]:
-    """The head's seq and the send record, in one consistent read."""
-    table = conversations_table()
-    keys = [{"pk": conversation, "sk": HEAD}] + ([{"pk": conversation, "sk": record_key}] if record_key else [])
-    request: dict[str, Any] = {table.name: {"Keys": keys, "ConsistentRead": True}}
-    found: dict[str, dict[str, Any]] = {}
-    for _ in range(5):  # BatchGetItem may leave keys unprocessed when throttled
-        answer = table.meta.client.batch_get_item(RequestItems=request)
-        for item in answer["Responses"].get(table.name, []):
-            found[item["sk"]] = item
-        request = answer.get("UnprocessedKeys") or {}
-        if not request:
-            break
-    else:
-        raise ClientError({"Error": {"Code": "UnprocessedKeys", "Message": "BatchGetItem left keys unread"}}, "BatchGetItem")
-    head = found.get(HEAD)
-    return (int(head["seq"]) if head else 0), (found.get(record_key) if record_key else None)
-
-
-def _append_items(conversation: str, message: dict[str, Any], head: int, record_key: str | None, now: float) -> list[dict]:
-    seq = message["seq"]
-    head_condition = "attribute_not_exists(seq)" if head == 0 else "seq = :head"
-    items: list[dict[str, Any]] = [
-        {"Update": {
-            "TableName": conversations_table().name,
-            "Key": {"pk": conversation, "sk": HEAD},
-            "UpdateExpression": "SET seq = :seq, updated_at = :now",
-            "ConditionExpression": head_condition,
-            "ExpressionAttributeValues": {":seq": seq, ":now": int(now), **({":head": head} if head else {})},
-        }},
-        {"Put": {
-            "TableName": history_table().name,
-            "Item": _stored_item(conversation, message),
-            "ConditionExpression": "attribute_not_exists(seq)",
-        }},
-    ]
-    if record_key:
-        items.append({"Put": {
-            "TableName": conversations_table().name,
-            "Item": {
-                "pk": conversation, "sk": record_key, "seq": seq, "id": message["id"], "delivered": False,
-                "expires_at": int(now) + SEND_RECORD_SECONDS, "ttl": int(now) + SEND_RECORD_SECONDS,
-            },
-            # A record past its time may still be there (TTL deletes within days): it is replaced.
-            "ConditionExpression": "attribute_not_exists(sk) OR expires_at <= :now",
-            "ExpressionAttributeValues": {":now": int(now)},
-        }})
-    return items
-
-
-def _inbox_items(conversation: str, message: dict[str, Any], pair: tuple[str, str] | None) -> list[dict[str, Any]]:
-    """Each user's entry for this direct conversation: its latest seq and when, indexed by
-    `inbox` (the user) and `updated_at` for getConversations, most recent first."""
-    if pair is None:
-        return []
-    first, second = pair
-    return [{"Update": {
-        "TableName": conversations_table().name,
-        "Key": {"pk": f"inbox#{owner}", "sk": other},
-        "UpdateExpression": "SET inbox = :owner, #with = :other, conversation = :conversation, seq = :seq, updated_at = :at",
-        "ExpressionAttributeNames": {"#with": "with"},
-        "ExpressionAttributeValues": {":owner": owner, ":other": other, ":conversation": conversation,
-                                      ":seq": message["seq"], ":at": message["sent_at_ms"]},
-    }} for owner, other in ((first, second), (second, first))]
-
-
-def inbox(user: str, limit: int, before: str | None) -> tuple[list[dict[str, Any]], bool]:
-    """The user's direct conversations, most recent first (the inbox index): up to `limit`
-    entries older than the cursor `before`, and whether more may exist."""
-    kwargs: dict[str, Any] = {"IndexName": INBOX_INDEX, "KeyConditionExpression": Key("inbox").eq(user),
-                              "ScanIndexForward": False, "Limit": limit}
-    if before is not None:
-        updated_at, other = before.split("#", 1)
-        kwargs["ExclusiveStartKey"] = {"inbox": user, "updated_at": int(updated_at), "pk": f"inbox#{user}", "sk": other}
-    page = conversations_table().query(**kwargs)
-    return page.get("Items", []), "LastEvaluatedKey" in page
+    """The conversation's latest seq, 0 if it has none (read consistently)."""
+    return conversations.latest_seq(conversation)
 
 
 def messages_at(keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
-    """The stored messages at these (conversation, seq), read consistently, 100 to a BatchGetItem."""
-    found: dict[tuple[str, int], dict[str, Any]] = {}
-    table = history_table()
-    for start in range(0, len(keys), 100):
-        request: dict[str, Any] = {table.name: {"Keys": [{"conversation": c, "seq": s} for c, s in keys[start:start + 100]],
-                                                "ConsistentRead": True}}
-        while request:
-            answer = table.meta.client.batch_get_item(RequestItems=request)
-            for item in answer["Responses"].get(table.name, []):
-                found[(item["conversation"], int(item["seq"]))] = item
-            request = answer.get("UnprocessedKeys") or {}
-    return found
+    """The stored messages at these (conversation, seq), read consistently."""
+    items = aws.batch_get(history_table(), [{"conversation": c, "seq": s} for c, s in keys], consistent=True)
+    return {(item["conversation"], int(item["seq"])): item for item in items}
 
 
 def _stored_item(conversation: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +162,7 @@ def _stored_item(conversation: str, message: dict[str, Any]) -> dict[str, Any]:
         "content_json": json.dumps(message["content"], ensure_ascii=False),
         "ttl": message["sent_at_ms"] // 1000 + MESSAGE_RETENTION_SECONDS,
     }
-    for field in ("sender", "to", "channel", "client_message_id"):
+    for field in FIELDS:
         if field in message:
             item[field] = message[field]
     return item
@@ -263,7 +178,7 @@ def stored_to_message(item: dict[str, Any]) -> dict[str, Any]:
         "sent_at_ms": int(item["sent_at_ms"]),
         "seq": int(item["seq"]),
     }
-    for field in ("sender", "to", "channel", "client_message_id"):
+    for field in FIELDS:
         if field in item:
             message[field] = item[field]
     return message
@@ -278,7 +193,7 @@ def read_before(conversation: str, limit: int, before: int | None, now: float) -
     """Up to `limit` messages with a seq below `before` (the newest without it), newest first."""
     key = Key("conversation").eq(conversation) & (Key("seq").between(1, before - 1) if before else Key("seq").gt(0))
     page = history_table().query(KeyConditionExpression=key, ScanIndexForward=False, Limit=limit, ConsistentRead=True)
-    entries = []
+    entries: list[tuple[int, dict[str, Any] | None]] = []
     for item in page.get("Items", []):
         if expired(item, now):
             # Seq follows time: everything older has passed its retention too.
@@ -293,13 +208,14 @@ def read_after(conversation: str, limit: int, after: int, now: float) -> Page:
     up to MAX_HISTORY_PAGES pages so a client far behind is not handed empty pages."""
     key = Key("conversation").eq(conversation) & Key("seq").gt(after)
     kwargs: dict[str, Any] = {"KeyConditionExpression": key, "ScanIndexForward": True, "ConsistentRead": True}
-    entries: list[tuple[int, dict[str, Any] | None, int]] = []
+    entries: list[tuple[int, dict[str, Any] | None]] = []
+    more = False
     for _ in range(MAX_HISTORY_PAGES):
         page = history_table().query(Limit=limit, **kwargs)
         for item in page.get("Items", []):
-            entries.append((int(item["seq"]), None, 0) if expired(item, now) else entry(item))
+            entries.append((int(item["seq"]), None) if expired(item, now) else entry(item))
         more = "LastEvaluatedKey" in page
-        if not more or any(shown is not None for _, shown, _ in entries):
+        if not more or any(message is not None for _, message in entries):
             return Page(entries, more)
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     return Page(entries, more)
@@ -314,14 +230,16 @@ def expired(item: dict[str, Any], now: float) -> bool:
         return False  # entry() says what is wrong with it
 
 
-def entry(item: dict[str, Any]) -> tuple[int, dict[str, Any] | None, int]:
+def entry(item: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
     """A stored item as a history entry; without a message if it cannot be read back (logged)."""
     seq = int(item["seq"])
     try:
-        return (seq, *frames.shown_with_size(stored_to_message(item)))
+        return seq, stored_to_message(item)
     except (KeyError, TypeError, ValueError, RecursionError) as error:
-        logger.warning("Skipped stored message %s#%s: %s: %s", item.get("conversation"), seq, type(error).__name__, error)
-        return seq, None, 0
+        logger.warning(
+            "Skipped stored message %s#%s: %s: %s", item.get("conversation"), seq, type(error).__name__, error
+        )
+        return seq, None
 
 
 def _now_ms() -> int:

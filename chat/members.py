@@ -9,19 +9,22 @@ A join or leave writes both in one transaction, so they cannot disagree.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chat import aws, connections, presence
-from chat.requests import BadMessage
+from chat.errors import Refusal
 
 DEFAULT_MEMBERS_TABLE = "serverless-websocket-members"
 # Channels one connection may be in at once (Centrifugo's default is 128, Ably's 200).
 MAX_CHANNELS_PER_CONNECTION = 100
 TOO_MANY_CHANNELS = f"A connection may be in at most {MAX_CHANNELS_PER_CONNECTION} channels: leave one first."
 NOT_CONNECTED = "This connection is not registered (it may be closing): reconnect, then join again."
+# A transaction that conflicts with another one on the same items is tried this often in all.
+TRANSACTION_ATTEMPTS = 3
 
 
 def table() -> Any:
@@ -39,34 +42,45 @@ def join(channel: str, connection_id: str, user_id: str) -> str:
     (joining again changes nothing)."""
     now = int(time.time())
     member = {
-        "channel": channel, "member": member_key(user_id, connection_id), "connection_id": connection_id,
-        "user_id": user_id, "joined_at": now, "ttl": now + connections.CONNECTION_LIFETIME_SECONDS,
+        "channel": channel,
+        "member": member_key(user_id, connection_id),
+        "connection_id": connection_id,
+        "user_id": user_id,
+        "joined_at": now,
+        "ttl": now + connections.CONNECTION_LIFETIME_SECONDS,
     }
     for _ in range(3):  # another connection of the user may change its presence meanwhile
         for kind in presence.ARRIVALS:
             try:
-                _transact([
-                    {"Put": {"TableName": table().name, "Item": member, "ConditionExpression": "attribute_not_exists(#member)",
-                             "ExpressionAttributeNames": {"#member": "member"}}},  # a reserved word
-                    {"Update": {
-                        "TableName": connections.table().name,
-                        "Key": {"connection_id": connection_id},
-                        "UpdateExpression": "ADD channels :channel",
-                        "ConditionExpression": "attribute_exists(connection_id) AND (attribute_not_exists(channels) "
-                                               "OR size(channels) < :max)",
-                        "ExpressionAttributeValues": {":channel": {channel}, ":max": MAX_CHANNELS_PER_CONNECTION},
-                    }},
-                    *presence.arrival(channel, user_id, kind, now * 1000),
-                ])
+                aws.transact(
+                    [
+                        {
+                            "Put": {
+                                "TableName": table().name,
+                                "Item": member,
+                                "ConditionExpression": "attribute_not_exists(#member)",
+                                "ExpressionAttributeNames": {"#member": "member"},
+                            }
+                        },  # a reserved word
+                        connections.channel_added_item(connection_id, channel, MAX_CHANNELS_PER_CONNECTION),
+                        *presence.arrival(channel, user_id, kind, now * 1000),
+                    ],
+                    attempts=TRANSACTION_ATTEMPTS,
+                )
                 return kind
-            except _Cancelled as cancelled:
+            except aws.Cancelled as cancelled:
+                if not cancelled.condition_failed:
+                    raise
                 if cancelled.failed(0):
                     return "already"
                 if cancelled.failed(1):
                     if connections.row(connection_id) is None:
-                        raise BadMessage(NOT_CONNECTED, 410) from None
-                    raise BadMessage(TOO_MANY_CHANNELS) from None
-    raise ClientError({"Error": {"Code": "PresenceContention", "Message": f"presence of {user_id} in {channel} kept changing"}}, "Join")
+                        raise Refusal("not_registered", NOT_CONNECTED) from None
+                    raise Refusal("too_many_channels", TOO_MANY_CHANNELS) from None
+    raise ClientError(
+        {"Error": {"Code": "PresenceContention", "Message": f"presence of {user_id} in {channel} kept changing"}},
+        "Join",
+    )
 
 
 def leave(channel: str, connection_id: str, user_id: str, update_row: bool = True) -> tuple[str, int]:
@@ -75,23 +89,29 @@ def leave(channel: str, connection_id: str, user_id: str, update_row: bool = Tru
     member). With update_row, the connection row's set of channels too (not when the row is
     being deleted anyway)."""
     key = {"channel": channel, "member": member_key(user_id, connection_id)}
-    row_update = {"Update": {
-        "TableName": connections.table().name,
-        "Key": {"connection_id": connection_id},
-        "UpdateExpression": "DELETE channels :channel",
-        "ConditionExpression": "attribute_exists(connection_id)",  # never create a row
-        "ExpressionAttributeValues": {":channel": {channel}},
-    }}
+    row_update = connections.channel_removed_item(connection_id, channel)
     for _ in range(3):
         for kind in presence.DEPARTURES:
             now_ms = int(time.time() * 1000)
-            items = [{"Delete": {"TableName": table().name, "Key": key, "ConditionExpression": "attribute_exists(#member)",
-                                 "ExpressionAttributeNames": {"#member": "member"}}}]
+            items = [
+                {
+                    "Delete": {
+                        "TableName": table().name,
+                        "Key": key,
+                        "ConditionExpression": "attribute_exists(#member)",
+                        "ExpressionAttributeNames": {"#member": "member"},
+                    }
+                }
+            ]
             items += [row_update] if update_row else []
             try:
-                _transact([*items, *presence.departure(channel, user_id, kind, now_ms)])
+                aws.transact(
+                    [*items, *presence.departure(channel, user_id, kind, now_ms)], attempts=TRANSACTION_ATTEMPTS
+                )
                 return kind, now_ms
-            except _Cancelled as cancelled:
+            except aws.Cancelled as cancelled:
+                if not cancelled.condition_failed:
+                    raise
                 if cancelled.failed(0):
                     return "none", now_ms
                 if update_row and cancelled.failed(1):
@@ -110,8 +130,12 @@ def member_ids(channel: str) -> Iterator[str]:
     """Every connection in the channel: a paginated Query, read consistently, so a connection
     whose join was acknowledged is among them."""
     query = table().query
-    for item in connections.all_pages(query, KeyConditionExpression=Key("channel").eq(channel),
-                                      ProjectionExpression="connection_id", ConsistentRead=True):
+    for item in aws.all_pages(
+        query,
+        KeyConditionExpression=Key("channel").eq(channel),
+        ProjectionExpression="connection_id",
+        ConsistentRead=True,
+    ):
         yield item["connection_id"]
 
 
@@ -128,32 +152,3 @@ def remove_memberships(rows: Iterable[dict[str, Any]]) -> list[tuple[str, str, i
             if kind == presence.LAST:
                 pending.append((channel, user, left_at))
     return pending
-
-
-class _Cancelled(Exception):
-    """A transaction's condition failed; `reasons` are DynamoDB's, one per item."""
-
-    def __init__(self, reasons: list[str | None]) -> None:
-        super().__init__(reasons)
-        self.reasons = reasons
-
-    def failed(self, index: int) -> bool:
-        return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
-
-
-def _transact(items: list[dict[str, Any]], attempts: int = 3) -> None:
-    """Write the items in one transaction. A conflict with another transaction on the same
-    items is tried again; a failed condition raises _Cancelled."""
-    for attempt in range(attempts):
-        try:
-            table().meta.client.transact_write_items(TransactItems=items)
-            return
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise
-            reasons = [reason.get("Code") for reason in error.response.get("CancellationReasons", [])]
-            if "ConditionalCheckFailed" in reasons:
-                raise _Cancelled(reasons) from error
-            if attempt + 1 == attempts:
-                raise
-            time.sleep(0.01 * 2**attempt)

@@ -10,15 +10,16 @@ retry with the same clientMessageId completes it instead of storing the message 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from chat import aws, channels, connections, delivery, dispatch, frames, history, members
 from chat.callers import Caller
+from chat.errors import Refusal
 from chat.requests import (
     DIRECT_MESSAGE_EXAMPLE,
     SEND_MESSAGE_EXAMPLE,
-    BadMessage,
     is_heartbeat,
     parse_channel,
     parse_client_message_id,
@@ -28,16 +29,13 @@ from chat.requests import (
 )
 from chat.telemetry import count, logger, milliseconds
 
-ROOM_SENT = "Message sent to all connections."
-UNRECOGNIZED = "Unrecognized WebSocket action."
 
-
-def unrecognized(body: str | None) -> str | None:
+def unrecognized(body: str | None) -> frames.Reply:
     """$default: a frame no route matched is refused. The offline heartbeat (on AWS a MOCK
     route takes it) is answered with nothing."""
     if is_heartbeat(body):
         return None
-    raise BadMessage(UNRECOGNIZED)
+    raise Refusal("unknown_action", frames.UNRECOGNIZED)
 
 
 @dataclass(frozen=True)
@@ -49,15 +47,14 @@ class Delivery:
     reached: frozenset[str] = frozenset()
 
 
-def send_message(caller: Caller, body: str | None) -> str:
+def send_message(caller: Caller, body: str | None) -> frames.Reply:
     """sendMessage: to the room (every connection), or with "channel" to that channel's members."""
     started = time.perf_counter()
     request = parse_request(body, SEND_MESSAGE_EXAMPLE)
     channel = parse_channel(request.get("channel"))
     client_message_id = parse_client_message_id(request.get("clientMessageId"))
     content = require_content(request)
-    if channel is not None:
-        channels.require_access(caller, channel)
+    user = channels.require_access(caller, channel) if channel is not None else caller.user
     message = history.new_message(content, caller.user, channel=channel, client_message_id=client_message_id)
     frames.check_size(message)
     if channel is None:
@@ -65,10 +62,15 @@ def send_message(caller: Caller, body: str | None) -> str:
         done = _deliver(caller, history.ROOM, appended, connections.all_ids)
         milliseconds("BroadcastDuration", (time.perf_counter() - started) * 1000)
         if client_message_id is None:
-            return ROOM_SENT if done.complete else _incomplete_text(appended, "the room's history")
+            return (
+                frames.ROOM_SENT if done.complete else frames.incomplete(appended.message["seq"], "the room's history")
+            )
         return _ack(appended, done, {})
-    if not members.is_member(channel, caller.connection_id, caller.user):  # type: ignore[arg-type]
-        raise BadMessage(f'Join channel "{channel}" before sending to it: {{"action": "join", "channel": "{channel}"}}.', 403)
+    if user is None or not members.is_member(channel, caller.connection_id, user):
+        raise Refusal(
+            "not_member",
+            f'Join channel "{channel}" before sending to it: {{"action": "join", "channel": "{channel}"}}.',
+        )
     conversation = history.channel_conversation(channel)
     appended = history.append(conversation, message, _sender_key(caller))
     done = _deliver(caller, conversation, appended, lambda: members.member_ids(channel))
@@ -76,16 +78,16 @@ def send_message(caller: Caller, body: str | None) -> str:
     return _ack(appended, done, {"channel": channel})
 
 
-def send_direct(caller: Caller, body: str | None) -> str:
+def send_direct(caller: Caller, body: str | None) -> frames.Reply:
     """sendDirectMessage: to every connection of the recipient and the sender's other ones; the
     sender learns whether the recipient got it live."""
     sender = caller.user
     if sender is None:
-        raise BadMessage("Direct messages need a signed-in connection: connect with a token.", 403)
+        raise Refusal("forbidden", "Direct messages need a signed-in connection: connect with a token.")
     request = parse_request(body, DIRECT_MESSAGE_EXAMPLE)
     recipient = require_user_id(request.get("to"), "to")
     if recipient == sender:
-        raise BadMessage("You cannot send a direct message to yourself.")
+        raise Refusal("bad_request", "You cannot send a direct message to yourself.")
     client_message_id = parse_client_message_id(request.get("clientMessageId"))
     message = history.new_message(require_content(request), sender, to=recipient, client_message_id=client_message_id)
     frames.check_size(message)
@@ -101,16 +103,20 @@ def send_direct(caller: Caller, body: str | None) -> str:
     done = _deliver(caller, conversation, appended, audience, inline_only=True)
     online = any(cid in done.reached for cid in recipient_ids)
     if client_message_id is not None:
-        return _ack(appended, done, {"to": recipient}, online if done.complete and not _already_done(appended) else None)
+        return _ack(
+            appended, done, {"to": recipient}, online if done.complete and not _already_done(appended) else None
+        )
     if not done.complete:
-        return _incomplete_text(appended, f"your history with {recipient}")
-    if online:
-        return f"Direct message delivered to {recipient}."
-    return f"{recipient} is not connected: the message was stored and will be in their history."
+        return frames.incomplete(appended.message["seq"], f"your history with {recipient}")
+    return frames.dm_delivered(recipient) if online else frames.dm_stored(recipient)
 
 
 def _deliver(
-    caller: Caller, conversation: str, appended: history.Appended, audience: Callable[[], Iterable[str]], inline_only: bool = False
+    caller: Caller,
+    conversation: str,
+    appended: history.Appended,
+    audience: Callable[[], Iterable[str]],
+    inline_only: bool = False,
 ) -> Delivery:
     """Deliver a stored message (unless the same send already did), then mark its send record
     delivered. An AWS failure here is logged and reported as incomplete, never raised: the
@@ -121,7 +127,9 @@ def _deliver(
     try:
         endpoint = delivery.management_endpoint(caller.request_context)
         payload = frames.encode_delivery(message)
-        reached = dispatch.broadcast(endpoint, audience(), payload, message["id"], message["sent_at_ms"], inline_only=inline_only)
+        reached = dispatch.broadcast(
+            endpoint, audience(), payload, message["id"], message["sent_at_ms"], inline_only=inline_only
+        )
     except aws.AWS_ERRORS:
         logger.exception("Delivery of %s (seq %d of %s) is incomplete", message["id"], message["seq"], conversation)
         count("DeliveriesIncomplete")
@@ -133,21 +141,9 @@ def _deliver(
     return Delivery(complete=True, reached=reached)
 
 
-def _ack(appended: history.Appended, done: Delivery, named: dict[str, Any], online: bool | None = None) -> str:
+def _ack(appended: history.Appended, done: Delivery, named: dict[str, Any], online: bool | None = None) -> frames.Reply:
     """The JSON acknowledgement of a send that named a channel or a clientMessageId."""
-    message = appended.message
-    sent: dict[str, Any] = {**named, "seq": message["seq"], "id": message["id"]}
-    if "client_message_id" in message:
-        sent["clientMessageId"] = message["client_message_id"]
-    sent.update(duplicate=appended.duplicate, delivery="complete" if done.complete else "incomplete")
-    if online is not None:
-        sent["recipientOnline"] = online
-    return frames.encode({"sent": sent}).decode("utf-8")
-
-
-def _incomplete_text(appended: history.Appended, where: str) -> str:
-    return (f"Message stored as seq {appended.message['seq']}, but not delivered to everyone: do not send it "
-            f"again; it is in {where}.")
+    return frames.sent(named, appended.message, appended.duplicate, done.complete, online)
 
 
 def _already_done(appended: history.Appended) -> bool:

@@ -13,23 +13,18 @@ nobody came back meanwhile. A user back within the grace produces neither leave 
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
-from botocore.exceptions import ClientError
 
-from chat import aws, fanout, history
-from chat.requests import CHANNEL_NAME
+from chat import aws, conversations, fanout, history
+from chat.jobs import LeaveCheck
 
 DEFAULT_PRESENCE_TABLE = "serverless-websocket-presence"
 LEAVE_GRACE_SECONDS = int(os.environ.get("PRESENCE_GRACE_SECONDS", "15"))
 # Users in one getPresence reply; more are paged with "after".
 PAGE_USERS = 100
-# The per-channel count of users, beside the conversation's head in the conversations table.
-COUNT_KEY = "presence"
 
 # The ways a join can change presence, tried in this order: another connection of a user who is
 # online; the first connection back while a leave is pending (silent); the first connection of a
@@ -39,23 +34,6 @@ ARRIVALS = (MORE, BACK, ENTER)
 # And a departure: not the user's last connection; the last one (a leave, after the grace).
 FEWER, LAST = "fewer", "last"
 DEPARTURES = (FEWER, LAST)
-
-CHECK_KIND = "presence-leave"
-CHECK_FIELDS = frozenset({"v", "kind", "channel", "user", "left_at", "endpoint"})
-
-
-@dataclass(frozen=True)
-class LeaveCheck:
-    """A pending leave to confirm after the grace: the body of one (delayed) SQS message."""
-
-    channel: str
-    user: str
-    left_at: int
-    endpoint: str
-
-    def to_body(self) -> str:
-        return json.dumps({"v": 1, "kind": CHECK_KIND, "channel": self.channel, "user": self.user,
-                           "left_at": self.left_at, "endpoint": self.endpoint}, ensure_ascii=False)
 
 
 def table() -> Any:
@@ -70,9 +48,15 @@ def arrival(channel: str, user: str, kind: str, now_ms: int) -> list[dict[str, A
     if kind == BACK:
         return [_update(key, "SET connections = :one REMOVE left_at", "connections = :zero", {":one": 1, ":zero": 0})]
     return [
-        {"Put": {"TableName": table().name, "Item": {**key, "connections": 1, "since": now_ms},
-                 "ConditionExpression": "attribute_not_exists(#user)", "ExpressionAttributeNames": {"#user": "user"}}},
-        _count(channel, 1),
+        {
+            "Put": {
+                "TableName": table().name,
+                "Item": {**key, "connections": 1, "since": now_ms},
+                "ConditionExpression": "attribute_not_exists(#user)",
+                "ExpressionAttributeNames": {"#user": "user"},
+            }
+        },
+        conversations.presence_count_item(history.channel_conversation(channel), 1),
     ]
 
 
@@ -81,72 +65,74 @@ def departure(channel: str, user: str, kind: str, now_ms: int) -> list[dict[str,
     key = {"channel": channel, "user": user}
     if kind == FEWER:
         return [_update(key, "ADD connections :less", "connections > :one", {":less": -1, ":one": 1})]
-    return [_update(key, "SET connections = :zero, left_at = :now", "connections = :one", {":zero": 0, ":one": 1, ":now": now_ms})]
+    return [
+        _update(
+            key,
+            "SET connections = :zero, left_at = :now",
+            "connections = :one",
+            {":zero": 0, ":one": 1, ":now": now_ms},
+        )
+    ]
 
 
 def confirm_leave(channel: str, user: str, left_at: int) -> bool:
     """End the user's presence if nobody came back since `left_at`: True when it did (announce
     the leave), False when a connection came back (or it was already ended)."""
     try:
-        table().meta.client.transact_write_items(TransactItems=[
-            {"Delete": {"TableName": table().name, "Key": {"channel": channel, "user": user},
+        aws.transact(
+            [
+                {
+                    "Delete": {
+                        "TableName": table().name,
+                        "Key": {"channel": channel, "user": user},
                         "ConditionExpression": "connections = :zero AND left_at = :left",
-                        "ExpressionAttributeValues": {":zero": 0, ":left": left_at}}},
-            _count(channel, -1),
-        ])
+                        "ExpressionAttributeValues": {":zero": 0, ":left": left_at},
+                    }
+                },
+                conversations.presence_count_item(history.channel_conversation(channel), -1),
+            ]
+        )
         return True
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-            return False
-        raise
+    except aws.Cancelled:
+        return False
 
 
 def users_online(channel: str) -> int:
     """Read consistently, so getPresence's count agrees with its members, read the same way."""
-    key = {"pk": history.channel_conversation(channel), "sk": COUNT_KEY}
-    item = history.conversations_table().get_item(Key=key, ConsistentRead=True).get("Item")
-    return int(item["users"]) if item else 0
+    return conversations.presence_count(history.channel_conversation(channel))
 
 
-def page(channel: str, after: str | None, limit: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Up to `limit` users of the channel, sorted by user id, after `after`: [{"user",
-    "connections"}], and the user to go on after (None: that was the last page). Users whose
+def page(channel: str, after: str | None, limit: int | None = None) -> tuple[list[tuple[str, int]], str | None]:
+    """Up to `limit` users of the channel, sorted by user id, after `after`: [(user, its
+    connections)], and the user to go on after (None: that was the last page). Users whose
     leave is pending are listed, with 0 connections: no leave has been announced yet."""
-    kwargs: dict[str, Any] = {"KeyConditionExpression": Key("channel").eq(channel), "Limit": limit or PAGE_USERS, "ConsistentRead": True}
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": Key("channel").eq(channel),
+        "Limit": limit or PAGE_USERS,
+        "ConsistentRead": True,
+    }
     if after is not None:
         kwargs["ExclusiveStartKey"] = {"channel": channel, "user": after}
     answer = table().query(**kwargs)
-    users = [{"user": item["user"], "connections": int(item["connections"])} for item in answer.get("Items", [])]
+    users = [(item["user"], int(item["connections"])) for item in answer.get("Items", [])]
     more = "LastEvaluatedKey" in answer and bool(users)
-    return users, users[-1]["user"] if more else None
+    return users, users[-1][0] if more else None
 
 
 def schedule_leave_check(check: LeaveCheck) -> None:
     """Queue the check to run after the grace (SQS DelaySeconds: up to 900)."""
-    fanout.sqs_client().send_message(QueueUrl=fanout.queue_url(), MessageBody=check.to_body(), DelaySeconds=LEAVE_GRACE_SECONDS)
-
-
-def leave_check(document: dict[str, Any]) -> LeaveCheck | None:
-    """The leave check in a queue body already read as JSON; None if it is not one (a delivery
-    job); ValueError if it says it is one but is not well formed."""
-    if document.get("kind") != CHECK_KIND:
-        return None
-    if set(document) != CHECK_FIELDS or document.get("v") != 1:
-        raise ValueError(f"a presence check must have exactly {sorted(CHECK_FIELDS)} and v 1")
-    channel, user, left_at, endpoint = (document[name] for name in ("channel", "user", "left_at", "endpoint"))
-    if not (isinstance(channel, str) and CHANNEL_NAME.fullmatch(channel) and isinstance(user, str) and 0 < len(user) <= 128
-            and isinstance(left_at, int) and not isinstance(left_at, bool) and left_at > 0
-            and isinstance(endpoint, str) and endpoint.startswith(("https://", "http://localhost:"))):
-        raise ValueError("a presence check needs a channel name, a user id, a left_at in ms and an endpoint")
-    return LeaveCheck(channel, user, left_at, endpoint)
+    fanout.sqs_client().send_message(
+        QueueUrl=fanout.queue_url(), MessageBody=check.to_body(), DelaySeconds=LEAVE_GRACE_SECONDS
+    )
 
 
 def _update(key: dict[str, str], expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
-    return {"Update": {"TableName": table().name, "Key": key, "UpdateExpression": expression,
-                       "ConditionExpression": condition, "ExpressionAttributeValues": values}}
-
-
-def _count(channel: str, change: int) -> dict[str, Any]:
-    return {"Update": {"TableName": history.conversations_table().name, "Key": {"pk": history.channel_conversation(channel), "sk": COUNT_KEY},
-                       "UpdateExpression": "ADD #users :change", "ExpressionAttributeNames": {"#users": "users"},
-                       "ExpressionAttributeValues": {":change": change}}}
+    return {
+        "Update": {
+            "TableName": table().name,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+    }

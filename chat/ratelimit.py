@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from chat import aws, connections
-from chat.requests import BadMessage
+from chat.errors import Refusal
 
 DEFAULT_LIMITS_TABLE = "serverless-websocket-limits"
 # One connection's budget: MESSAGE_RATE_PER_SECOND frames a second on average and
@@ -40,11 +40,13 @@ def budget(user: str | None) -> tuple[float, int]:
 def rate_limited_reason(user: str | None) -> str:
     rate, burst = budget(user)
     who = "per user, all your connections together" if user is not None else "per connection"
-    return f"Too many messages: at most {rate:g} a second ({burst} at once) {who}. This one was not sent; wait a moment."
+    return (
+        f"Too many messages: at most {rate:g} a second ({burst} at once) {who}. This one was not sent; wait a moment."
+    )
 
 
 def enforce(user: str | None, connection_id: str | None) -> None:
-    """Spend one frame of the sender's budget, or raise BadMessage (429). The bucket is the
+    """Spend one frame of the sender's budget, or refuse it (429, rate_limited). The bucket is the
     user's (all their connections share it, and reconnecting does not refill it), or an
     anonymous connection's own. `tat` is the time (ms) at which the bucket is full again. No
     read: the first write applies to an idle (or never seen) bucket, creating it; the second
@@ -60,10 +62,16 @@ def enforce(user: str | None, connection_id: str | None) -> None:
     now = int(time.time() * 1000)
     expires = now // 1000 + burst * interval // 1000 + IDLE_BUCKET_SECONDS
     attempts = (
-        ("SET tat = :next, #ttl = :ttl", "attribute_not_exists(tat) OR tat <= :now",
-         {":next": now + interval, ":now": now, ":ttl": expires}),
-        ("SET tat = tat + :interval, #ttl = :ttl", "tat <= :limit",
-         {":interval": interval, ":limit": now + (burst - 1) * interval, ":ttl": expires}),
+        (
+            "SET tat = :next, #ttl = :ttl",
+            "attribute_not_exists(tat) OR tat <= :now",
+            {":next": now + interval, ":now": now, ":ttl": expires},
+        ),
+        (
+            "SET tat = tat + :interval, #ttl = :ttl",
+            "tat <= :limit",
+            {":interval": interval, ":limit": now + (burst - 1) * interval, ":ttl": expires},
+        ),
     )
     limits = table()
     for update, condition, values in attempts:
@@ -78,7 +86,7 @@ def enforce(user: str | None, connection_id: str | None) -> None:
             return
         except limits.meta.client.exceptions.ConditionalCheckFailedException:
             continue
-    raise BadMessage(rate_limited_reason(user), 429)
+    raise Refusal("rate_limited", rate_limited_reason(user))
 
 
 def admit_connection(user: str | None) -> None:
@@ -89,8 +97,8 @@ def admit_connection(user: str | None) -> None:
         return
     open_now = connections.count_user_connections(user, stop_at=MAX_CONNECTIONS_PER_USER)
     if open_now >= MAX_CONNECTIONS_PER_USER:
-        raise BadMessage(
+        raise Refusal(
+            "too_many_connections",
             f"Too many connections: {user} already has {MAX_CONNECTIONS_PER_USER} open, the most one user may have. "
             "Close one and connect again.",
-            429,
         )

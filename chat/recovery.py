@@ -9,22 +9,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chat import channels, frames, history
+from chat import channels, frames, history, inbox
 from chat.callers import Caller
+from chat.errors import Refusal
 from chat.requests import (
     CONVERSATIONS_EXAMPLE,
     HISTORY_EXAMPLE,
-    BadMessage,
-    parse_channel,
     parse_limit,
-    parse_inbox_cursor,
     parse_request,
     parse_seq_cursor,
+    require_channel,
     require_user_id,
 )
 
 
-def recent_messages(caller: Caller, body: str | None) -> str:
+def recent_messages(caller: Caller, body: str | None) -> frames.Reply:
     """The reply: the messages oldest first, with `before` and `after` cursors to page on."""
     now = time.time()
     request = parse_request(body, HISTORY_EXAMPLE)
@@ -33,30 +32,30 @@ def recent_messages(caller: Caller, body: str | None) -> str:
     before = parse_seq_cursor(request.get("before"), "before", 1)
     after = parse_seq_cursor(request.get("after"), "after", 0)
     if before is not None and after is not None:
-        raise BadMessage('Send "before" (to page back) or "after" (to catch up), not both.')
+        raise Refusal("bad_request", 'Send "before" (to page back) or "after" (to catch up), not both.')
     if after is not None:
         return _forward(named, history.read_after(conversation, limit, after, now), after)
     return _backward(named, history.read_before(conversation, limit, before, now), before)
 
 
-def _backward(named: dict[str, Any], page: history.Page, before: int | None) -> str:
+def _backward(named: dict[str, Any], page: history.Page, before: int | None) -> frames.Reply:
     """Newest first as read; `before` goes on to older ones while there may be some, `after`
     comes back to what follows (null on the newest page)."""
-    shown, used, cut = frames.fit_history(page.entries)
+    shown, used, cut = frames.fit_history(frames.history_entries(page.entries))
     older = (page.more or cut) and used > 0
     next_before = page.entries[used - 1][0] if older else None
     next_after = None if before is None else (page.entries[0][0] if used else before - 1)
-    return frames.encode_history(named, shown[::-1], next_before, next_after)
+    return frames.history_page(named, shown[::-1], next_before, next_after)
 
 
-def _forward(named: dict[str, Any], page: history.Page, after: int) -> str:
+def _forward(named: dict[str, Any], page: history.Page, after: int) -> frames.Reply:
     """Oldest first as read; `after` goes on while there are newer ones (null: you have
     everything), `before` pages back from the first one."""
-    shown, used, cut = frames.fit_history(page.entries)
+    shown, used, cut = frames.fit_history(frames.history_entries(page.entries))
     newer = (page.more or cut) and used > 0
     next_after = page.entries[used - 1][0] if newer else None
     next_before = (page.entries[0][0] if page.entries else after + 1) if after > 0 else None
-    return frames.encode_history(named, shown, next_before, next_after)
+    return frames.history_page(named, shown, next_before, next_after)
 
 
 def _conversation(caller: Caller, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -64,43 +63,44 @@ def _conversation(caller: Caller, request: dict[str, Any]) -> tuple[str, dict[st
     another pair's), and how the reply names it."""
     channel, other = request.get("channel"), request.get("with")
     if channel is not None and other is not None:
-        raise BadMessage('Send "channel" (a channel\'s history) or "with" (a direct conversation), not both.')
+        raise Refusal(
+            "bad_request", 'Send "channel" (a channel\'s history) or "with" (a direct conversation), not both.'
+        )
     if channel is not None:
-        name = parse_channel(channel)
-        channels.require_access(caller, name)  # type: ignore[arg-type]
-        return history.channel_conversation(name), {"channel": name}  # type: ignore[arg-type]
+        name = require_channel(channel)
+        channels.require_access(caller, name)
+        return history.channel_conversation(name), {"channel": name}
     if other is None:
         return history.ROOM, {"with": None}
     if caller.user is None:
-        raise BadMessage("Direct message history needs a signed-in connection: connect with a token.", 403)
+        raise Refusal("forbidden", "Direct message history needs a signed-in connection: connect with a token.")
     other = require_user_id(other, "with")
     if other == caller.user:
-        raise BadMessage('You have no direct conversation with yourself: leave out "with" for the room.')
+        raise Refusal("bad_request", 'You have no direct conversation with yourself: leave out "with" for the room.')
     return history.dm_conversation(caller.user, other), {"with": other}
 
 
-def conversations(caller: Caller, body: str | None) -> str:
+def conversations(caller: Caller, body: str | None) -> frames.Reply:
     """getConversations: {"conversations": [{"with", "seq", "last"}...], "before"}: only the
     requester's own, most recent first, as many as fit one reply; `before` pages on."""
     if caller.user is None:
-        raise BadMessage("Conversations need a signed-in connection: connect with a token.", 403)
+        raise Refusal("forbidden", "Conversations need a signed-in connection: connect with a token.")
     request = parse_request(body, CONVERSATIONS_EXAMPLE)
     limit = parse_limit(request.get("limit"))
-    before = parse_inbox_cursor(request.get("before"))
-    entries, more = history.inbox(caller.user, limit, before)
+    before = inbox.parse_cursor(request.get("before"))
+    entries, more = inbox.page(caller.user, limit, before)
     lasts = history.messages_at([(entry["conversation"], int(entry["seq"])) for entry in entries])
     shown = [_conversation_entry(entry, lasts.get((entry["conversation"], int(entry["seq"])))) for entry in entries]
     listed, used, cut = frames.fit_history(shown)
     next_before = shown[used - 1][0] if (more or cut) and used else None
-    return frames.encode({"conversations": listed, "before": next_before}).decode("utf-8")
+    return frames.conversations_page(listed, next_before)
 
 
 def _conversation_entry(entry: dict[str, Any], last: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None, int]:
     """(its cursor, what the client is shown, its size): the latest message, if it can still be
     read (past its retention, the conversation is listed without it)."""
-    cursor = f"{int(entry['updated_at'])}#{entry['with']}"
-    listed: dict[str, Any] = {"with": entry["with"], "seq": int(entry["seq"]), "last": None}
+    message = None
     if last is not None and not history.expired(last, time.time()):
-        _, message, _ = history.entry(last)
-        listed["last"] = message
-    return cursor, listed, len(frames.encode(listed))
+        _, message = history.entry(last)
+    listed = frames.conversation_entry(entry["with"], int(entry["seq"]), message)
+    return inbox.cursor(entry), listed, len(frames.encode(listed))

@@ -1,5 +1,5 @@
 """What clients send: a frame parsed into a request, and every field checked before anything
-is stored or sent. A BadMessage carries the reason the client is shown."""
+is stored or sent. A refusal (chat/errors.py) carries the reason the client is shown."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from chat.errors import Refusal
 from chat.users import USER_ID_RULE, checked_user_id
 
 # Arrays and objects inside "content": far more than any chat message needs, far less than
@@ -24,6 +25,13 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CHANNEL_RULE = '1 to 100 characters: ASCII letters, digits, "-", "_", ".", ":"'
 # A client's own id for a message, so that a retry is recognized: a UUID fits.
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A client's own id for a request, carried back in the reply that answers it (Phoenix's `ref`),
+# so that replies can be matched to requests with several in flight.
+REF = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REF_RULE = '1 to 64 characters: ASCII letters, digits, "-", "_"'
+# The largest seq a cursor may name: far beyond what any conversation reaches (a million messages
+# a day for 2,700 years), and far inside DynamoDB's 38 digits, so a cursor never fails to serialize.
+MAX_SEQ = 10**15
 
 SEND_MESSAGE_EXAMPLE = '{"action": "sendMessage", "content": "..."}'
 DIRECT_MESSAGE_EXAMPLE = '{"action": "sendDirectMessage", "to": "<user id>", "content": "..."}'
@@ -33,71 +41,88 @@ LEAVE_EXAMPLE = '{"action": "leave", "channel": "<name>"}'
 PRESENCE_EXAMPLE = '{"action": "getPresence", "channel": "<name>"}'
 RENEW_EXAMPLE = '{"action": "renewToken", "token": "<JWT>"}'
 CONVERSATIONS_EXAMPLE = '{"action": "getConversations", "limit": 20}'
-# getConversations' cursor: "<updated_at ms>#<user id>" (user ids have no "#").
-INBOX_CURSOR = re.compile(r"[0-9]{1,15}#[^#]{1,128}")
 
 TOO_DEEP = f'Message is nested too deeply: "content" may have at most {MAX_CONTENT_DEPTH} levels of arrays and objects.'
 NOT_FINITE = "Message has a number that is not finite (NaN, Infinity, or too large for a double such as 1e400)."
 
 
-class BadMessage(ValueError):
-    """A client sent something we cannot act on; the text is the reason shown to it."""
-
-    def __init__(self, reason: str, status_code: int = 400) -> None:
-        super().__init__(reason)
-        self.status_code = status_code
-
-
 def is_heartbeat(body: Any) -> bool:
-    """{"action": "heartbeat"}: on AWS a MOCK route answers it; offline it reaches $default."""
+    """{"action": "heartbeat"} (with any other fields: API Gateway routes on `action` alone): on
+    AWS a MOCK route answers it with nothing; offline it reaches $default."""
+    document = _lenient_json(body)
+    return isinstance(document, dict) and document.get("action") == "heartbeat"
+
+
+def read_ref(body: Any) -> str | Refusal | None:
+    """The frame's `ref`, which its reply carries back: None when it has none (or is not a JSON
+    object, so no ref can be read: it is answered in the plain form); a Refusal when it has one
+    that breaks REF_RULE (the reply then carries "ref": null)."""
+    document = _lenient_json(body)
+    if not isinstance(document, dict) or document.get("ref") is None:
+        return None
+    ref = document["ref"]
+    if not isinstance(ref, str) or not REF.fullmatch(ref):
+        return Refusal("bad_request", f'"ref" must be {REF_RULE}.')
+    return ref
+
+
+def _lenient_json(body: Any) -> Any:
+    """The frame as JSON without looking at its numbers (parse_request checks those): None if
+    it is not JSON at all, or too deep for Python's parser."""
+    if not isinstance(body, str):
+        return None
     try:
-        return isinstance(body, str) and json.loads(body) == {"action": "heartbeat"}
+        return json.loads(body, parse_int=_ignored, parse_float=_ignored, parse_constant=_ignored)
     except (ValueError, RecursionError):  # any frame at all reaches $default, however deep
-        return False
+        return None
+
+
+def _ignored(text: str) -> int:
+    return 0
 
 
 def parse_request(body: str | None, example: str) -> dict[str, Any]:
-    """The frame as a JSON object, or a BadMessage that shows the sender an example."""
+    """The frame as a JSON object, or a refusal that shows the sender an example."""
     if not isinstance(body, str) or not body.strip():
-        raise BadMessage(f"Message body is empty: send {example}.")
+        raise Refusal("bad_request", f"Message body is empty: send {example}.")
     try:
         request = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
-    except BadMessage:
+    except Refusal:
         raise
     except RecursionError:
-        raise BadMessage(TOO_DEEP) from None
+        raise Refusal("bad_request", TOO_DEEP) from None
     except ValueError:
-        raise BadMessage("Message body is not valid JSON.") from None
+        raise Refusal("bad_request", "Message body is not valid JSON.") from None
     if not isinstance(request, dict):
-        raise BadMessage(f"Message body must be a JSON object like {example}.")
+        raise Refusal("bad_request", f"Message body must be a JSON object like {example}.")
     return request
 
 
 def _refuse_constant(name: str) -> float:
     # json.loads accepts NaN and Infinity, which are not JSON: json.dumps would write them back
     # bare, and a browser's JSON.parse fails on the broadcast and on every history page after.
-    raise BadMessage(NOT_FINITE)
+    raise Refusal("bad_request", NOT_FINITE)
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise BadMessage(NOT_FINITE)
+        raise Refusal("bad_request", NOT_FINITE)
     return value
 
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise BadMessage(f"Message has a number with more than {MAX_INTEGER_DIGITS} digits.")
+        raise Refusal("bad_request", f"Message has a number with more than {MAX_INTEGER_DIGITS} digits.")
     return int(text)
 
 
 def require_content(request: dict[str, Any]) -> Any:
     content = request.get("content")
     if content is None:
-        raise BadMessage('Message has no "content" (it is missing or null).')
+        raise Refusal("bad_request", 'Message has no "content" (it is missing or null).')
     if nesting_depth(content, MAX_CONTENT_DEPTH) > MAX_CONTENT_DEPTH:
-        raise BadMessage(TOO_DEEP)
+        raise Refusal("bad_request", TOO_DEEP)
     return content
 
 
@@ -120,7 +145,7 @@ def nesting_depth(value: Any, stop_above: int) -> int:
 def require_user_id(value: Any, field: str) -> str:
     user_id = checked_user_id(value)
     if user_id is None:
-        raise BadMessage(f'"{field}" must be a user id: {USER_ID_RULE}.')
+        raise Refusal("bad_request", f'"{field}" must be a user id: {USER_ID_RULE}.')
     return user_id
 
 
@@ -128,7 +153,7 @@ def parse_limit(value: Any) -> int:
     if value is None:
         return DEFAULT_HISTORY_LIMIT
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_HISTORY_LIMIT:
-        raise BadMessage(f'"limit" must be a whole number from 1 to {MAX_HISTORY_LIMIT}.')
+        raise Refusal("bad_request", f'"limit" must be a whole number from 1 to {MAX_HISTORY_LIMIT}.')
     return value
 
 
@@ -137,7 +162,15 @@ def parse_seq_cursor(value: Any, field: str, minimum: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BadMessage(f'"{field}" must be a whole number >= {minimum}: the "{field}" of an earlier history reply, or a seq you have.')
+        raise Refusal(
+            "bad_request",
+            f'"{field}" must be a whole number >= {minimum}: '
+            f'the "{field}" of an earlier history reply, or a seq you have.',
+        )
+    if value > MAX_SEQ + minimum:
+        raise Refusal(
+            "bad_request", f'"{field}" is beyond any seq a conversation can reach (at most {MAX_SEQ + minimum}).'
+        )
     return value
 
 
@@ -147,25 +180,19 @@ def parse_user_cursor(value: Any) -> str | None:
         return None
     user_id = checked_user_id(value)
     if user_id is None:
-        raise BadMessage('"after" must be the "after" of an earlier getPresence reply (a user id).')
+        raise Refusal("bad_request", '"after" must be the "after" of an earlier getPresence reply (a user id).')
     return user_id
 
 
-def parse_inbox_cursor(value: Any) -> str | None:
-    """getConversations' `before`: the cursor an earlier reply gave."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not INBOX_CURSOR.fullmatch(value):
-        raise BadMessage('"before" must be the "before" of an earlier getConversations reply.')
-    return value
-
-
-def parse_channel(value: Any, required: bool = False) -> str | None:
+def parse_channel(value: Any) -> str | None:
     """A channel name, or None when the request names none (and need not)."""
-    if value is None and not required:
-        return None
+    return None if value is None else require_channel(value)
+
+
+def require_channel(value: Any) -> str:
+    """A channel name the request must give."""
     if not isinstance(value, str) or not CHANNEL_NAME.fullmatch(value):
-        raise BadMessage(f'"channel" must be a channel name: {CHANNEL_RULE}.')
+        raise Refusal("bad_request", f'"channel" must be a channel name: {CHANNEL_RULE}.')
     return value
 
 
@@ -173,5 +200,8 @@ def parse_client_message_id(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not CLIENT_MESSAGE_ID.fullmatch(value):
-        raise BadMessage('"clientMessageId" must be 1 to 64 characters: ASCII letters, digits, "-", "_" (a UUID fits).')
+        raise Refusal(
+            "bad_request",
+            '"clientMessageId" must be 1 to 64 characters: ASCII letters, digits, "-", "_" (a UUID fits).',
+        )
     return value

@@ -6,13 +6,13 @@ user's presence) before its row goes, so the row, the memberships and presence c
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from chat import aws, connections, delivery, frames, members, presence, ratelimit, tokens
+from chat import aws, connections, delivery, frames, jobs, members, presence, ratelimit, tokens
 from chat.callers import Caller
-from chat.requests import RENEW_EXAMPLE, BadMessage, parse_request
+from chat.errors import Refusal
+from chat.requests import RENEW_EXAMPLE, parse_request
 from chat.telemetry import count, logger
-
-EXPIRED = "Your token has expired: renew it or reconnect."
 
 
 def open_session(caller: Caller, connected_at: int) -> str:
@@ -21,10 +21,10 @@ def open_session(caller: Caller, connected_at: int) -> str:
     handshake)."""
     try:
         ratelimit.admit_connection(caller.user)
-    except BadMessage:
+    except Refusal:
         count("ConnectionsRefused")
         raise
-    connections.connect(caller.connection_id, connected_at, caller.user, caller.token_expires_at)  # type: ignore[arg-type]
+    connections.connect(caller.connection_id, connected_at, caller.user, caller.token_expires_at)
     return "Connect successful."
 
 
@@ -33,17 +33,17 @@ def require_live(caller: Caller) -> None:
     closed, and the frame refused. No read while the token it connected with is valid."""
     if caller.token_expires_at is None or time.time() < caller.token_expires_at:
         return
-    row = connections.row(caller.connection_id)  # type: ignore[arg-type]
+    row = connections.row(caller.connection_id)
     if row is not None and time.time() < int(row.get("expires_at", 0)):
         return  # renewed
-    end_expired(caller.connection_id, delivery.management_endpoint(caller.request_context))  # type: ignore[arg-type]
-    raise BadMessage(EXPIRED, 401)
+    end_expired(caller.connection_id, delivery.management_endpoint(caller.request_context))
+    raise Refusal("token_expired", frames.EXPIRED)
 
 
 def end_expired(connection_id: str, endpoint: str) -> None:
     """Tell the connection why, close it (DeleteConnection), and clean up as $disconnect would:
     API Gateway's own $disconnect for it is best effort."""
-    delivery.post_to_connection(delivery.management_client(endpoint), connection_id, EXPIRED.encode("utf-8"))
+    delivery.post_to_connection(delivery.management_client(endpoint), connection_id, frames.expired())
     delivery.close(endpoint, connection_id)
     end(connection_id, endpoint)
 
@@ -56,41 +56,46 @@ def end(connection_id: str, endpoint: str) -> None:
     connections.delete(connection_id)
 
 
-def renew(caller: Caller, body: str | None) -> str:
+def renew(caller: Caller, body: str | None) -> frames.Reply:
     """renewToken: a valid token for the same user, with the same channels claim and a later
     expiry, extends the connection; any other token is refused (403) and changes nothing."""
     if caller.user is None:
-        raise BadMessage("Only a signed-in connection has a token to renew.", 403)
+        raise Refusal("forbidden", "Only a signed-in connection has a token to renew.")
     request = parse_request(body, RENEW_EXAMPLE)
     token = request.get("token")
     if not isinstance(token, str) or not token:
-        raise BadMessage('"token" must be a JWT: ' + RENEW_EXAMPLE + ".")
+        raise Refusal("bad_request", '"token" must be a JWT: ' + RENEW_EXAMPLE + ".")
     try:
         identity = tokens.verify_token(token, tokens.jwt_secret())
     except tokens.InvalidToken as error:
         logger.info("Refused renewal for %s: %s", caller.connection_id, error)
-        raise BadMessage("The token is not valid (malformed, wrongly signed or expired): nothing was renewed.", 403) from None
+        raise Refusal(
+            "forbidden", "The token is not valid (malformed, wrongly signed or expired): nothing was renewed."
+        ) from None
     if identity.user != caller.user:
-        raise BadMessage("The token is for another user: a connection keeps its user. Nothing was renewed.", 403)
+        raise Refusal("forbidden", "The token is for another user: a connection keeps its user. Nothing was renewed.")
     if (tuple(identity.channels) if identity.channels is not None else None) != caller.channels:
-        raise BadMessage("The token allows other channels than this connection's: reconnect to change them. Nothing was renewed.", 403)
-    if not connections.renew(caller.connection_id, identity.expires_at, int(time.time())):  # type: ignore[arg-type]
-        raise BadMessage("The token does not expire later than this connection's: nothing was renewed.", 403)
-    return frames.encode({"renewed": {"expiresAt": frames.iso(identity.expires_at * 1000)}}).decode("utf-8")
+        raise Refusal(
+            "forbidden",
+            "The token allows other channels than this connection's: reconnect to change them. Nothing was renewed.",
+        )
+    if not connections.renew(caller.connection_id, identity.expires_at, int(time.time())):
+        raise Refusal("forbidden", "The token does not expire later than this connection's: nothing was renewed.")
+    return frames.renewed(identity.expires_at)
 
 
 def close_session(caller: Caller) -> str:
     """$disconnect: the memberships first, then the row that lists them, so a failure part-way
     leaves the row to find them by (the next post to the connection answers 410)."""
-    end(caller.connection_id, delivery.management_endpoint(caller.request_context))  # type: ignore[arg-type]
+    end(caller.connection_id, delivery.management_endpoint(caller.request_context))
     return "Disconnect successful."
 
 
-def _leave_channels(rows: list[dict], endpoint: str) -> None:
+def _leave_channels(rows: list[dict[str, Any]], endpoint: str) -> None:
     """Take connections out of their channels; where one was a user's last connection in a
     channel, the leave is announced after the grace, if nobody comes back (presence)."""
     for channel, user, left_at in members.remove_memberships(rows):
-        presence.schedule_leave_check(presence.LeaveCheck(channel, user, left_at, endpoint))
+        presence.schedule_leave_check(jobs.LeaveCheck(channel, user, left_at, endpoint))
 
 
 def forget(connection_ids: list[str], endpoint: str, deadline: float | None = None) -> None:

@@ -30,14 +30,14 @@ def sweep(now: float | None = None) -> dict[str, int]:
     endpoint = delivery.management_endpoint({})
     current = int(now) // connections.SWEEP_BUCKET_SECONDS
     due = [row for bucket in range(current - LOOKBACK_BUCKETS, current + 1) for row in connections.due_rows(bucket)]
-    tally = Counter(delivery.post_pool().map(lambda row: act(row, now, endpoint), due))
+    tally = Counter(delivery.post_pool().map(lambda row: look_at(row, now, endpoint), due))
     for kind, number in tally.items():
         count(f"Swept{kind.title().replace(' ', '')}", number)
-    logger.info("Swept %d connections", len(due), **tally)
+    logger.info("Swept %d connections", len(due), extra=dict(tally))
     return dict(tally)
 
 
-def act(row: dict[str, Any], now: float, endpoint: str) -> str:
+def look_at(row: dict[str, Any], now: float, endpoint: str) -> str:
     """What the sweep does for one due connection, and what that was."""
     connection_id = row["connection_id"]
     connected_at = int(row.get("connected_at", 0))
@@ -51,17 +51,23 @@ def act(row: dict[str, Any], now: float, endpoint: str) -> str:
         sessions.end(connection_id, endpoint)
         return "too old"
     if expires_at is not None and not notified and expires_at - connections.EXPIRY_NOTICE_SECONDS <= now:
-        notice = frames.encode({"tokenExpiring": {"at": frames.iso(expires_at * 1000)}})
-        if delivery.post_to_connection(delivery.management_client(endpoint), connection_id, notice) == delivery.GONE:
+        if (
+            delivery.post_to_connection(
+                delivery.management_client(endpoint), connection_id, frames.token_expiring(expires_at)
+            )
+            == delivery.GONE
+        ):
             sessions.end(connection_id, endpoint)
             return "gone"
         notified = True
         kind = "notified"
-    elif delivery.ask_after(endpoint, connection_id) == delivery.GONE:
+    elif delivery.get_connection(endpoint, connection_id) == delivery.GONE:
         sessions.end(connection_id, endpoint)
         return "gone"
     else:
         kind = "checked"
     next_look = connections.next_due(connected_at, expires_at, notified, int(now))
-    connections.reschedule(connection_id, connections.due_bucket(max(next_look, int(now) + 1)), expires_at, notified or None)
+    connections.reschedule(
+        connection_id, connections.due_bucket(max(next_look, int(now) + 1)), expires_at, notified or None
+    )
     return kind

@@ -38,7 +38,7 @@ class InvalidToken(ValueError):
     """The $connect request carries no usable token; the text goes to the log only."""
 
 
-def authorize(event: dict) -> dict[str, Any]:
+def authorize(event: dict[str, Any]) -> dict[str, Any]:
     """An Allow policy carrying the user id for a valid token, a Deny policy for anything else.
 
     A Deny (API Gateway answers 403) rather than raising "Unauthorized", because
@@ -70,10 +70,10 @@ def _refused(method_arn: str) -> dict[str, Any]:
     return policy("anonymous", "Deny", method_arn)
 
 
-def request_token(event: dict) -> str:
+def request_token(event: dict[str, Any]) -> str:
     """The token from ?token=... (browsers cannot set WebSocket headers) or Authorization: Bearer."""
     token = (event.get("queryStringParameters") or {}).get("token")
-    if token:
+    if isinstance(token, str) and token:
         return token
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
@@ -116,10 +116,14 @@ def channel_claim(value: Any) -> list[str] | None:
     guessing what it was meant to allow."""
     if value is None:
         return None
-    if not isinstance(value, list) or len(value) > MAX_CHANNEL_PATTERNS or not all(
-        isinstance(pattern, str) and CHANNEL_PATTERN.fullmatch(pattern) for pattern in value
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_CHANNEL_PATTERNS
+        or not all(isinstance(pattern, str) and CHANNEL_PATTERN.fullmatch(pattern) for pattern in value)
     ):
-        raise InvalidToken(f"the token's channels claim is not a list of at most {MAX_CHANNEL_PATTERNS} channel names or prefixes*")
+        raise InvalidToken(
+            f"the token's channels claim is not a list of at most {MAX_CHANNEL_PATTERNS} channel names or prefixes*"
+        )
     return value
 
 
@@ -142,11 +146,13 @@ def jwt_secret() -> str:
         secret = ssm_client().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except aws.AWS_ERRORS:
         if known and now - known[1] < SECRET_MAX_STALENESS_SECONDS:
-            logger.warning("Could not refresh the token secret; using the one read %d s ago", now - known[1], exc_info=True)
+            logger.warning(
+                "Could not refresh the token secret; using the one read %d s ago", now - known[1], exc_info=True
+            )
             return known[0]
         raise
-    _secrets[name] = (secret, now)
-    return secret
+    _secrets[name] = (str(secret), now)
+    return str(secret)
 
 
 def _now() -> float:

@@ -3,11 +3,10 @@ posted at the workers' share of the account's posting budget."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -17,8 +16,8 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chat import aws, channels, delivery, fanout, presence, sessions
-from chat.fanout import DeliveryJob, PoisonJob
+from chat import aws, channels, delivery, fanout, jobs, sessions
+from chat.jobs import DeliveryJob, PoisonJob
 from chat.telemetry import logger, milliseconds
 
 # Posts per second that all delivery workers together may make (API Gateway's account limit
@@ -30,7 +29,7 @@ DELIVERY_CONCURRENCY = int(os.environ.get("DELIVERY_CONCURRENCY", "5"))
 # Throttled posts are tried this many times in all within one invocation, then queued again;
 # a job is tried MAX_DELIVERY_ATTEMPTS times before its failures are given up.
 WORKER_THROTTLE_ROUNDS = 6
-MAX_DELIVERY_ATTEMPTS = fanout.MAX_DELIVERY_ATTEMPTS
+MAX_DELIVERY_ATTEMPTS = jobs.MAX_DELIVERY_ATTEMPTS
 # No post starts with less than this left of the invocation: the last post (at most 5 s:
 # delivery.POST_*_TIMEOUT_SECONDS, one attempt), queueing again what was not posted (at most
 # 10 s: fanout.REQUEUE_CLIENT_CONFIG) and the log line must fit in it, so that Lambda never
@@ -44,9 +43,13 @@ PRUNE_RESERVE_MS = 4_000
 _batch_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def deliver_batch(event: dict, context: Any) -> dict[str, Any]:
+def deliver_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Powertools reports the records that failed, and SQS retries only those."""
-    return process_partial_response(event=event, record_handler=deliver_record, processor=_batch_processor, context=context)
+    return dict(
+        process_partial_response(
+            event=event, record_handler=deliver_record, processor=_batch_processor, context=context
+        )
+    )
 
 
 def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
@@ -55,38 +58,30 @@ def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
     neither fails, and is made visible again at once, so that it reaches the dead-letter queue
     after maxReceiveCount receives within seconds."""
     try:
-        check = _leave_check(record.body)
-        if check is not None:
-            channels.confirm_leave(check)
-            return
-        job = DeliveryJob.from_body(record.body)
+        found = jobs.parse(record.body)
     except PoisonJob as error:
-        logger.error("Record %s (receive %s) fails: %s", record.message_id, record.attributes.approximate_receive_count, error)
+        logger.error(
+            "Record %s (receive %s) fails: %s", record.message_id, record.attributes.approximate_receive_count, error
+        )
         _release(record)
         raise
+    if isinstance(found, jobs.LeaveCheck):
+        channels.confirm_leave(found)
+        return
     try:
-        deliver_job(job, lambda_context)
+        deliver_job(found, lambda_context)
     except Exception:
         logger.exception("Record %s fails", record.message_id)
         raise
-
-
-def _leave_check(body: str) -> presence.LeaveCheck | None:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return None  # DeliveryJob.from_body says what is wrong with it
-    try:
-        return presence.leave_check(document) if isinstance(document, dict) else None
-    except ValueError as error:
-        raise PoisonJob(f"not a presence check: {error}") from None
 
 
 def _release(record: SQSRecord) -> None:
     try:
         fanout.release(record.receipt_handle)
     except aws.AWS_ERRORS:
-        logger.exception("Could not make record %s visible again; it returns after the visibility timeout", record.message_id)
+        logger.exception(
+            "Could not make record %s visible again; it returns after the visibility timeout", record.message_id
+        )
 
 
 def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
@@ -102,8 +97,12 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
         outcomes = dict.fromkeys(job.connections, delivery.UNSENT)  # not started at all
     else:
         outcomes = delivery.deliver(
-            job.endpoint, job.connections, job.payload,
-            rounds=WORKER_THROTTLE_ROUNDS, pace=worker_pacer(), deadline=deadline,
+            job.endpoint,
+            job.connections,
+            job.payload,
+            rounds=WORKER_THROTTLE_ROUNDS,
+            pace=worker_pacer(),
+            deadline=deadline,
         )
     unsent = tuple(cid for cid, outcome in outcomes.items() if outcome == delivery.UNSENT)
     failed = tuple(cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED))
@@ -111,8 +110,10 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
         hand_back(job, unsent, posted_any=len(unsent) < len(outcomes))
     if failed:
         retry_failed(job, failed)
-    sessions.forget(delivery.gone(outcomes), job.endpoint, deadline=None if ends_at is None else ends_at - PRUNE_RESERVE_MS / 1000)
-    logger.info("Delivery of %s (attempt %d)", job.message_id, job.attempt, **delivery.summary(outcomes))
+    sessions.forget(
+        delivery.gone(outcomes), job.endpoint, deadline=None if ends_at is None else ends_at - PRUNE_RESERVE_MS / 1000
+    )
+    logger.info("Delivery of %s (attempt %d)", job.message_id, job.attempt, extra=delivery.summary(outcomes))
     milliseconds("DeliveryJobDuration", (time.perf_counter() - started) * 1000)
     if job.sent_at_ms:
         milliseconds("DeliveryLag", max(0, time.time() * 1000 - job.sent_at_ms))
@@ -122,7 +123,8 @@ def _ends_at(lambda_context: Any) -> float | None:
     """When the invocation ends, on time.monotonic()'s clock; None without a context."""
     if lambda_context is None:
         return None
-    return time.monotonic() + lambda_context.get_remaining_time_in_millis() / 1000
+    remaining_ms: int = lambda_context.get_remaining_time_in_millis()
+    return time.monotonic() + remaining_ms / 1000
 
 
 def hand_back(job: DeliveryJob, unsent: tuple[str, ...], posted_any: bool) -> None:
@@ -142,7 +144,9 @@ def hand_back(job: DeliveryJob, unsent: tuple[str, ...], posted_any: bool) -> No
 def retry_failed(job: DeliveryJob, failed: tuple[str, ...]) -> None:
     """Queue the failed connections again, after a delay that grows with each attempt."""
     if job.attempt >= MAX_DELIVERY_ATTEMPTS:
-        logger.error("Gave up delivering %s to %d connections after %d attempts", job.message_id, len(failed), job.attempt)
+        logger.error(
+            "Gave up delivering %s to %d connections after %d attempts", job.message_id, len(failed), job.attempt
+        )
         return
     try:
         fanout.requeue(replace(job, connections=failed, attempt=job.attempt + 1), retry_delay_seconds(job.attempt))
@@ -152,9 +156,9 @@ def retry_failed(job: DeliveryJob, failed: tuple[str, ...]) -> None:
 
 def retry_delay_seconds(attempt: int) -> int:
     """How long a job's failed connections wait in the queue: 10 s, 20 s, 40 s (SQS: <= 900)."""
-    return min(900, 5 * 2**attempt)
+    return min(900, 5 * (1 << attempt))
 
 
-@lru_cache(maxsize=None)
+@cache
 def worker_pacer() -> delivery.Pacer:
     return delivery.Pacer(POSTING_BUDGET_PER_SECOND / DELIVERY_CONCURRENCY)

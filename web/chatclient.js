@@ -841,7 +841,7 @@ export class ChatClient extends EventTarget {
 
   #receive(message, source) {
     if (typeof message.seq !== "number") {
-      // Anonymous room messages carry no seq (part 1's shape): nothing to order them by.
+      // Anonymous room messages carry no seq (the tutorial's shape, {"content"}): nothing to order them by.
       if (this.#options.room) this.#emit("message", { conversation: ROOM, message, source });
       return;
     }

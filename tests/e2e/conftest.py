@@ -1,0 +1,52 @@
+"""Fixtures of the end-to-end tier: the local stack (serverless-offline + moto server), as `make
+offline` runs it, and chat pages in Chromium."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+# The local stack's sweeper schedule in the end-to-end tests.
+SWEEP_SECONDS = 5
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The stack `make offline` runs, on free ports, stopped when the session ends. Its sweeper
+    runs every 5 s (a minute by default), so an expired token is closed within seconds."""
+    from scripts.local_stack import LocalStack, Ports
+
+    log_dir = tmp_path_factory.mktemp("local-stack")
+    with (log_dir / "serverless-offline.log").open("w") as output:
+        stack = LocalStack(Ports.free(), output=output, log_dir=log_dir, params={"sweepBucketSeconds": str(SWEEP_SECONDS)})
+        with stack:
+            yield stack
+
+
+@pytest.fixture
+def connections(local_stack: Any) -> Any:
+    """The local connections table, read through moto server."""
+    return local_stack.dynamodb().Table(local_stack.table_names["ConnectionsTable"])
+
+
+@pytest.fixture
+def pages() -> Iterator[Any]:
+    """Open chat pages, each in a browser of its own (`faults=True`: with tests/support/websocket_faults.js
+    installed before the page's scripts); all closed at the end."""
+    from scripts import browser
+    from scripts.browser import ChatPage
+    from tests.support.browser_support import install_faults, require_browser
+
+    require_browser()
+    drivers: list[Any] = []
+
+    def open_page(url: str, faults: bool = False) -> ChatPage:
+        drivers.append(browser.chromium())
+        if faults:
+            install_faults(drivers[-1])
+        return ChatPage(drivers[-1]).open(url)
+
+    yield open_page
+    for driver in drivers:
+        driver.quit()

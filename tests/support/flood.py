@@ -1,0 +1,136 @@
+"""Clients sending at their rate limit into the local stack, while the stack's memory and its
+Python workers are sampled: the load test (tests/e2e/test_offline_load.py, a short run) and its
+minute-long version (bench/offline_flood.py) share it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scripts.local_stack import stack_rss_bytes
+from tests.support.wsclient import Client, close_ramped, connect_ramped
+
+MIB = 1024 * 1024
+
+
+def stack_processes(process_groups: list[int]) -> dict[str, tuple[int, int]]:
+    """The stack's processes by kind: "workers" (serverless-offline's Python workers, invoke.py),
+    "moto" (moto server, which holds the tables in memory) and "node" (serverless-offline and the
+    rest); each (how many, resident bytes)."""
+    groups = set(process_groups)
+    kinds: dict[str, list[int]] = {"workers": [0, 0], "moto": [0, 0], "node": [0, 0]}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pgid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            if pgid not in groups:
+                continue
+            command = (entry / "cmdline").read_bytes()
+            rss = next(int(line.split()[1]) * 1024 for line in (entry / "status").read_text().splitlines() if line.startswith("VmRSS:"))
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+        kind = "workers" if b"invoke.py" in command else "moto" if b"moto" in command else "node"
+        kinds[kind][0] += 1
+        kinds[kind][1] += rss
+    return {kind: (count, rss) for kind, (count, rss) in kinds.items()}
+
+
+def python_workers(process_groups: list[int]) -> int:
+    """serverless-offline's Python worker processes (invoke.py) in the stack's process groups."""
+    return stack_processes(process_groups)["workers"][0]
+
+
+@dataclass
+class FloodReport:
+    seconds: float
+    sent: list[str] = field(default_factory=list)  # every message sent, each text unique
+    refused: int = 0  # answered 429 (the rate limit)
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, RSS bytes, workers)
+    # (t, {"workers" | "moto" | "node": (processes, RSS bytes)})
+    breakdown: list[tuple[float, dict[str, tuple[int, int]]]] = field(default_factory=list)
+    stopped_early: str = ""
+    received: list[Counter] = field(default_factory=list)  # per client: flood texts -> copies
+    drained_after: float | None = None  # seconds from the last send until every client had everything
+
+    @property
+    def peak_workers(self) -> int:
+        return max(workers for _, _, workers in self.samples)
+
+    def rss_mib(self, since: float = 0.0, until: float = float("inf"), kind: str | None = None) -> list[float]:
+        """The stack's resident memory (or one kind of its processes') in MiB, sampled."""
+        if kind is None:
+            return [rss / MIB for t, rss, _ in self.samples if since <= t < until]
+        return [kinds[kind][1] / MIB for t, kinds in self.breakdown if since <= t < until]
+
+
+async def flood(
+    stack: Any,
+    clients: int = 10,
+    seconds: float = 60.0,
+    rate_per_client: float = 10.0,
+    max_workers: int | None = None,
+    sample_every: float = 1.0,
+    drain_timeout: float = 120.0,
+) -> FloodReport:
+    """`clients` users, each on one connection, each sending `rate_per_client` room messages a
+    second for `seconds` (ramped in and out), then waiting (up to `drain_timeout`) until every
+    client has every message that was accepted. Stops early, and says why, if the stack ever
+    runs more than `max_workers` Python workers (so an uncapped stack cannot eat the machine)."""
+    run = time.monotonic_ns() % 1_000_000
+    urls = [stack.url_for(f"flood-{run}-{n:02d}") for n in range(clients)]
+    report = FloodReport(seconds=seconds)
+    connected = await connect_ramped(urls, 10)
+    started = time.monotonic()
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            kinds = stack_processes(stack.process_groups())
+            workers, now = kinds["workers"][0], time.monotonic() - started
+            report.samples.append((now, stack_rss_bytes(stack.process_groups()), workers))
+            report.breakdown.append((now, kinds))
+            if max_workers is not None and workers > max_workers:
+                report.stopped_early = f"{workers} Python workers, more than {max_workers}"
+                stop.set()
+            try:
+                await asyncio.wait_for(stop.wait(), sample_every)
+            except asyncio.TimeoutError:
+                pass
+
+    async def send(index: int, client: Client) -> None:
+        offset = index / (clients * rate_per_client)  # spread the senders over one interval
+        await asyncio.sleep(offset)
+        interval, n = 1 / rate_per_client, 0
+        while not stop.is_set() and time.monotonic() - started < seconds:
+            text = f"flood {run} {index} {n}"
+            await client.send_message(text)
+            report.sent.append(text)
+            n += 1
+            await asyncio.sleep(max(0.0, started + offset + n * interval - time.monotonic()))
+
+    def flood_texts(client: Client) -> Counter:
+        return Counter(c for c in client.contents() if isinstance(c, str) and c.startswith(f"flood {run} "))
+
+    sampler = asyncio.create_task(sample())
+    await asyncio.gather(*(send(index, client) for index, client in enumerate(connected)))
+    sent_until = time.monotonic()
+    if not stop.is_set():
+        expected = len(report.sent) - sum(reply.startswith("Too many messages") for c in connected for reply in c.replies())
+        try:
+            for client in connected:
+                await client.wait_until(lambda c=client: len(flood_texts(c)) >= expected, drain_timeout - (time.monotonic() - sent_until))
+            report.drained_after = time.monotonic() - sent_until
+        except AssertionError:
+            pass
+        await asyncio.sleep(1.0)  # late duplicates would arrive now
+    stop.set()
+    await sampler
+    report.refused = sum(reply.startswith("Too many messages") for c in connected for reply in c.replies())
+    report.received = [flood_texts(c) for c in connected]
+    await close_ramped(connected, 10)
+    return report
