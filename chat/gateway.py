@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from chat import frames, ratelimit, sessions
+from chat import frames, ratelimit, sessions, tokens
 from chat.aws import AWS_ERRORS
 from chat.callers import caller, connection_id, user_id
 from chat.errors import Refusal
@@ -47,6 +47,18 @@ def connected_at(event: dict[str, Any]) -> int:
     request = event.get("requestContext") or {}
     millis = request.get("connectedAt") or request.get("requestTimeEpoch")
     return int(millis) // 1000 if millis else int(time.time())
+
+
+def with_subprotocol(event: dict[str, Any], reply: Response) -> Response:
+    """$connect's answer selects our subprotocol when the client offered it (with its token as
+    another: chat/tokens.py), as the WebSocket handshake requires; API Gateway passes the header
+    on ("Set up a $connect route that requires a WebSocket subprotocol")."""
+    headers = {str(name).lower(): value for name, value in (event.get("headers") or {}).items()}
+    if reply.get("statusCode") == 200 and tokens.SUBPROTOCOL in tokens.subprotocols(
+        headers.get("sec-websocket-protocol")
+    ):
+        return {**reply, "headers": {"Sec-WebSocket-Protocol": tokens.SUBPROTOCOL}}
+    return reply
 
 
 def unrecognized_event(event: dict[str, Any]) -> Response:

@@ -34,6 +34,14 @@ SECRET_MAX_STALENESS_SECONDS = 3600
 SSM_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 4})
 
 
+# A browser cannot set headers on a WebSocket, and a token in the URL ends up in logs and in the
+# browser's console: it may offer it as a subprotocol instead, beside SUBPROTOCOL, which $connect
+# then selects (a browser refuses a handshake that selects none of the offered subprotocols; API
+# Gateway's "Set up a $connect route that requires a WebSocket subprotocol").
+SUBPROTOCOL = "serverless-websocket"
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+
+
 class InvalidToken(ValueError):
     """The $connect request carries no usable token; the text goes to the log only."""
 
@@ -71,15 +79,26 @@ def _refused(method_arn: str) -> dict[str, Any]:
 
 
 def request_token(event: dict[str, Any]) -> str:
-    """The token from ?token=... (browsers cannot set WebSocket headers) or Authorization: Bearer."""
+    """The token a client connects with: offered as a WebSocket subprotocol "bearer.<JWT>" (what
+    a browser can send without putting the token in the URL), in ?token=..., or in an
+    Authorization: Bearer header (wscat -H, servers)."""
+    headers = {str(name).lower(): value for name, value in (event.get("headers") or {}).items()}
+    for offered in subprotocols(headers.get("sec-websocket-protocol")):
+        if offered.startswith(TOKEN_SUBPROTOCOL_PREFIX) and len(offered) > len(TOKEN_SUBPROTOCOL_PREFIX):
+            return offered[len(TOKEN_SUBPROTOCOL_PREFIX) :]
     token = (event.get("queryStringParameters") or {}).get("token")
     if isinstance(token, str) and token:
         return token
-    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
+    authorization = headers.get("authorization")
+    scheme, _, credentials = (authorization if isinstance(authorization, str) else "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    raise InvalidToken("no token in the query string or an Authorization: Bearer header")
+    raise InvalidToken("no token in a bearer.<JWT> subprotocol, the query string or an Authorization: Bearer header")
+
+
+def subprotocols(header: Any) -> list[str]:
+    """The subprotocols a client offered: Sec-WebSocket-Protocol is a comma-separated list."""
+    return [part.strip() for part in header.split(",") if part.strip()] if isinstance(header, str) else []
 
 
 @dataclass(frozen=True)

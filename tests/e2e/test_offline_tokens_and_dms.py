@@ -39,9 +39,24 @@ def test_connections_without_a_valid_token_are_refused(local_stack: Any) -> None
             await refused_status(f"{url}?token={mint_token('some-other-secret-' + 'z' * 50, 'alice')}"),
             await refused_status(f"{url}?token={mint_token(local_stack.jwt_secret, 'alice', hours=-1)}"),
             await refused_status(url, additional_headers={"Authorization": "Bearer nope"}),
+            await refused_status(url, subprotocols=["serverless-websocket", "bearer.nope"]),
         ]
 
-    assert asyncio.run(scenario()) == [403] * 5
+    assert asyncio.run(scenario()) == [403] * 6
+
+
+def test_a_token_offered_as_a_subprotocol_connects_with_nothing_in_the_url(local_stack: Any) -> None:
+    (alice,) = users("alice")
+    offered = ["serverless-websocket", "bearer." + local_stack.token(alice)]
+
+    async def scenario() -> tuple[str | None, Any]:
+        async with websockets.connect(local_stack.websocket_url, subprotocols=offered, open_timeout=30) as client:
+            await client.send(json.dumps({"action": "getRecentMessages", "with": "nobody", "ref": "r1"}))
+            return client.subprotocol, json.loads(await asyncio.wait_for(client.recv(), 30))
+
+    selected, reply = asyncio.run(scenario())
+    assert selected == "serverless-websocket"  # the handshake selects ours, never the token
+    assert reply["reply"]["ref"] == "r1" and reply["reply"]["status"] == 200  # signed in as alice: DMs need a user
 
 
 def test_dm_reaches_only_the_recipient_and_history_returns_it(local_stack: Any) -> None:

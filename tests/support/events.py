@@ -46,8 +46,13 @@ def websocket_event(
     return event
 
 
-def connect_event(connection_id: str, user: str | None = None, expires_at: int | None = None) -> dict[str, Any]:
-    return websocket_event(connection_id, "CONNECT", "$connect", user=user, expires_at=expires_at)
+def connect_event(connection_id: str, user: str | None = None, expires_at: int | None = None,
+                  protocols: str | None = None) -> dict[str, Any]:
+    """$connect, with the Sec-WebSocket-Protocol header the client sent, if any."""
+    event = websocket_event(connection_id, "CONNECT", "$connect", user=user, expires_at=expires_at)
+    if protocols is not None:
+        event["headers"] = {"Host": DOMAIN_NAME, "Sec-WebSocket-Protocol": protocols}
+    return event
 
 
 def disconnect_event(connection_id: str, user: str | None = None) -> dict[str, Any]:
@@ -75,7 +80,7 @@ def token(
     return jwt.encode(payload, secret, algorithm=algorithm)
 
 
-def authorizer_event(query_token: str | None = None, header: str | None = None) -> dict[str, Any]:
+def authorizer_event(query_token: str | None = None, header: str | None = None, protocols: str | None = None) -> dict[str, Any]:
     """The REQUEST authorizer event API Gateway sends on $connect."""
     event: dict[str, Any] = {
         "type": "REQUEST",
@@ -87,6 +92,8 @@ def authorizer_event(query_token: str | None = None, header: str | None = None) 
         event["queryStringParameters"] = {"token": query_token}
     if header is not None:
         event["headers"]["Authorization"] = header
+    if protocols is not None:
+        event["headers"]["Sec-WebSocket-Protocol"] = protocols
     return event
 
 

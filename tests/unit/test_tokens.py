@@ -128,7 +128,7 @@ def test_bad_token_is_denied(handler: Any, jwt_secret: str, event: dict[str, Any
 @pytest.mark.parametrize(
     ("event", "reason"),
     [
-        (authorizer_event(), "no token in the query string or an Authorization: Bearer header"),
+        (authorizer_event(), "no token in a bearer.<JWT> subprotocol, the query string or an Authorization: Bearer header"),
         (authorizer_event(query_token=token(SECRET, expires_in=-3600)), "ExpiredSignatureError: Signature has expired"),
         (authorizer_event(query_token=token(SECRET, sub="evil#dm")), "the token's sub is not a valid user id"),
         (authorizer_event(query_token=token(SECRET, channels=[f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS + 1)])),
