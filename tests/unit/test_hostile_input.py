@@ -18,7 +18,7 @@ from botocore.exceptions import (
 
 from chat import connections, delivery, frames, tokens
 from chat import history as history_store
-from tests.support.actions import all_history, dm, dm_response, history, history_response, say, say_response, send
+from tests.support.actions import all_history, dm, dm_response, history, history_response, routes, say, say_response, send
 from tests.support.events import (
     authorizer_event,
     connect_event,
@@ -545,3 +545,44 @@ def test_frames_are_utf8_with_text_as_is_and_never_nan() -> None:
     assert frames.encode({"content": "안녕 👋"}) == '{"content": "안녕 👋"}'.encode("utf-8")
     with pytest.raises(ValueError):
         frames.encode({"content": float("nan")})
+
+
+# --- numbers at the limits of every type ------------------------------------------------------
+
+# Beyond DynamoDB's 38 digits (boto3's serializer raised decimal.Rounded, Inexact or Overflow and
+# the route was left without an answer), below any sane value, the largest double, past int64.
+EXTREME_NUMBERS = [10**38, 10**40, 10**200, -(10**40), 1e308, -1e308, 2**63, 2**64, -(2**63) - 1]
+NUMERIC_FIELDS = ["limit", "before", "after", "seq", "content", "channel", "to", "with", "clientMessageId", "token", "ref",
+                  "action"]
+
+
+@pytest.mark.parametrize("value", EXTREME_NUMBERS, ids=str)
+@pytest.mark.parametrize("route", sorted(set(routes()) - {"$connect", "$disconnect"}))
+def test_every_field_of_every_action_given_a_number_at_the_limits_is_answered_without_a_failure(
+    handler: Any, management: Any, connect: Any, route: str, value: Any
+) -> None:
+    connect("alice-1", user="alice")
+    base = {"channel": "lobby", "to": "bob", "content": "hi"}
+    for field in NUMERIC_FIELDS:
+        response = send(handler, route, "alice-1", "alice", body=json.dumps({"action": route, **base, field: value}))
+        assert response["statusCode"] in (200, 400, 403), (field, response)
+        assert isinstance(response.get("body", ""), str)
+
+
+@pytest.mark.parametrize("field, value, text", [
+    ("after", 10**40, '"after" is beyond any seq a conversation can reach (at most 1000000000000000).'),
+    ("after", 10**15 + 1, '"after" is beyond any seq a conversation can reach (at most 1000000000000000).'),
+    ("before", 10**38, '"before" is beyond any seq a conversation can reach (at most 1000000000000001).'),
+    ("before", 10**15 + 2, '"before" is beyond any seq a conversation can reach (at most 1000000000000001).'),
+], ids=["after-40-digits", "after-one-past", "before-38-digits", "before-one-past"])
+def test_a_cursor_beyond_any_seq_is_refused_with_the_bound(handler: Any, field: str, value: int, text: str) -> None:
+    assert history_response(handler, "alice", **{field: value}) == {"statusCode": 400, "body": text}
+
+
+@pytest.mark.parametrize("field, value", [("after", 10**15), ("before", 10**15 + 1)], ids=["after", "before"])
+def test_a_cursor_at_the_bound_is_read(handler: Any, management: Any, field: str, value: int) -> None:
+    say(handler, "alice", "hi")
+
+    page = json.loads(history_response(handler, "alice", **{field: value})["body"])["history"]
+
+    assert [m["content"] for m in page["messages"]] == ([] if field == "after" else ["hi"])
