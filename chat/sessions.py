@@ -6,7 +6,7 @@ user's presence) before its row goes, so the row, the memberships and presence c
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from chat import aws, connections, delivery, frames, jobs, members, presence, ratelimit, tokens
 from chat.callers import Caller
@@ -74,7 +74,7 @@ def renew(caller: Caller, body: str | None) -> frames.Reply:
         ) from None
     if identity.user != caller.user:
         raise Refusal("forbidden", "The token is for another user: a connection keeps its user. Nothing was renewed.")
-    if (tuple(identity.channels) if identity.channels is not None else None) != caller.channels:
+    if _as_set(identity.channels) != _as_set(caller.channels):
         raise Refusal(
             "forbidden",
             "The token allows other channels than this connection's: reconnect to change them. Nothing was renewed.",
@@ -82,6 +82,11 @@ def renew(caller: Caller, body: str | None) -> frames.Reply:
     if not connections.renew(caller.connection_id, identity.expires_at, int(time.time())):
         raise Refusal("forbidden", "The token does not expire later than this connection's: nothing was renewed.")
     return frames.renewed(identity.expires_at)
+
+
+def _as_set(patterns: Iterable[str] | None) -> frozenset[str] | None:
+    """A channels claim as what it allows: its order and repeats mean nothing."""
+    return None if patterns is None else frozenset(patterns)
 
 
 def close_session(caller: Caller) -> str:

@@ -20,6 +20,9 @@ from chat.users import checked_user_id
 # Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
 TOKEN_ALGORITHMS = ["HS256"]
 TOKEN_LEEWAY_SECONDS = 30
+# The latest `exp` accepted: a year from now. Identity providers issue tokens for minutes or
+# hours, and a connection lives at most 2 hours whatever its token says.
+MAX_TOKEN_LIFETIME_SECONDS = 366 * 24 * 60 * 60
 # The `channels` claim: channel names (chat/requests.py's rule) or prefixes of them before "*".
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}|[A-Za-z0-9_.:-]{0,99}\*")
 MAX_CHANNEL_PATTERNS = 100
@@ -126,7 +129,18 @@ def verify_token(token: str, secret: str) -> Identity:
     user_id = checked_user_id(claims["sub"])
     if user_id is None:
         raise InvalidToken("the token's sub is not a valid user id")
-    return Identity(user_id, int(claims["exp"]), channel_claim(claims.get("channels")))
+    return Identity(user_id, expiry(claims["exp"]), channel_claim(claims.get("channels")))
+
+
+def expiry(exp: Any) -> int:
+    """`exp` as whole epoch seconds: RFC 7519's NumericDate is a JSON number (a fraction allowed),
+    never a string (PyJWT accepts "1900000000": it checks int(exp)), and no later than
+    MAX_TOKEN_LIFETIME_SECONDS from now (a year past 9999 could be stored, then never shown)."""
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise InvalidToken(f"the token's exp is not a number: {exp!r}")
+    if exp > time.time() + MAX_TOKEN_LIFETIME_SECONDS:
+        raise InvalidToken(f"the token's exp is more than {MAX_TOKEN_LIFETIME_SECONDS // 86400} days away: {exp!r}")
+    return int(exp)
 
 
 def channel_claim(value: Any) -> list[str] | None:

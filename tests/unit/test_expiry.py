@@ -138,8 +138,14 @@ def test_a_renewed_connection_lives_past_its_first_exp(
         (lambda secret: token(secret, "alice", expires_in=100), NOT_LATER),
         (lambda secret: token(secret, "alice", expires_in=3600, channels=["team-*"]), OTHER_CHANNELS),
         (lambda secret: "not.a.token", NOT_VALID),
+        # exp past the year 9999 was stored, then crashed the reply (year 33658 is out of range)
+        (lambda secret: token(secret, "alice", expires_in=None, exp=10**12), NOT_VALID),
+        (lambda secret: token(secret, "alice", expires_in=367 * 86400), NOT_VALID),
+        (lambda secret: token(secret, "alice", expires_in=None, exp=str(int(time.time()) + 3600)), NOT_VALID),
+        (lambda secret: token(secret, "alice", expires_in=None, exp=True), NOT_VALID),
     ],
-    ids=["another-sub", "expired", "bad-signature", "earlier-exp", "other-channels", "garbage"],
+    ids=["another-sub", "expired", "bad-signature", "earlier-exp", "other-channels", "garbage", "year-33658",
+         "beyond-a-year", "exp-as-text", "exp-true"],
 )
 def test_any_other_token_is_refused_and_changes_nothing(
     handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float], make_token: Any, reason: str
@@ -151,6 +157,38 @@ def test_any_other_token_is_refused_and_changes_nothing(
 
     assert response == {"statusCode": 403, "body": reason}
     assert table.get_item(Key={"connection_id": "c1"})["Item"]["expires_at"] == exp
+
+
+@pytest.mark.parametrize("renewed_claim", [["lobby", "team-*"], ["team-*", "lobby", "lobby"]], ids=["reordered", "repeated"])
+def test_a_renewal_with_the_same_channels_in_another_order_or_repeated_is_taken(
+    handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float], renewed_claim: list[str]
+) -> None:
+    # The claim is a set of patterns: its order and repeats mean nothing.
+    exp = int(now[0]) + 300
+    event = connect_event("c1", "alice", exp)
+    event["requestContext"]["authorizer"]["channels"] = json.dumps(["team-*", "lobby"])
+    assert handler.connection_manager(event, None)["statusCode"] == 200
+    later = token(jwt_secret, "alice", expires_in=3600, channels=renewed_claim)
+    body = message_event("c1", action_body("renewToken", token=later), "renewToken", "alice", exp)
+    body["requestContext"]["authorizer"]["channels"] = json.dumps(["team-*", "lobby"])
+
+    response = handler.renew_token(body, None)
+
+    assert response["statusCode"] == 200, response
+    assert table.get_item(Key={"connection_id": "c1"})["Item"]["expires_at"] == exp_of(later)
+
+
+def test_a_token_whose_exp_has_a_fraction_is_taken_to_the_second(
+    handler: Any, management: Any, table: Any, jwt_secret: str, now: list[float]
+) -> None:
+    exp = int(now[0]) + 300
+    open_with_token(handler, "c1", "alice", exp)
+    later = int(time.time()) + 3600
+
+    response = renew(handler, "c1", "alice", exp, token(jwt_secret, "alice", expires_in=None, exp=later + 0.75))
+
+    assert response["statusCode"] == 200
+    assert table.get_item(Key={"connection_id": "c1"})["Item"]["expires_at"] == later
 
 
 def test_an_anonymous_connection_has_nothing_to_renew(handler: Any, management: Any, jwt_secret: str) -> None:

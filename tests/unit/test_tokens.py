@@ -87,6 +87,10 @@ SECRET = "test-secret-" + "x" * 60  # the jwt_secret fixture's value
         authorizer_event(query_token=token(SECRET, algorithm="HS512")),
         authorizer_event(query_token=unsigned({"sub": "alice", "exp": int(time.time()) + 3600}, {"alg": "none", "typ": "JWT"})),
         authorizer_event(query_token=token(SECRET, expires_in=None)),  # no exp
+        authorizer_event(query_token=token(SECRET, expires_in=None, exp=10**12)),  # the year 33658
+        authorizer_event(query_token=token(SECRET, expires_in=367 * 86400)),  # more than a year away
+        authorizer_event(query_token=token(SECRET, expires_in=None, exp=str(int(time.time()) + 3600))),  # RFC 7519: a number
+        authorizer_event(query_token=token(SECRET, expires_in=None, exp=True)),
         authorizer_event(query_token=token(SECRET, sub=None)),
         authorizer_event(query_token=token(SECRET, sub="")),
         authorizer_event(query_token=token(SECRET, sub="evil#dm")),
@@ -107,6 +111,10 @@ SECRET = "test-secret-" + "x" * 60  # the jwt_secret fixture's value
         "wrong-algorithm-hs512",
         "alg-none",
         "no-exp",
+        "exp-year-33658",
+        "exp-beyond-a-year",
+        "exp-as-text",
+        "exp-true",
         "no-sub",
         "empty-sub",
         "sub-with-hash",
