@@ -45,10 +45,12 @@ def connection_manager(event: dict[str, Any], context: Any) -> Response:
     """$connect stores the connection, $disconnect forgets it."""
     event_type = lifecycle_event(event)
     if event_type == "CONNECT":
-        opened = answer(
-            event, lambda: sessions.open_session(caller(event), connected_at(event)), "Connect failed.", "Connect"
+        return with_subprotocol(
+            event,
+            answer(
+                event, lambda: sessions.open_session(caller(event), connected_at(event)), "Connect failed.", "Connect"
+            ),
         )
-        return with_subprotocol(event, opened)
     if event_type == "DISCONNECT":
         return answer(event, lambda: sessions.close_session(caller(event)), "Disconnect failed.", "Disconnect")
     return unrecognized_event(event)

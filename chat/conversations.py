@@ -59,9 +59,12 @@ def head_item(conversation: str, head: int, seq: int, now: float) -> dict[str, A
     }
 
 
-def record_item(conversation: str, key: str, seq: int, message_id: str, now: float) -> dict[str, Any]:
-    """The transaction item that records a send under `key` for SEND_RECORD_SECONDS: it fails if
-    a live record is there (the same send, stored meanwhile)."""
+def record_item(
+    conversation: str, key: str, seq: int, message_id: str, now: float, lease_until_ms: int
+) -> dict[str, Any]:
+    """The transaction item that records a send under `key` for SEND_RECORD_SECONDS, its delivery
+    leased to this send until `lease_until_ms`: it fails if a live record is there (the same
+    send, stored meanwhile)."""
     return {
         "Put": {
             "TableName": table().name,
@@ -71,6 +74,7 @@ def record_item(conversation: str, key: str, seq: int, message_id: str, now: flo
                 "seq": seq,
                 "id": message_id,
                 "delivered": False,
+                "lease_until_ms": lease_until_ms,
                 "expires_at": int(now) + SEND_RECORD_SECONDS,
                 "ttl": int(now) + SEND_RECORD_SECONDS,
             },
@@ -88,6 +92,35 @@ def mark_delivered(conversation: str, key: str) -> None:
         UpdateExpression="SET delivered = :yes",
         ExpressionAttributeValues={":yes": True},
     )
+
+
+def take_lease(conversation: str, key: str, seen_until_ms: int, until_ms: int) -> bool:
+    """Take over the delivery of an undelivered send whose lease (`seen_until_ms`, as read) has run
+    out: one conditional write, so two repeats never both deliver. False if another took it, or
+    the delivery finished meanwhile."""
+    try:
+        table().update_item(
+            Key={"pk": conversation, "sk": key},
+            UpdateExpression="SET lease_until_ms = :until",
+            ConditionExpression="delivered = :no AND (attribute_not_exists(lease_until_ms) OR lease_until_ms = :seen)",
+            ExpressionAttributeValues={":until": until_ms, ":no": False, ":seen": seen_until_ms},
+        )
+        return True
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        return False
+
+
+def release_lease(conversation: str, key: str) -> None:
+    """The send holding the delivery could not finish it: a repeat may take it over at once."""
+    try:
+        table().update_item(
+            Key={"pk": conversation, "sk": key},
+            UpdateExpression="SET lease_until_ms = :zero",
+            ConditionExpression="delivered = :no",
+            ExpressionAttributeValues={":zero": 0, ":no": False},
+        )
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        pass  # delivered meanwhile, or the record is gone
 
 
 def presence_count_item(conversation: str, change: int) -> dict[str, Any]:

@@ -168,15 +168,16 @@ def renewed(expires_at: int) -> dict[str, Any]:
 
 
 def sent(
-    named: dict[str, Any], message: dict[str, Any], duplicate: bool, complete: bool, online: bool | None = None
+    named: dict[str, Any], message: dict[str, Any], duplicate: bool, delivery: str, online: bool | None = None
 ) -> dict[str, Any]:
     """The acknowledgement of a send that named a channel or a clientMessageId: where it went
-    (`named`: {"channel"}, {"to"} or nothing for the room), its seq and id, whether it was a
-    repeat, whether delivery finished, and for a DM whether the recipient got it live."""
+    (`named`: {"channel"}, {"to"}, {"room": true} or nothing for the room), its seq and id,
+    whether it was a repeat, how its delivery went ("complete", "incomplete", "pending"), and for
+    a DM whether the recipient got it live (when this send delivered it)."""
     shown: dict[str, Any] = {**named, "seq": message["seq"], "id": message["id"]}
     if "client_message_id" in message:
         shown["clientMessageId"] = message["client_message_id"]
-    shown.update(duplicate=duplicate, delivery="complete" if complete else "incomplete")
+    shown.update(duplicate=duplicate, delivery=delivery)
     if online is not None:
         shown["recipientOnline"] = online
     return {"sent": shown}

@@ -36,6 +36,9 @@ SEND_RECORD_SECONDS = conversations.SEND_RECORD_SECONDS
 APPEND_SECONDS = 5.0
 APPEND_BACKOFF_SECONDS = 0.005
 APPEND_MAX_BACKOFF_SECONDS = 0.2
+# How long the send that stored a message holds its delivery (a repeat meanwhile does not post):
+# longer than any delivery from one invocation (API Gateway gives up after 29 s).
+DELIVERY_LEASE_MS = 30_000
 # How many Query pages one history request may read to get past expired messages.
 MAX_HISTORY_PAGES = 5
 BUSY = "Too many messages at once in this conversation: this one was not stored; send it again."
@@ -51,6 +54,7 @@ class Appended:
     message: dict[str, Any]
     duplicate: bool = False
     delivered: bool = False
+    lease_until_ms: int = 0  # a duplicate: until when the send that stored it holds its delivery
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,10 @@ def append(
         now = time.time()
         if record is not None and int(record["expires_at"]) > now:
             return Appended(
-                _load(conversation, int(record["seq"])), duplicate=True, delivered=bool(record.get("delivered"))
+                _load(conversation, int(record["seq"])),
+                duplicate=True,
+                delivered=bool(record.get("delivered")),
+                lease_until_ms=int(record.get("lease_until_ms", 0)),
             )
         stored = {**message, "seq": head + 1, "sent_at_ms": int(now * 1000)}
         items = [
@@ -119,7 +126,8 @@ def append(
             },
         ]
         if record_key:
-            items.append(conversations.record_item(conversation, record_key, stored["seq"], stored["id"], now))
+            lease = int(now * 1000) + DELIVERY_LEASE_MS
+            items.append(conversations.record_item(conversation, record_key, stored["seq"], stored["id"], now, lease))
         if pair is not None:
             items += inbox.items(conversation, stored["seq"], stored["sent_at_ms"], pair)
         try:
@@ -139,6 +147,20 @@ def mark_delivered(conversation: str, sender_key: str | None, client_message_id:
     """The send's delivery finished: a retry of it is answered without delivering again."""
     if client_message_id:
         conversations.mark_delivered(conversation, conversations.record_key(sender_key or "", client_message_id))
+
+
+def take_delivery(conversation: str, sender_key: str | None, client_message_id: str | None, seen_until_ms: int) -> bool:
+    """Whether this repeat of a send may deliver it: only once the lease of the send that stored
+    it has run out (or was given back), and only one repeat then."""
+    if not client_message_id or seen_until_ms > _now_ms():
+        return False
+    key = conversations.record_key(sender_key or "", client_message_id)
+    return conversations.take_lease(conversation, key, seen_until_ms, _now_ms() + DELIVERY_LEASE_MS)
+
+
+def release_delivery(conversation: str, sender_key: str | None, client_message_id: str | None) -> None:
+    if client_message_id:
+        conversations.release_lease(conversation, conversations.record_key(sender_key or "", client_message_id))
 
 
 def latest_seq(conversation: str) -> int:

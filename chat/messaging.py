@@ -10,11 +10,9 @@ retry with the same clientMessageId completes it instead of storing the message 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from chat import aws, channels, connections, delivery, dispatch, frames, history, members
+from chat import channels, delivery, frames, history, members, publisher
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
@@ -27,7 +25,7 @@ from chat.requests import (
     require_content,
     require_user_id,
 )
-from chat.telemetry import count, logger, milliseconds
+from chat.telemetry import milliseconds
 
 
 def unrecognized(body: str | None) -> frames.Reply:
@@ -36,15 +34,6 @@ def unrecognized(body: str | None) -> frames.Reply:
     if is_heartbeat(body):
         return None
     raise Refusal("unknown_action", frames.UNRECOGNIZED)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """How delivering a stored message went: complete (every recipient was posted to or queued
-    for the workers), and which connections of a DM's recipient got it live."""
-
-    complete: bool
-    reached: frozenset[str] = frozenset()
 
 
 def send_message(caller: Caller, body: str | None) -> frames.Reply:
@@ -57,25 +46,18 @@ def send_message(caller: Caller, body: str | None) -> frames.Reply:
     user = channels.require_access(caller, channel) if channel is not None else caller.user
     message = history.new_message(content, caller.user, channel=channel, client_message_id=client_message_id)
     frames.check_size(message)
-    if channel is None:
-        appended = history.append(history.ROOM, message, _sender_key(caller))
-        done = _deliver(caller, history.ROOM, appended, connections.all_ids)
-        milliseconds("BroadcastDuration", (time.perf_counter() - started) * 1000)
-        if client_message_id is None:
-            return (
-                frames.ROOM_SENT if done.complete else frames.incomplete(appended.message["seq"], "the room's history")
-            )
-        return _ack(appended, done, {})
-    if user is None or not members.is_member(channel, caller.connection_id, user):
+    if channel is not None and (user is None or not members.is_member(channel, caller.connection_id, user)):
         raise Refusal(
             "not_member",
             f'Join channel "{channel}" before sending to it: {{"action": "join", "channel": "{channel}"}}.',
         )
-    conversation = history.channel_conversation(channel)
-    appended = history.append(conversation, message, _sender_key(caller))
-    done = _deliver(caller, conversation, appended, lambda: members.member_ids(channel))
+    published = publisher.publish(publisher.Target(channel=channel), message, _sender_key(caller), _endpoint(caller))
     milliseconds("BroadcastDuration", (time.perf_counter() - started) * 1000)
-    return _ack(appended, done, {"channel": channel})
+    if channel is None and client_message_id is None:
+        if published.delivery == publisher.COMPLETE:
+            return frames.ROOM_SENT
+        return frames.incomplete(published.message["seq"], "the room's history")
+    return _ack(published, {"channel": channel} if channel is not None else {})
 
 
 def send_direct(caller: Caller, body: str | None) -> frames.Reply:
@@ -91,63 +73,23 @@ def send_direct(caller: Caller, body: str | None) -> frames.Reply:
     client_message_id = parse_client_message_id(request.get("clientMessageId"))
     message = history.new_message(require_content(request), sender, to=recipient, client_message_id=client_message_id)
     frames.check_size(message)
-    conversation = history.dm_conversation(sender, recipient)
-    appended = history.append(conversation, message, _sender_key(caller), pair=(sender, recipient))
-    recipient_ids: list[str] = []
-
-    def audience() -> list[str]:
-        recipient_ids.extend(connections.user_connection_ids(recipient))
-        own = [cid for cid in connections.user_connection_ids(sender) if cid != caller.connection_id]
-        return recipient_ids + own
-
-    done = _deliver(caller, conversation, appended, audience, inline_only=True)
-    online = any(cid in done.reached for cid in recipient_ids)
+    target = publisher.Target(pair=(sender, recipient))
+    published = publisher.publish(target, message, _sender_key(caller), _endpoint(caller), exclude=caller.connection_id)
     if client_message_id is not None:
-        return _ack(
-            appended, done, {"to": recipient}, online if done.complete and not _already_done(appended) else None
-        )
-    if not done.complete:
-        return frames.incomplete(appended.message["seq"], f"your history with {recipient}")
-    return frames.dm_delivered(recipient) if online else frames.dm_stored(recipient)
+        return _ack(published, {"to": recipient})
+    if published.delivery != publisher.COMPLETE:
+        return frames.incomplete(published.message["seq"], f"your history with {recipient}")
+    return frames.dm_delivered(recipient) if published.recipient_online else frames.dm_stored(recipient)
 
 
-def _deliver(
-    caller: Caller,
-    conversation: str,
-    appended: history.Appended,
-    audience: Callable[[], Iterable[str]],
-    inline_only: bool = False,
-) -> Delivery:
-    """Deliver a stored message (unless the same send already did), then mark its send record
-    delivered. An AWS failure here is logged and reported as incomplete, never raised: the
-    message is stored."""
-    if _already_done(appended):
-        return Delivery(complete=True)
-    message = appended.message
-    try:
-        endpoint = delivery.management_endpoint(caller.request_context)
-        payload = frames.encode_delivery(message)
-        reached = dispatch.broadcast(
-            endpoint, audience(), payload, message["id"], message["sent_at_ms"], inline_only=inline_only
-        )
-    except aws.AWS_ERRORS:
-        logger.exception("Delivery of %s (seq %d of %s) is incomplete", message["id"], message["seq"], conversation)
-        count("DeliveriesIncomplete")
-        return Delivery(complete=False)
-    try:
-        history.mark_delivered(conversation, _sender_key(caller), message.get("client_message_id"))
-    except aws.AWS_ERRORS:  # a retry would deliver it again: clients drop a seq they have
-        logger.exception("Could not mark %s delivered", message["id"])
-    return Delivery(complete=True, reached=reached)
-
-
-def _ack(appended: history.Appended, done: Delivery, named: dict[str, Any], online: bool | None = None) -> frames.Reply:
+def _ack(published: publisher.Published, named: dict[str, Any]) -> frames.Reply:
     """The JSON acknowledgement of a send that named a channel or a clientMessageId."""
-    return frames.sent(named, appended.message, appended.duplicate, done.complete, online)
+    online = published.recipient_online if "to" in named else None
+    return frames.sent(named, published.message, published.appended.duplicate, published.delivery, online)
 
 
-def _already_done(appended: history.Appended) -> bool:
-    return appended.duplicate and appended.delivered
+def _endpoint(caller: Caller) -> str:
+    return delivery.management_endpoint(caller.request_context)
 
 
 def _sender_key(caller: Caller) -> str:

@@ -6,7 +6,8 @@ user's presence) before its row goes, so the row, the memberships and presence c
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from chat import aws, connections, delivery, frames, jobs, members, presence, ratelimit, tokens
 from chat.callers import Caller

@@ -362,3 +362,84 @@ def test_any_interleaving_of_sends_retries_and_joins_gives_seqs_1_to_n_each_mess
     for conversation, sends in expected.items():
         seqs = [seq for seq, _ in stored(messages, conversation)]
         assert seqs == list(range(1, len(sends) + 1)), conversation
+
+
+# --- a repeat while the first send is still delivering ---------------------------------------
+
+
+def copies(management: Any, connection_id: str) -> list[Any]:
+    return [m["content"] for frame in management.received(connection_id) if isinstance(frame, dict)
+            for m in frame.get("messages", [])]
+
+
+def test_a_repeat_while_the_first_send_is_delivering_is_pending_and_posts_nothing(
+    handler: Any, management: Any, messages: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A double click: the second frame arrives while the first is still posting. It used to post
+    # again (every member got two copies through make offline, 50 of 60 repeats).
+    from chat import dispatch
+
+    connect("alice-1", "bob-1", "carol-1", user="bob")
+    real, repeats = dispatch.broadcast, []
+
+    def broadcast_with_a_repeat_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not repeats:
+            repeats.append(acked(send(handler, "alice-1", "alice", content="once", clientMessageId="dbl")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "broadcast", broadcast_with_a_repeat_meanwhile)
+    first = acked(send(handler, "alice-1", "alice", content="once", clientMessageId="dbl"))
+
+    assert first["delivery"] == "complete" and first["duplicate"] is False
+    assert repeats == [{**first, "duplicate": True, "delivery": "pending"}]
+    assert {cid: copies(management, cid) for cid in ("alice-1", "bob-1", "carol-1")} == {
+        "alice-1": ["once"], "bob-1": ["once"], "carol-1": ["once"]}
+    assert acked(send(handler, "alice-1", "alice", content="once", clientMessageId="dbl")) == {
+        **first, "duplicate": True, "delivery": "complete"}  # once it finished
+    assert copies(management, "bob-1") == ["once"] and stored(messages) == [(1, "once")]
+
+
+def test_a_send_that_died_after_storing_is_delivered_by_a_repeat_once_its_lease_runs_out(
+    handler: Any, management: Any, connect: Any, clock: list[float]
+) -> None:
+    connect("bob-1", user="bob")
+    # The first send stored the message, then its invocation died before delivering it.
+    history.append(history.ROOM, history.new_message("orphan", "alice", client_message_id="d-1"), "alice")
+
+    early = acked(send(handler, "alice-1", "alice", content="orphan", clientMessageId="d-1"))
+    clock[0] += history.DELIVERY_LEASE_MS / 1000 - 1
+    still = acked(send(handler, "alice-1", "alice", content="orphan", clientMessageId="d-1"))
+    assert early["delivery"] == still["delivery"] == "pending" and copies(management, "bob-1") == []
+
+    clock[0] += 2  # the lease ran out unfinished
+    late = acked(send(handler, "alice-1", "alice", content="orphan", clientMessageId="d-1"))
+
+    assert (late["duplicate"], late["delivery"]) == (True, "complete") and copies(management, "bob-1") == ["orphan"]
+
+
+def test_of_two_repeats_after_the_lease_ran_out_only_one_delivers(handler: Any, management: Any, clock: list[float]) -> None:
+    appended = history.append(history.ROOM, history.new_message("x", "alice", client_message_id="two"), "alice")
+    clock[0] += history.DELIVERY_LEASE_MS / 1000 + 1
+    seen = history.append(history.ROOM, history.new_message("x", "alice", client_message_id="two"), "alice")
+
+    assert appended.duplicate is False and seen.duplicate and seen.lease_until_ms > 0
+    assert history.take_delivery(history.ROOM, "alice", "two", seen.lease_until_ms) is True
+    assert history.take_delivery(history.ROOM, "alice", "two", seen.lease_until_ms) is False  # the other one lost
+
+
+def test_a_send_that_could_not_deliver_gives_its_lease_back_for_an_immediate_retry(
+    handler: Any, management: Any, connect: Any, clock: list[float]
+) -> None:
+    connect("bob-1", user="bob")
+    table_client = connections.table().meta.client
+
+    def scan_fails(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="x")
+
+    table_client.meta.events.register_first("before-call.dynamodb.Scan", scan_fails)
+    first = acked(send(handler, "alice-1", "alice", content="retry me", clientMessageId="g-1"))
+    table_client.meta.events.unregister("before-call.dynamodb.Scan", scan_fails)
+    retry = acked(send(handler, "alice-1", "alice", content="retry me", clientMessageId="g-1"))  # well within 30 s
+
+    assert first["delivery"] == "incomplete" and retry["delivery"] == "complete"
+    assert copies(management, "bob-1") == ["retry me"]

@@ -1,0 +1,107 @@
+"""The core of sending, free of connections and API Gateway events: store a message as its
+conversation's next seq, then deliver it to the conversation's audience (inline, or through the
+workers), and say how that went. The WebSocket routes (chat/messaging.py) check who may send what,
+then call `publish`; so does the app's backend through POST /publish (chat/backend.py).
+
+Delivery is held by the send that stored the message: its send record carries a lease. A repeat
+of the same clientMessageId while the lease is held (a double click, an eager retry) is answered
+as a duplicate whose delivery is "pending" and posts nothing; a repeat after the holder finished
+is answered "complete"; one after the holder failed (it gives the lease back) or died (the lease
+runs out) takes the lease and delivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from chat import aws, connections, dispatch, frames, history, members
+from chat.telemetry import count, logger
+
+COMPLETE, INCOMPLETE, PENDING = "complete", "incomplete", "pending"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message goes: the room, a channel, or the direct conversation of a pair."""
+
+    channel: str | None = None
+    pair: tuple[str, str] | None = None  # (sender, recipient) of a direct message
+
+    @property
+    def conversation(self) -> str:
+        if self.pair is not None:
+            return history.dm_conversation(*self.pair)
+        return history.channel_conversation(self.channel) if self.channel is not None else history.ROOM
+
+
+@dataclass(frozen=True)
+class Published:
+    """A message stored (or found stored: `appended.duplicate`), and how its delivery went:
+    COMPLETE (every recipient posted to or queued for the workers), INCOMPLETE (stored, not
+    delivered to everyone: a retry with the same clientMessageId finishes it) or PENDING (another
+    send of the same clientMessageId is delivering it); for a direct message, whether the
+    recipient got it live (None when this send did not deliver it)."""
+
+    appended: history.Appended
+    delivery: str
+    recipient_online: bool | None = None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        return self.appended.message
+
+
+def publish(
+    target: Target, message: dict[str, Any], sender_key: str, endpoint: str, exclude: str | None = None
+) -> Published:
+    """Store the message (history.append), then deliver it, unless the same send already did or is
+    doing it. `exclude`: the sending connection, which gets its reply instead of a copy of a DM."""
+    appended = history.append(target.conversation, message, sender_key, pair=target.pair)
+    client_message_id = message.get("client_message_id")
+    if appended.duplicate:
+        if appended.delivered:
+            return Published(appended, COMPLETE)
+        if not history.take_delivery(target.conversation, sender_key, client_message_id, appended.lease_until_ms):
+            return Published(appended, PENDING)
+    recipient_ids: list[str] = []
+
+    def audience() -> Iterable[str]:
+        if target.pair is None:
+            return members.member_ids(target.channel) if target.channel is not None else connections.all_ids()
+        sender, recipient = target.pair
+        recipient_ids.extend(connections.user_connection_ids(recipient))
+        return recipient_ids + [cid for cid in connections.user_connection_ids(sender) if cid != exclude]
+
+    stored = appended.message
+    try:
+        payload = frames.encode_delivery(stored)
+        reached = dispatch.broadcast(
+            endpoint, audience(), payload, stored["id"], stored["sent_at_ms"], inline_only=target.pair is not None
+        )
+    except aws.AWS_ERRORS:
+        logger.exception(
+            "Delivery of %s (seq %d of %s) is incomplete", stored["id"], stored["seq"], target.conversation
+        )
+        count("DeliveriesIncomplete")
+        _give_back(target.conversation, sender_key, client_message_id)
+        return Published(appended, INCOMPLETE)
+    try:
+        history.mark_delivered(target.conversation, sender_key, client_message_id)
+    except aws.AWS_ERRORS:  # a retry would deliver it again: clients drop a seq they have
+        logger.exception("Could not mark %s delivered", stored["id"])
+    online = any(cid in reached for cid in recipient_ids) if target.pair is not None else None
+    return Published(appended, COMPLETE, online)
+
+
+def _give_back(conversation: str, sender_key: str, client_message_id: str | None) -> None:
+    """This send could not deliver: a retry may take over at once, without waiting for the lease."""
+    try:
+        history.release_delivery(conversation, sender_key, client_message_id)
+    except aws.AWS_ERRORS:
+        logger.exception(
+            "Could not give back the delivery of %s; a retry takes it over in %d s",
+            client_message_id,
+            history.DELIVERY_LEASE_MS // 1000,
+        )
