@@ -4,7 +4,9 @@ sendMessage from a connected client to a room of --room connections, --messages 
 limiter on (its conditional UpdateItem in the limits table; the rate set so high that nothing
 is refused) and as many times with it off (MESSAGE_RATE_PER_SECOND=0), alternating in rounds
 so both see the same machine. Printed: the median time per message of each, the difference,
-and the DynamoDB calls per message.
+and the DynamoDB calls per message. Then what a refused frame costs: a user floods frames over
+their budget, and the bench prints the DynamoDB calls per refused frame and its median time
+against an accepted one's, in the same run.
 
 On AWS the limiter adds one UpdateItem in the same region to each message; DynamoDB's usual
 single-digit-millisecond latency is AWS's own figure, not measured here.
@@ -77,12 +79,32 @@ def main() -> int:
                     else:
                         off_calls = len(calls) / (args.messages // args.rounds)
 
+        refused_calls, refused_ms = refused_frames(handler, ratelimit, calls, args.messages)
+
     on, off = statistics.median(samples["on"]) * 1000, statistics.median(samples["off"]) * 1000
     print(f"sendMessage to a room of {args.room} on moto, {args.messages} messages each way, in {args.rounds} alternating rounds:")
-    print(f"  limiter off: median {off:.2f} ms a message, {off_calls:.1f} calls to the connections and limits tables")
-    print(f"  limiter on:  median {on:.2f} ms a message, {on_calls:.1f} calls to the connections and limits tables")
+    print(f"  limiter off: median {off:.2f} ms a message, {off_calls:.1f} DynamoDB calls")
+    print(f"  limiter on:  median {on:.2f} ms a message, {on_calls:.1f} DynamoDB calls")
     print(f"  the limiter adds {on - off:.2f} ms a message here ({on / off:.2f}x), one conditional UpdateItem")
+    print(f"a refused frame (over the user's budget), {args.messages} of them:")
+    print(f"  median {refused_ms:.2f} ms ({refused_ms / on:.2f}x an accepted message), {refused_calls:.1f} DynamoDB calls:"
+          " the one conditional write that refuses it")
     return 0
+
+
+def refused_frames(handler: Any, ratelimit: Any, calls: list[str], count: int) -> tuple[float, float]:
+    """(DynamoDB calls, median ms) per frame refused by the rate limit, the budget long spent."""
+    ratelimit.MESSAGE_RATE_PER_SECOND, ratelimit.MESSAGE_BURST = 1.0, 1
+    times = []
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        handler.send_message(message_event("sender", send_message_body("spends the budget")), None)
+        calls.clear()
+        for n in range(count):
+            started = time.perf_counter()
+            response = handler.send_message(message_event("sender", send_message_body(n)), None)
+            times.append(time.perf_counter() - started)
+            assert response["statusCode"] == 429, response
+    return len(calls) / count, statistics.median(times) * 1000
 
 
 if __name__ == "__main__":

@@ -51,9 +51,19 @@ def prune_table() -> Any:
     return aws.dynamodb_table("CONNECTIONS_TABLE", DEFAULT_CONNECTIONS_TABLE, PRUNE_CLIENT_CONFIG)
 
 
-def connect(connection_id: str, now: int, user_id: str | None = None, expires_at: int | None = None) -> None:
+def connect(
+    connection_id: str,
+    now: int,
+    user_id: str | None = None,
+    expires_at: int | None = None,
+    slot: str | None = None,
+    claim: dict[str, Any] | None = None,
+    notified: bool = False,
+) -> None:
     """Store the connection with a TTL, so rows that $disconnect never removed expire, when its
-    token expires, and when the sweeper is next due to look at it."""
+    token expires, and when the sweeper is next due to look at it. With `claim` (the transaction
+    item of the user's connection `slot`: chat/ratelimit.py), in one transaction with it: aws.Cancelled
+    when the slot is taken."""
     item: dict[str, Any] = {
         "connection_id": connection_id,
         "connected_at": now,
@@ -63,8 +73,15 @@ def connect(connection_id: str, now: int, user_id: str | None = None, expires_at
         item["user_id"] = user_id  # anonymous rows stay out of the sparse user index
     if expires_at is not None:
         item["expires_at"] = expires_at
-    item[DUE] = _first_due_bucket(now, expires_at, now)
-    table().put_item(Item=item)
+    item[DUE] = _first_due_bucket(now, expires_at, now, notified)
+    if notified:
+        item["notified"] = True  # the expiry notice is on its way (chat/sessions.py)
+    if slot is not None:
+        item["slot"] = slot
+    if claim is None:
+        table().put_item(Item=item)
+    else:
+        aws.transact([{"Put": {"TableName": table().name, "Item": item}}, claim])
 
 
 def renew(connection_id: str, expires_at: int, now: int) -> bool:
@@ -105,11 +122,11 @@ def due_bucket(when: int) -> int:
     return -(-when // SWEEP_BUCKET_SECONDS)
 
 
-def _first_due_bucket(connected_at: int, expires_at: int | None, now: int) -> int:
+def _first_due_bucket(connected_at: int, expires_at: int | None, now: int, notified: bool = False) -> int:
     """The bucket of a new schedule (a connect, a renewal). A first look already past is filed
     under now: a run looks back only sweeper.LOOKBACK_BUCKETS, so a past bucket may never be
     read again."""
-    return due_bucket(max(now, next_due(connected_at, expires_at, False, now)))
+    return due_bucket(max(now, next_due(connected_at, expires_at, notified, now)))
 
 
 def due_rows(bucket: int) -> Iterator[dict[str, Any]]:
@@ -153,9 +170,12 @@ def row(connection_id: str) -> dict[str, Any] | None:
     return item
 
 
-def delete(connection_id: str) -> None:
-    """Delete the row; deleting a row that is already gone is not an error."""
-    table().delete_item(Key={"connection_id": connection_id})
+def delete(connection_id: str) -> dict[str, Any] | None:
+    """Delete the row, and return what it held (None if it was already gone: not an error)."""
+    old: dict[str, Any] | None = (
+        table().delete_item(Key={"connection_id": connection_id}, ReturnValues="ALL_OLD").get("Attributes")
+    )
+    return old
 
 
 def gone_rows(connection_ids: list[str]) -> list[dict[str, Any]]:
@@ -168,7 +188,7 @@ def gone_rows(connection_ids: list[str]) -> list[dict[str, Any]]:
 def rows(connection_ids: list[str]) -> list[dict[str, Any]]:
     """The rows of these connections that exist (what cleaning up needs of them)."""
     keys = [{"connection_id": cid} for cid in connection_ids]
-    return aws.batch_get(table(), keys, projection="connection_id, user_id, channels, connected_at")
+    return aws.batch_get(table(), keys, projection="connection_id, user_id, channels, connected_at, slot")
 
 
 def channel_added_item(connection_id: str, channel: str, most: int) -> dict[str, Any]:
@@ -229,14 +249,14 @@ def count_user_connections(user_id: str, stop_at: int | None = None) -> int:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> None:
+def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> list[str]:
     """Delete the rows of connections that answered 410, except those younger than
     HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
     DynamoDB itself; on `pool` when given). None is started after `deadline`
     (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
-    410 prunes the row again, and it expires by TTL anyway."""
+    410 prunes the row again, and it expires by TTL anyway. Returns the ids whose rows it deleted."""
     if not connection_ids:
-        return
+        return []
     cutoff = int(time.time()) - HANDSHAKE_GRACE_SECONDS
 
     def forget(connection_id: str) -> str:
@@ -260,3 +280,4 @@ def prune(connection_ids: list[str], deadline: float | None = None, pool: Execut
     logger.info("Deleting %d gone connections", len(connection_ids), extra=tally)
     if tally["failed"]:
         logger.error("Could not delete %d gone connections", tally["failed"])
+    return [cid for cid, outcome in zip(connection_ids, results, strict=True) if outcome == "deleted"]

@@ -83,6 +83,11 @@ def requeue(job: DeliveryJob, delay_seconds: int) -> None:
     requeue_client().send_message(QueueUrl=queue_url(), MessageBody=job.to_body(), DelaySeconds=delay_seconds)
 
 
+def schedule(job: DeliveryJob, delay_seconds: int) -> None:
+    """Queue one job for the workers, visible after the delay (SQS: at most 900 s)."""
+    sqs_client().send_message(QueueUrl=queue_url(), MessageBody=job.to_body(), DelaySeconds=delay_seconds)
+
+
 def release(receipt_handle: str) -> None:
     """Make a received record visible again at once, instead of after the queue's visibility
     timeout (360 s): a record that is not a job then reaches the dead-letter queue after its

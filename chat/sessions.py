@@ -9,24 +9,73 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from chat import aws, connections, delivery, frames, jobs, members, presence, ratelimit, tokens
+from chat import aws, connections, delivery, fanout, frames, jobs, members, presence, ratelimit, tokens
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import RENEW_EXAMPLE, parse_request
 from chat.telemetry import count, logger
 
+# The notice that a token expires, sent this long before (chat/sweeper.py sends it for the rest).
+EXPIRY_NOTICE_SECONDS = connections.EXPIRY_NOTICE_SECONDS
+# How long after $connect the notice for a token already expiring is posted: API Gateway answers
+# 410 to a post until the handshake is done.
+NOTICE_DELAY_SECONDS = 2
+
 
 def open_session(caller: Caller, connected_at: int) -> str:
-    """The row that makes the connection reachable, unless its user already has as many open
-    connections as one user may (then $connect answers 429 and API Gateway refuses the
-    handshake)."""
+    """The row that makes the connection reachable, unless its user connects too often or already
+    has as many open connections as one user may (then $connect answers 429 and API Gateway
+    refuses the handshake). A token already within the notice window is told so at once."""
     try:
-        ratelimit.admit_connection(caller.user)
+        ratelimit.charge_connect(caller.user)
+        expiring = (
+            caller.token_expires_at is not None and caller.token_expires_at - EXPIRY_NOTICE_SECONDS <= time.time()
+        )
+        _store(caller, connected_at, notified=expiring)
     except Refusal:
         count("ConnectionsRefused")
         raise
-    connections.connect(caller.connection_id, connected_at, caller.user, caller.token_expires_at)
+    if expiring and caller.token_expires_at is not None:
+        _notify_soon(caller, caller.token_expires_at)
     return "Connect successful."
+
+
+def _store(caller: Caller, connected_at: int, notified: bool) -> None:
+    """The row, in one transaction with a free slot of the user's (one conditional write each:
+    the cap holds however many connect at once); anonymous connections are not capped."""
+    user, expires_at = caller.user, caller.token_expires_at
+    if user is None or ratelimit.MAX_CONNECTIONS_PER_USER <= 0:
+        connections.connect(caller.connection_id, connected_at, user, expires_at, notified=notified)
+        return
+    now = int(time.time())
+    until = now + connections.CONNECTION_LIFETIME_SECONDS  # API Gateway has closed it by then
+    for slot in ratelimit.slots(user):
+        claim = ratelimit.slot_claim_item(slot, caller.connection_id, now, until)
+        try:
+            connections.connect(caller.connection_id, connected_at, user, expires_at, slot, claim, notified=notified)
+            return
+        except aws.Cancelled as cancelled:
+            if not cancelled.failed(1):
+                raise
+    raise ratelimit.too_many_connections(user)
+
+
+def _notify_soon(caller: Caller, expires_at: int) -> None:
+    """tokenExpiring for a connection whose token expires within the notice window already: the
+    sweeper would find it expired before it sent the notice. Nothing can be posted to a connection
+    during its own $connect, so the notice goes through the delivery queue, a moment later."""
+    endpoint = delivery.management_endpoint(caller.request_context)
+    job = jobs.DeliveryJob(
+        f"expiring-{caller.connection_id}"[:64],
+        endpoint,
+        frames.token_expiring(expires_at),
+        (caller.connection_id,),
+        sent_at_ms=int(time.time() * 1000),
+    )
+    try:
+        fanout.schedule(job, NOTICE_DELAY_SECONDS)
+    except aws.AWS_ERRORS:
+        logger.exception("Could not queue the expiry notice of %s", caller.connection_id)
 
 
 def require_live(caller: Caller) -> None:
@@ -50,11 +99,12 @@ def end_expired(connection_id: str, endpoint: str) -> None:
 
 
 def end(connection_id: str, endpoint: str) -> None:
-    """Clean up one connection that is gone or closed: its channels, then its row."""
+    """Clean up one connection that is gone or closed: its channels, then its row, then its slot."""
     row = connections.row(connection_id)
     if row is not None:
         _leave_channels([row], endpoint)
-    connections.delete(connection_id)
+    old = connections.delete(connection_id)
+    _release_slots([old] if old is not None else [])
 
 
 def renew(caller: Caller, body: str | None) -> frames.Reply:
@@ -117,4 +167,16 @@ def forget(connection_ids: list[str], endpoint: str, deadline: float | None = No
     except aws.AWS_ERRORS:
         logger.exception("Could not clean up %d gone connections", len(connection_ids))
         return
-    connections.prune([row["connection_id"] for row in gone], deadline=deadline, pool=delivery.post_pool())
+    deleted = set(
+        connections.prune([row["connection_id"] for row in gone], deadline=deadline, pool=delivery.post_pool())
+    )
+    try:
+        _release_slots([row for row in gone if row["connection_id"] in deleted])
+    except aws.AWS_ERRORS:  # each slot frees itself when its connection's 2 hours are up
+        logger.exception("Could not free the slots of %d gone connections", len(deleted))
+
+
+def _release_slots(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        if "slot" in row:
+            ratelimit.release_slot(row["slot"], row["connection_id"])

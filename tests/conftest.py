@@ -162,19 +162,23 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
     monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)
-    # Most tests send more than one user's burst under a frozen or slow clock: the rate limit
-    # is off unless a test asks for it (the `limited` fixture).
+    # Most tests send more than one user's burst (and connect more often than one user's burst of
+    # connects) under a frozen or slow clock: the limits are off unless a test asks for them (the
+    # `limited` fixture).
     monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 0.0)
+    monkeypatch.setattr(ratelimit, "CONNECT_RATE_PER_SECOND", 0.0)
     yield module
     _clear_caches()
 
 
 @pytest.fixture
 def limited(handler: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The handler with the rate limit of serverless.yml's defaults (5 a second, 10 at once,
-    per connection's worth; twice that per user)."""
+    """The handler with the limits of serverless.yml's defaults (5 frames a second, 10 at once,
+    per connection's worth, twice that per user; 1 connect a second, 10 at once, per user)."""
     monkeypatch.setattr(ratelimit, "MESSAGE_RATE_PER_SECOND", 5.0)
     monkeypatch.setattr(ratelimit, "MESSAGE_BURST", 10)
+    monkeypatch.setattr(ratelimit, "CONNECT_RATE_PER_SECOND", 1.0)
+    monkeypatch.setattr(ratelimit, "CONNECT_BURST", 10)
     return handler
 
 

@@ -302,3 +302,20 @@ def test_a_renewal_while_the_notice_is_being_sent_is_not_undone_by_the_sweep(
     row = table.get_item(Key={"connection_id": "c1"})["Item"]
     assert row == renewed[0] and row["expires_at"] == exp_of(later)
     assert "notified" not in row  # the renewed token's own notice is still to come
+
+
+def test_a_token_with_less_than_the_notice_left_at_connect_is_noticed_at_once_and_only_once(
+    handler: Any, management: Any, workers: Any, now: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 s left: the sweeps, a minute apart, may all come after its exp, which closed it without
+    # a notice. $connect queues the notice itself (it cannot post during its own $connect).
+    monkeypatch.setenv("WEBSOCKET_API_ENDPOINT", "https://abc123.execute-api.us-east-1.amazonaws.com/dev")
+    expires = int(now[0]) + 30
+    open_with_token(handler, "c1", "alice", expires)
+    workers.advance(3)  # the notice is queued with a 2 s delay: the handshake is done by then
+    workers.drain()
+    now[0] = expires + 60  # the first sweep after the connect that looks at it comes after the exp
+
+    assert sweeper.sweep(now[0]) == {"expired": 1}
+    notices = [frame for frame in management.received("c1") if isinstance(frame, dict) and "tokenExpiring" in frame]
+    assert notices == [{"tokenExpiring": {"at": frames.iso(expires * 1000)}}]

@@ -419,7 +419,8 @@ def entry_points(handler: Any) -> dict[str, tuple[Any, str, Any, dict[str, Any]]
     stored_room = "Message stored as seq 1, but not delivered to everyone: do not send it again; it is in the room's history."
     stored_dm = "Message stored as seq 1, but not delivered to everyone: do not send it again; it is in your history with bob."
     return {
-        "connect": (connections_client, "PutItem", lambda: handler.connection_manager(connect_event("c1", "alice"), None),
+        "connect": (connections_client, "TransactWriteItems",  # the row, with one of alice's connection slots
+                    lambda: handler.connection_manager(connect_event("c1", "alice"), None),
                     {"statusCode": 500, "body": "Connect failed."}),
         "disconnect": (connections_client, "DeleteItem", lambda: handler.connection_manager(disconnect_event("c1"), None),
                        {"statusCode": 500, "body": "Disconnect failed."}),

@@ -215,3 +215,105 @@ def test_a_cap_of_one_connection_allows_exactly_one(
     connect("alice-1", user="alice")
 
     assert limited.connection_manager(connect_event("alice-2", "alice"), None)["statusCode"] == 429
+
+
+def test_a_refused_frame_costs_the_one_conditional_write_that_refuses_it(
+    limited: Any, management: Any, connect: Any, frozen_clock: Any
+) -> None:
+    # A flood of refused frames must cost as little as possible: DynamoDB hands back the bucket a
+    # failed condition saw, so an empty bucket needs no second write to say so.
+    connect("one", user="alice")
+    for n in range(20):
+        assert say(limited, "one", n, user="alice")["statusCode"] == 200
+    calls: list[str] = []
+    client = ratelimit.table().meta.client
+    client.meta.events.register("before-call.dynamodb", lambda event_name, **_: calls.append(event_name.rsplit(".", 1)[1]))
+
+    assert say(limited, "one", "refused", user="alice") == USER_LIMITED
+
+    assert calls == ["UpdateItem"]
+
+
+def test_a_bucket_part_spent_within_its_burst_takes_a_second_write(
+    limited: Any, management: Any, connect: Any, frozen_clock: Any
+) -> None:
+    connect("one", user="alice")
+    assert say(limited, "one", 1, user="alice")["statusCode"] == 200
+    calls: list[str] = []
+    client = ratelimit.table().meta.client
+    client.meta.events.register("before-call.dynamodb.UpdateItem", lambda **_: calls.append("UpdateItem"))
+
+    assert say(limited, "one", 2, user="alice")["statusCode"] == 200
+
+    assert calls == ["UpdateItem", "UpdateItem"]
+
+
+# --- connects per user, and the cap under races -------------------------------------------
+
+
+def test_a_user_connecting_over_and_over_is_refused_after_the_burst_of_connects(
+    limited: Any, management: Any, frozen_clock: Any
+) -> None:
+    # 645 connects in 20 s from one token, each an authorizer, a $connect and a $disconnect.
+    answers = []
+    for n in range(12):
+        answers.append(limited.connection_manager(connect_event(f"churn-{n}", "mallory"), None))
+        limited.connection_manager(disconnect_event(f"churn-{n}", "mallory"), None)
+
+    assert statuses(answers) == [200] * 10 + [429] * 2
+    assert answers[-1]["body"] == ("Too many connects: mallory may connect at most 1 times a second (10 at once). "
+                                   "Wait a moment and connect again.")
+    assert limited.connection_manager(connect_event("other", "bob"), None)["statusCode"] == 200  # someone else
+    frozen_clock[0] += 1  # one connect's worth
+    assert limited.connection_manager(connect_event("churn-later", "mallory"), None)["statusCode"] == 200
+
+
+def test_twenty_connects_at_once_open_exactly_five(limited: Any, management: Any, table: Any) -> None:
+    import threading
+
+    answers: dict[str, int] = {}
+    barrier = threading.Barrier(20)
+
+    def connect_one(n: int) -> None:
+        barrier.wait()
+        answers[f"race-{n}"] = limited.connection_manager(connect_event(f"race-{n}", "alice"), None)["statusCode"]
+
+    threads = [threading.Thread(target=connect_one, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    opened = {cid for cid, status in answers.items() if status == 200}
+    assert len(opened) == 5 and sorted(set(answers.values())) == [200, 429]
+    assert {item["connection_id"] for item in table.scan()["Items"]} == opened
+
+
+def test_every_way_a_connection_ends_gives_its_slot_back(
+    limited: Any, management: Any, connect: Any, table: Any, clock: list[float]
+) -> None:
+    from chat import sessions
+
+    connect(*[f"a{n}" for n in range(5)], user="alice")
+    limited.connection_manager(disconnect_event("a0", "alice"), None)  # $disconnect
+    management.answer("a1", 410)
+    clock[0] += 60  # past the handshake window
+    sessions.forget(["a1"], "https://abc123.execute-api.us-east-1.amazonaws.com/dev")  # a post found it gone
+    sessions.end("a2", "https://abc123.execute-api.us-east-1.amazonaws.com/dev")  # the sweeper, expiry
+
+    for n in range(3):
+        assert limited.connection_manager(connect_event(f"b{n}", "alice"), None)["statusCode"] == 200
+    assert limited.connection_manager(connect_event("b3", "alice"), None)["statusCode"] == 429
+
+
+def test_a_slot_held_by_a_connection_older_than_two_hours_is_free(
+    limited: Any, management: Any, connect: Any, table: Any, frozen_clock: list[float]
+) -> None:
+    # A row whose $disconnect was lost and that nothing pruned: API Gateway closed it at 2 hours,
+    # so its slot cannot keep its user out for longer.
+    connect(*[f"a{n}" for n in range(5)], user="alice")
+    assert limited.connection_manager(connect_event("late", "alice"), None)["statusCode"] == 429
+
+    frozen_clock[0] += connections.CONNECTION_LIFETIME_SECONDS + 1
+
+    assert limited.connection_manager(connect_event("late", "alice"), None)["statusCode"] == 200
