@@ -16,7 +16,7 @@ export LANG ?= C.UTF-8
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install check test test-unit mutate offline token bench package screenshot clean
+.PHONY: help install check test test-unit mutate offline token bench package preflight screenshot clean
 
 # Every target, one line each (tests/build/test_makefile.py checks that none is missing).
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make token FOR=alice   a token for the running make offline (deployed stage: docs/production.md)"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
+	@echo "make preflight    before sls deploy: check the account has what the deploy needs; STAGE=dev REGION=..."
 	@echo "make screenshot   web/chat-page.png (Debian: chromium, chromium-driver, fonts-nanum, fonts-noto-color-emoji)"
 	@echo "make install      install pipenv, the Python packages and the npm packages into this folder"
 	@echo "make clean        remove build output, caches, .offline/ and mutants/"
@@ -104,6 +105,13 @@ bench: install
 package: install
 	sls package
 	@python -c "import os; print('.serverless/serverless-websocket.zip:', os.path.getsize('.serverless/serverless-websocket.zip'), 'bytes')"
+
+# Before `sls deploy`, with your AWS credentials: the Powertools layer's parameter in the target
+# Region, the token secret, API Gateway's CloudWatch role (scripts/preflight.py says what to do).
+STAGE ?= dev
+REGION ?=
+preflight: install
+	python scripts/preflight.py --stage $(STAGE) $(if $(REGION),--region $(REGION)) $(if $(POWERTOOLS_PARAMETER),--powertools-parameter $(POWERTOOLS_PARAMETER))
 
 # web/chat-page.png for the README, on make offline's ports. Installs with apt-get what it lacks
 # of Debian's chromium, chromium-driver, fonts-nanum and fonts-noto-color-emoji (Korean, emoji).

@@ -32,7 +32,7 @@ def _websocket_routes() -> set[str]:
         event["websocket"]["route"] if isinstance(event["websocket"], dict) else event["websocket"]
         for function in config["functions"].values() for event in function.get("events", []) if "websocket" in event
     }
-    return (routes | {"heartbeat"}) - NOT_ACTIONS  # heartbeat: a MOCK route added by scripts/heartbeat.js
+    return (routes | {"heartbeat"}) - NOT_ACTIONS  # heartbeat: a MOCK route added by plugins/heartbeat.js
 
 
 def _refusal_texts() -> list[tuple[str, str, list[str]]]:

@@ -162,6 +162,8 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "MESSAGE_RATE_PER_SECOND": "5",
             "MESSAGE_BURST": "10",
             "MAX_CONNECTIONS_PER_USER": "5",
+            "CONNECT_RATE_PER_SECOND": "1",
+            "CONNECT_BURST": "10",
             "WEBSOCKET_API_ENDPOINT": API_ENDPOINT,
             "POWERTOOLS_SERVICE_NAME": f"serverless-websocket-{STAGE}",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessWebsocket",
@@ -310,11 +312,12 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
         ],
         json.dumps(indexes, sort_keys=True): ["dynamodb:Query"],  # a user's connections; the sweeper's due ones
         table("PresenceTable"): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
-        table("MembersTable"): ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+        table("MembersTable"): ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         table("HistoryTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         json.dumps({"Fn::Join": ["/", [{"Fn::GetAtt": ["ConversationsTable", "Arn"]}, "index", "inbox-index"]]}, sort_keys=True): ["dynamodb:Query"],
         table("ConversationsTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
-        table("LimitsTable"): ["dynamodb:UpdateItem"],  # one conditional write per frame
+        # one conditional write per frame or connect; a connection's slot claimed and given back
+        table("LimitsTable"): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
     }
 
 
@@ -634,3 +637,65 @@ def test_the_account_role_parameter_takes_only_true_or_false(tmp_path: Path) -> 
 
     assert result.returncode != 0
     assert "setApiGatewayAccountRole must be true or false, not 'no'" in result.stdout + result.stderr
+
+
+# --- what a deploy review found (issue 24) -------------------------------------------------------
+
+
+def renamed_deployment(template: dict[str, Any]) -> dict[str, Any]:
+    """The template after plugins/heartbeat.js names the deployment again (in Node, as sls does)."""
+    script = ("const {renameDeployment} = require('./plugins/heartbeat.js');"
+              "const t = JSON.parse(require('fs').readFileSync(0, 'utf8')); renameDeployment(t);"
+              "process.stdout.write(JSON.stringify(t));")
+    result = subprocess.run(["node", "-e", script], cwd=ROOT, input=json.dumps(template), capture_output=True,
+                            text=True, timeout=60, check=True)
+    return json.loads(result.stdout)
+
+
+def deployment_id(template: dict[str, Any]) -> str:
+    (found,) = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::ApiGatewayV2::Deployment"]
+    return found
+
+
+def test_a_change_made_only_to_the_heartbeat_route_makes_a_new_deployment(template: dict[str, Any]) -> None:
+    # A deployment snapshots the routes; CloudFormation makes a new one only under a new logical
+    # id, which the framework hashed before the heartbeat route existed.
+    assert deployment_id(renamed_deployment(template)) == deployment_id(template)  # already named from it all
+
+    changed = json.loads(json.dumps(template))
+    changed["Resources"]["HeartbeatIntegration"]["Properties"]["RequestTemplates"]["$default"] = '{"statusCode": 204}'
+    renamed = renamed_deployment(changed)
+
+    new_id = deployment_id(renamed)
+    assert new_id != deployment_id(template) and re.fullmatch(r"WebsocketsDeployment[A-Za-z0-9]+", new_id)
+    assert renamed["Resources"]["WebsocketsDeploymentStage"]["Properties"]["DeploymentId"] == {"Ref": new_id}
+    assert "HeartbeatWebsocketsRoute" in renamed["Resources"][new_id]["DependsOn"]
+
+
+def test_the_custom_resources_function_may_write_its_own_logs_and_nothing_more(resources: dict[str, Any]) -> None:
+    statements = resources["IamRoleCustomResourcesLambdaExecution"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    logs = [s for s in statements if any(a.startswith("logs:") for a in actions(s))]
+    groups = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":logs:", {"Ref": "AWS::Region"}, ":",
+                                {"Ref": "AWS::AccountId"}, f":log-group:/aws/lambda/serverless-websocket-{STAGE}-custom-resource-*"]]}
+    assert logs == [
+        {"Effect": "Allow", "Action": ["logs:CreateLogGroup"], "Resource": groups},
+        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": {"Fn::Join": ["", [groups, ":*"]]}},
+    ]
+    function = resources["CustomDashresourceDashapigwDashcwDashroleLambdaFunction"]["Properties"]
+    assert function["FunctionName"].startswith(f"serverless-websocket-{STAGE}-custom-resource-")
+
+
+def test_a_stage_that_logged_before_keeps_its_execution_log_group(tmp_path: Path) -> None:
+    template = packaged_template(tmp_path, "createExecutionLogGroup=false")
+    resources = template["Resources"]
+
+    assert "WebsocketsExecutionLogGroup" not in resources and "WebsocketsExecutionLogGroup" not in json.dumps(template)
+    assert resources["WebsocketsDeploymentStage"]["Properties"]["DefaultRouteSettings"]["LoggingLevel"] == "ERROR"
+    assert cfn_lint_errors(tmp_path) == []
+
+
+def test_the_execution_log_group_parameter_takes_only_true_or_false(tmp_path: Path) -> None:
+    result = package_with(tmp_path, "createExecutionLogGroup=maybe")
+
+    assert result.returncode != 0
+    assert "createExecutionLogGroup must be true or false, not 'maybe'" in result.stdout + result.stderr

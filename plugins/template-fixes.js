@@ -30,6 +30,15 @@
 //    stay after `sls remove`). With --param setApiGatewayAccountRole=false the stack leaves
 //    the account alone: the custom resource, its function and its role are removed, and the
 //    account owner sets the role once (docs/production.md: "API Gateway's CloudWatch role").
+//
+// 5. The framework's custom-resource role has no CloudWatch Logs permissions, so a failure of its
+//    function (the one setting the account's CloudWatch role) leaves no log at all. It may now
+//    write its own log group, nothing else.
+//
+// 6. A stage that logged before the stack made its execution log group already has that group
+//    (API Gateway created it): creating it again fails the deploy ("already exists"). With
+//    --param createExecutionLogGroup=false the stack leaves the existing group alone
+//    (docs/production.md: "Upgrading a stage").
 const WILDCARD = 'arn:${AWS::Partition}:execute-api:*:*:*/@connections/*';
 
 const isWildcardGrant = (statement) =>
@@ -45,7 +54,10 @@ class TemplateFixes {
         this.removeEmptyIdentitySources();
         this.scopeApiGatewayPermissions();
         this.orderStageAfterAccountRole();
+        this.letCustomResourcesLog();
       },
+      // serverless.yml's own resources and extensions are merged into the template only here.
+      'after:aws:package:finalize:mergeCustomProviderResources': () => this.leaveAnExistingExecutionLogGroup(),
     };
   }
 
@@ -98,6 +110,44 @@ class TemplateFixes {
     const others = Object.entries(this.resources).filter(([logicalId]) => logicalId !== role);
     if (this.resources[role] && !JSON.stringify(others).includes(`"${role}"`)) {
       delete this.resources[role];
+    }
+  }
+
+  letCustomResourcesLog() {
+    const naming = this.serverless.getProvider('aws').naming;
+    const role = this.resources[naming.getCustomResourcesRoleLogicalId()];
+    if (!role) return;
+    const stack = `${this.serverless.service.service}-${this.serverless.getProvider('aws').getStage()}`;
+    const logGroups = {
+      'Fn::Join': [
+        '',
+        ['arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' },
+          `:log-group:/aws/lambda/${stack}-custom-resource-*`],
+      ],
+    };
+    role.Properties.Policies[0].PolicyDocument.Statement.push(
+      { Effect: 'Allow', Action: ['logs:CreateLogGroup'], Resource: logGroups },
+      {
+        Effect: 'Allow',
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: { 'Fn::Join': ['', [logGroups, ':*']] },
+      },
+    );
+  }
+
+  leaveAnExistingExecutionLogGroup() {
+    const setting = String(((this.serverless.service.custom || {}).apiGatewayLogs || {}).createExecutionLogGroup);
+    if (setting === 'true') return;
+    if (setting !== 'false') {
+      throw new this.serverless.classes.Error(
+        `createExecutionLogGroup must be true or false, not '${setting}' (docs/production.md: "Upgrading a stage")`
+      );
+    }
+    delete this.resources.WebsocketsExecutionLogGroup;
+    for (const resource of Object.values(this.resources)) {
+      if (Array.isArray(resource.DependsOn)) {
+        resource.DependsOn = resource.DependsOn.filter((id) => id !== 'WebsocketsExecutionLogGroup');
+      }
     }
   }
 
