@@ -63,10 +63,12 @@ def get_presence(caller: Caller, body: str | None) -> frames.Reply:
     return frames.presence_page(channel, users, presence.users_online(channel), next_after)
 
 
-def confirm_leave(check: jobs.LeaveCheck) -> None:
-    """After the grace: if nobody came back, the user has left; announce it."""
-    if presence.confirm_leave(check.channel, check.user, check.left_at):
-        announce(check.endpoint, check.channel, check.user, "leave")
+def confirm_leave(check: jobs.LeaveCheck) -> bool:
+    """After the grace: if nobody came back, the user has left; announce it. Whether it did."""
+    if not presence.confirm_leave(check.channel, check.user, check.left_at):
+        return False
+    announce(check.endpoint, check.channel, check.user, "leave")
+    return True
 
 
 def announce(endpoint: str, channel: str, user: str, state: str) -> None:

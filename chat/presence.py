@@ -14,6 +14,8 @@ nobody came back meanwhile. A user back within the grace produces neither leave 
 from __future__ import annotations
 
 import os
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
@@ -25,6 +27,9 @@ DEFAULT_PRESENCE_TABLE = "serverless-websocket-presence"
 LEAVE_GRACE_SECONDS = int(os.environ.get("PRESENCE_GRACE_SECONDS", "15"))
 # Users in one getPresence reply; more are paged with "after".
 PAGE_USERS = 100
+# Users whose leave is pending, by when it began (sparse: only while `leaving` is set).
+LEAVING_INDEX = "leaving-index"
+LEAVING_SHARDS = 10
 
 # The ways a join can change presence, tried in this order: another connection of a user who is
 # online; the first connection back while a leave is pending (silent); the first connection of a
@@ -46,7 +51,11 @@ def arrival(channel: str, user: str, kind: str, now_ms: int) -> list[dict[str, A
     if kind == MORE:
         return [_update(key, "ADD connections :one", "connections >= :one", {":one": 1})]
     if kind == BACK:
-        return [_update(key, "SET connections = :one REMOVE left_at", "connections = :zero", {":one": 1, ":zero": 0})]
+        return [
+            _update(
+                key, "SET connections = :one REMOVE left_at, leaving", "connections = :zero", {":one": 1, ":zero": 0}
+            )
+        ]
     return [
         {
             "Put": {
@@ -68,9 +77,9 @@ def departure(channel: str, user: str, kind: str, now_ms: int) -> list[dict[str,
     return [
         _update(
             key,
-            "SET connections = :zero, left_at = :now",
+            "SET connections = :zero, left_at = :now, leaving = :shard",
             "connections = :one",
-            {":zero": 0, ":one": 1, ":now": now_ms},
+            {":zero": 0, ":one": 1, ":now": now_ms, ":shard": leaving_shard(channel)},
         )
     ]
 
@@ -95,6 +104,27 @@ def confirm_leave(channel: str, user: str, left_at: int) -> bool:
         return True
     except aws.Cancelled:
         return False
+
+
+def leaving_shard(channel: str) -> str:
+    """The leaving-index partition a channel's pending leaves are filed under: spread over
+    LEAVING_SHARDS partitions, so no one partition of the index takes every leave's write."""
+    return str(zlib.crc32(channel.encode("utf-8")) % LEAVING_SHARDS)
+
+
+def overdue_leaves(before_ms: int) -> Iterator[tuple[str, str, int]]:
+    """(channel, user, left_at) of every leave still pending that began before `before_ms`: its
+    check is overdue (the queue lost it, or it went to the dead-letter queue). The sparse
+    leaving-index holds only users whose last connection went, one Query per shard."""
+    for shard in range(LEAVING_SHARDS):
+        query = table().query
+        for item in aws.all_pages(
+            query,
+            IndexName=LEAVING_INDEX,
+            KeyConditionExpression="leaving = :shard AND left_at < :before",
+            ExpressionAttributeValues={":shard": str(shard), ":before": before_ms},
+        ):
+            yield item["channel"], item["user"], int(item["left_at"])
 
 
 def users_online(channel: str) -> int:

@@ -17,11 +17,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from chat import connections, delivery, frames, sessions
+from chat import channels, connections, delivery, frames, jobs, presence, sessions
 from chat.telemetry import count, logger
 
 # Buckets looked at behind the current one, so a run that was late or failed is made up for.
 LOOKBACK_BUCKETS = 10
+# A pending leave is overdue this long after its grace: its check (an SQS message delayed by the
+# grace) is late or lost.
+OVERDUE_LEAVE_SECONDS = 60
 
 
 def sweep(now: float | None = None) -> dict[str, int]:
@@ -30,11 +33,25 @@ def sweep(now: float | None = None) -> dict[str, int]:
     endpoint = delivery.management_endpoint({})
     current = int(now) // connections.SWEEP_BUCKET_SECONDS
     due = [row for bucket in range(current - LOOKBACK_BUCKETS, current + 1) for row in connections.due_rows(bucket)]
-    tally = Counter(delivery.post_pool().map(lambda row: look_at(row, now, endpoint), due))
+    tally = finish_overdue_leaves(now, endpoint)  # first: none of the leaves this run begins
+    tally.update(delivery.post_pool().map(lambda row: look_at(row, now, endpoint), due))
     for kind, number in tally.items():
         count(f"Swept{kind.title().replace(' ', '')}", number)
     logger.info("Swept %d connections", len(due), extra=dict(tally))
     return dict(tally)
+
+
+def finish_overdue_leaves(now: float, endpoint: str) -> Counter[str]:
+    """Leaves whose check never came (lost with the queue's retention, or in its dead-letter
+    queue): a user listed with 0 connections, counted online, forever. Each is finished here as
+    its check would have (announced, counted down), unless someone came back; the check and the
+    sweeper racing is harmless: one conditional transaction ends a presence, once."""
+    cutoff_ms = int((now - presence.LEAVE_GRACE_SECONDS - OVERDUE_LEAVE_SECONDS) * 1000)
+    finished: Counter[str] = Counter()
+    for channel, user, left_at in presence.overdue_leaves(cutoff_ms):
+        if channels.confirm_leave(jobs.LeaveCheck(channel, user, left_at, endpoint)):
+            finished["left"] += 1
+    return finished
 
 
 def look_at(row: dict[str, Any], now: float, endpoint: str) -> str:

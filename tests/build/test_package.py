@@ -312,6 +312,9 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
         ],
         json.dumps(indexes, sort_keys=True): ["dynamodb:Query"],  # a user's connections; the sweeper's due ones
         table("PresenceTable"): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+        # the sweeper's overdue leaves
+        json.dumps({"Fn::Join": ["/", [{"Fn::GetAtt": ["PresenceTable", "Arn"]}, "index", "leaving-index"]]}, sort_keys=True): [
+            "dynamodb:Query"],
         table("MembersTable"): ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         table("HistoryTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
         json.dumps({"Fn::Join": ["/", [{"Fn::GetAtt": ["ConversationsTable", "Arn"]}, "index", "inbox-index"]]}, sort_keys=True): ["dynamodb:Query"],

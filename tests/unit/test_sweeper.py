@@ -171,3 +171,47 @@ def test_a_run_does_not_read_the_bucket_after_the_current_one(handler: Any, mana
     assert sweeper.sweep(START + 60) == {}  # the run of bucket START/60 + 1
 
     assert management.asked == [] and management.received("erin-1") == []
+
+
+def lose_the_queued_checks(workers: Any) -> None:
+    """Every message waiting in the delivery queue is gone (its retention ran out, or it reached
+    the dead-letter queue): the presence leave checks among them never run."""
+    import boto3
+
+    boto3.client("sqs").purge_queue(QueueUrl=workers.queue)
+
+
+def test_a_leave_whose_check_was_lost_is_finished_by_the_sweeper(
+    handler: Any, management: Any, workers: Any, now: list[float]
+) -> None:
+    open_connection(handler, "carol-1", "carol")
+    open_connection(handler, "dave-1", "dave")
+    join_lobby(handler, "carol-1", "carol")
+    join_lobby(handler, "dave-1", "dave")
+    handler.leave(message_event("dave-1", action_body("leave", channel="lobby"), "leave", "dave"), None)
+    lose_the_queued_checks(workers)
+    in_grace = presence.page("lobby", None)[0]
+
+    early = sweeper.sweep(START + presence.LEAVE_GRACE_SECONDS + sweeper.OVERDUE_LEAVE_SECONDS - 1)
+    late = sweeper.sweep(START + presence.LEAVE_GRACE_SECONDS + sweeper.OVERDUE_LEAVE_SECONDS + 1)
+    workers.drain()
+
+    assert in_grace == [("carol", 1), ("dave", 0)] and early == {}
+    assert late == {"left": 1}
+    assert presence.page("lobby", None)[0] == [("carol", 1)] and presence.users_online("lobby") == 1
+    assert presence_changes(management, "carol-1")[-1] == {"channel": "lobby", "user": "dave", "state": "leave"}
+    assert sweeper.sweep(START + 1800) == {}  # once
+
+
+def test_a_user_back_within_the_grace_is_not_finished_by_the_sweeper(
+    handler: Any, management: Any, workers: Any, now: list[float]
+) -> None:
+    open_connection(handler, "dave-1", "dave")
+    open_connection(handler, "dave-2", "dave")
+    join_lobby(handler, "dave-1", "dave")
+    handler.leave(message_event("dave-1", action_body("leave", channel="lobby"), "leave", "dave"), None)
+    join_lobby(handler, "dave-2", "dave")  # back: the pending leave is off the leaving index
+    lose_the_queued_checks(workers)
+
+    assert sweeper.sweep(START + 1800) == {}
+    assert presence.page("lobby", None)[0] == [("dave", 1)] and presence.users_online("lobby") == 1
