@@ -18,14 +18,22 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.
 
 .PHONY: help install check test test-unit mutate offline token bench package preflight screenshot clean
 
+# The local stack's ports (scripts/local_stack.py reads the same variables).
+OFFLINE_HTTP_PORT ?= 3000
+OFFLINE_WEBSOCKET_PORT ?= 3001
+OFFLINE_LAMBDA_PORT ?= 3002
+OFFLINE_PAGE_PORT ?= 3003
+OFFLINE_DYNAMODB_PORT ?= 5000
+
 # Every target, one line each (tests/build/test_makefile.py checks that none is missing).
 help:
-	@echo "make offline      start the whole service locally (WebSocket ws://localhost:3001, HTTP :3000)"
+	@echo "make offline      start the whole service locally: WebSocket ws://localhost:$(OFFLINE_WEBSOCKET_PORT), HTTP :$(OFFLINE_HTTP_PORT), page http://localhost:$(OFFLINE_PAGE_PORT)/"
+	@echo "                  (Lambda :$(OFFLINE_LAMBDA_PORT), moto :$(OFFLINE_DYNAMODB_PORT); move them with OFFLINE_HTTP_PORT=... and the like)"
 	@echo "make test         install from the lock files, run make check, then every test"
 	@echo "make test-unit    the unit tier only (tests/unit, moto in process): the edit loop, about a minute"
 	@echo "make check        the gate: ruff (lint, format) and mypy over chat/ and handler.py"
 	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
-	@echo "make token FOR=alice   a token for the running make offline (deployed stage: docs/production.md)"
+	@echo "make token FOR=alice   a token for the running make offline; HOURS=0.05 CHANNELS='team-*,lobby' MODERATES=lobby"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
 	@echo "make preflight    before sls deploy: check the account has what the deploy needs; STAGE=dev REGION=..."
@@ -87,6 +95,10 @@ offline: install
 token: export DEV_TOKEN_USER = $(or $(FOR),$(if $(filter command line,$(origin USER)),$(USER)))
 # Its errors start with "make token:", what the user typed.
 token: export DEV_TOKEN_CALLER = make token
+# HOURS=0.05 (validity), CHANNELS='team-*,lobby' and MODERATES=lobby (the token's claims).
+token: export DEV_TOKEN_HOURS = $(HOURS)
+token: export DEV_TOKEN_CHANNELS = $(CHANNELS)
+token: export DEV_TOKEN_MODERATES = $(MODERATES)
 token: install
 	@python scripts/dev_token.py
 

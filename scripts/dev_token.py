@@ -1,5 +1,9 @@
 """Print a token for a user: `make token FOR=alice`, or `.venv/bin/python scripts/dev_token.py alice`.
 
+`make token FOR=alice HOURS=0.05 CHANNELS='team-*,lobby' MODERATES=lobby`: a token valid 3
+minutes (to try expiry and renewal), allowing only the channels team-* and lobby (the `channels`
+claim), moderating lobby (the `moderates` claim, same syntax).
+
 By default the secret is read from the `make offline` running in this folder (moto's SSM): it
 is found through the .offline/stack-<port>.json file it writes while it runs. With several
 running, OFFLINE_WEBSOCKET_PORT picks one. With --aws the secret is read from the deployed
@@ -19,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
-from chat import users  # noqa: E402  (the authorizer's own user id rule)
+from chat import tokens, users  # noqa: E402  (the authorizer's own rules)
 from scripts.local_stack import DEV_TOKEN_HOURS, StackError, local_session, mint_token, port_from_env  # noqa: E402
 from scripts.offline import STATE_DIR, state_file  # noqa: E402
 
@@ -31,20 +35,49 @@ class TokenError(RuntimeError):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("user", nargs="?", default=os.environ.get("DEV_TOKEN_USER", ""), help="the user id (the token's sub)")
-    parser.add_argument("--hours", type=float, default=DEV_TOKEN_HOURS, help="validity (default %(default)s)")
+    parser.add_argument("--hours", default=os.environ.get("DEV_TOKEN_HOURS") or str(DEV_TOKEN_HOURS),
+                        help="validity in hours (default %(default)s)")
+    parser.add_argument("--channels", default=os.environ.get("DEV_TOKEN_CHANNELS", ""),
+                        help="the channels claim: names or prefixes* separated by commas (default: no claim, every channel)")
+    parser.add_argument("--moderates", default=os.environ.get("DEV_TOKEN_MODERATES", ""),
+                        help="the moderates claim: the same syntax (default: none)")
     parser.add_argument("--aws", action="store_true", help="read the secret from real AWS, not the local stack")
     parser.add_argument("--stage", default="dev", help="with --aws: the deployed stage (default %(default)s)")
     parser.add_argument("--region", help="with --aws: the stage's region (default: serverless.yml's)")
     args = parser.parse_args()
     try:
         user = user_id(args.user)
+        hours = validity(args.hours)
+        claims = {name: patterns(name, text) for name, text in (("channels", args.channels), ("moderates", args.moderates)) if text}
         secret = aws_secret(args.stage, args.region) if args.aws else local_secret()
     except TokenError as error:
         # Named as the user called it: `make token` sets DEV_TOKEN_CALLER; --aws is run directly.
         print(f"{os.environ.get('DEV_TOKEN_CALLER') or 'scripts/dev_token.py'}: {error}", file=sys.stderr)
         return 1
-    print(mint_token(secret, user, args.hours))
+    print(mint_token(secret, user, hours, **claims))
     return 0
+
+
+def validity(text: str) -> float:
+    """HOURS: a positive number, at most a year (the authorizer refuses an exp further away)."""
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not 0 < hours <= tokens.MAX_TOKEN_LIFETIME_SECONDS / 3600 - 1:
+        raise TokenError(f"HOURS must be a number of hours above 0 and below a year (8783), not {text!r}.")
+    return hours
+
+
+def patterns(claim: str, text: str) -> list[str]:
+    """CHANNELS or MODERATES: channel names or prefixes ending in "*", separated by commas, as the
+    authorizer reads the claim (chat/tokens.py)."""
+    found = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [part for part in found if not tokens.CHANNEL_PATTERN.fullmatch(part)]
+    if bad or not found or len(found) > tokens.MAX_CHANNEL_PATTERNS:
+        raise TokenError(f"{claim.upper()} must be up to {tokens.MAX_CHANNEL_PATTERNS} channel names or prefixes "
+                         f"ending in \"*\", separated by commas; not {', '.join(map(repr, bad)) or repr(text)}.")
+    return found
 
 
 def user_id(text: str) -> str:

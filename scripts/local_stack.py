@@ -10,6 +10,7 @@ import contextlib
 import errno
 import functools
 import http.server
+import json
 import os
 import secrets
 import signal
@@ -158,6 +159,7 @@ class LocalStack:
         progress: Callable[[str], None] = lambda step: None,
         spawn_guard: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
         params: dict[str, str] | None = None,
+        keep_in: Path | None = None,
     ) -> None:
         self.ports = ports or Ports()
         self.params = params or {}  # serverless.yml's ${param:...} values (benchmarks change them)
@@ -177,6 +179,10 @@ class LocalStack:
         self._page_server: http.server.ThreadingHTTPServer | None = None
         self._sweeps = threading.Event()  # set: the sweeper's schedule stops
         self.sweeps_run = 0
+        # Where the token secret and the conversations are kept from one run to the next (`make
+        # offline`: .offline/); None: a fresh secret and empty tables every time (the tests).
+        self.keep_in = keep_in
+        self.restored = 0  # items put back from the last run
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -200,6 +206,12 @@ class LocalStack:
         """The chat page signed in as this user. URL and token go in the fragment, which the
         browser never sends to any server."""
         return f"{self.page_url}#url={self.websocket_url}&token={self.token(user)}"
+
+    @property
+    def data_file(self) -> Path:
+        """Where this stack's conversations are kept between runs (one file per WebSocket port,
+        so two stacks side by side keep their own)."""
+        return (self.keep_in or ROOT / ".offline") / DATA_FILE.format(port=self.ports.websocket)
 
     def dynamodb(self) -> Any:
         """A boto3 DynamoDB resource on the local moto, with the stack's fake credentials."""
@@ -247,8 +259,10 @@ class LocalStack:
             self.progress("Creating the tables and queues from serverless.yml")
             self._create_tables(config)
             self.queue_urls = create_queues(self.sqs(), config)
-            self.progress("Seeding a fresh development token secret in moto's SSM")
+            self.progress("Seeding the development token secret in moto's SSM")
             self._seed_secret(config)
+            if self.keep_in is not None:
+                self.restored = restore_data(self.dynamodb(), self.table_names, self.data_file)
             self.progress("Serving the chat page")
             self._serve_page()
             self.progress("Starting serverless-offline (API Gateway + Lambda)")
@@ -296,8 +310,14 @@ class LocalStack:
         return [process.pid for process in self._processes.values()]
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop every process group started here (serverless-offline's Python workers too)."""
+        """Stop every process group started here (serverless-offline's Python workers too),
+        keeping the conversations first when asked to (keep_in)."""
         self._sweeps.set()
+        if self.keep_in is not None and self.table_names and self.failed_process() is None:
+            try:
+                save_data(self.dynamodb(), self.table_names, self.data_file)
+            except Exception as error:  # never let saving stand in the way of stopping
+                print(f"Could not keep the conversations: {error}", file=sys.stderr)
         for name in ("serverless-offline", "moto"):
             process = self._processes.pop(name, None)
             if process is not None:
@@ -340,9 +360,10 @@ class LocalStack:
             self.table_names[logical_id] = create_table(client, properties)
 
     def _seed_secret(self, config: dict[str, Any]) -> None:
-        """A fresh development secret in moto's SSM, where the authorizer reads it."""
+        """The development secret in moto's SSM, where the authorizer reads it: the one kept from
+        the last run (keep_in), so that tokens and open pages survive a restart, else a fresh one."""
         self.secret_parameter = config["provider"]["environment"]["JWT_SECRET_PARAMETER"]
-        self.jwt_secret = secrets.token_urlsafe(48)
+        self.jwt_secret = kept_secret(self.keep_in / SECRET_FILE) if self.keep_in is not None else secrets.token_urlsafe(48)
         ssm = local_session(self.region).client("ssm", endpoint_url=self.dynamodb_endpoint)
         ssm.put_parameter(Name=self.secret_parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
 
@@ -381,6 +402,69 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+# What `make offline` keeps in .offline/ from one run to the next.
+SECRET_FILE = "jwt-secret"
+DATA_FILE = "conversations-{port}.json"
+# The tables whose items outlive a run: every message and conversation. Connections, members,
+# presence and rate-limit buckets belong to connections, which do not survive a restart.
+KEPT_TABLES = ("HistoryTable", "ConversationsTable")
+
+
+def kept_secret(path: Path) -> str:
+    """The token secret kept in `path` (readable by you alone), made on first use."""
+    if path.is_file():
+        text = path.read_text().strip()
+        if len(text) >= 32:
+            return text
+    secret = secrets.token_urlsafe(48)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+def save_data(dynamodb: Any, table_names: dict[str, str], path: Path) -> int:
+    """Every item of the kept tables, as DynamoDB JSON, into `path` (written whole, then moved
+    into place, so a crash never leaves half a file). Returns how many."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    document: dict[str, list[dict[str, Any]]] = {}
+    for logical_id in KEPT_TABLES:
+        table = dynamodb.Table(table_names[logical_id])
+        items, kwargs = [], {}
+        while True:
+            page = table.scan(**kwargs)
+            items += [{key: serializer.serialize(value) for key, value in item.items()} for item in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        # A channel's count of users online belongs to presence, which starts empty.
+        document[logical_id] = [item for item in items if item.get("sk", {}).get("S") != "presence"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(document))
+    partial.replace(path)
+    return sum(len(items) for items in document.values())
+
+
+def restore_data(dynamodb: Any, table_names: dict[str, str], path: Path) -> int:
+    """Put back what save_data kept (nothing if there is no file). Returns how many items."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    if not path.is_file():
+        return 0
+    deserializer = TypeDeserializer()
+    document = json.loads(path.read_text())
+    restored = 0
+    for logical_id in KEPT_TABLES:
+        with dynamodb.Table(table_names[logical_id]).batch_writer() as batch:
+            for item in document.get(logical_id, []):
+                batch.put_item(Item={key: deserializer.deserialize(value) for key, value in item.items()})
+                restored += 1
+    return restored
+
+
 def local_session(region: str) -> Any:
     """A boto3 session that can only talk to moto: fake keys, no profile."""
     import boto3
@@ -388,11 +472,12 @@ def local_session(region: str) -> Any:
     return boto3.Session(aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name=region)
 
 
-def mint_token(secret: str, user: str, hours: float = DEV_TOKEN_HOURS) -> str:
-    """An HS256 JWT for `user`, the kind the $connect authorizer verifies."""
+def mint_token(secret: str, user: str, hours: float = DEV_TOKEN_HOURS, **claims: Any) -> str:
+    """An HS256 JWT for `user`, the kind the $connect authorizer verifies, with any other claims
+    (`channels`, `moderates`)."""
     import jwt
 
-    return jwt.encode({"sub": user, "exp": int(time.time() + hours * 3600)}, secret, algorithm="HS256")
+    return jwt.encode({"sub": user, "exp": int(time.time() + hours * 3600), **claims}, secret, algorithm="HS256")
 
 
 def stack_rss_bytes(process_groups: list[int]) -> int:

@@ -20,7 +20,7 @@ from typing import IO, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.local_stack import DEV_TOKEN_HOURS, STAGE, LocalStack, Ports, StackError  # noqa: E402
+from scripts.local_stack import DEV_TOKEN_HOURS, SECRET_FILE, STAGE, LocalStack, Ports, StackError  # noqa: E402
 from scripts.service_config import ROOT  # noqa: E402
 
 READY = "The service is running locally."
@@ -122,6 +122,10 @@ def instructions(stack: LocalStack) -> str:
   Chat page  {stack.page_url}
   (moto's log: {relative(stack.moto_log)}; serverless-offline's startup: {relative(stack_startup_log(stack.ports))})
 
+The data lives in moto, in memory. On Ctrl-C the messages and conversations are kept in
+{relative(stack.data_file)} and the token secret in {relative(STATE_DIR / SECRET_FILE)}, so tokens, open pages
+and history survive a restart ({stack.restored} items were brought back now); `make clean` forgets them.
+
 In a browser, open one link per user (each is a signed-in chat page):
   alice  {stack.page_url_for('alice')}
   bob    {stack.page_url_for('bob')}
@@ -179,7 +183,8 @@ def main() -> int:
         relay.start()
         with os.fdopen(write_end, "w") as output:  # the child keeps its own copy
             stack = LocalStack(
-                ports, output=output, progress=lambda step: print(f"{step} ...", flush=True), spawn_guard=signals.deferred
+                ports, output=output, progress=lambda step: print(f"{step} ...", flush=True), spawn_guard=signals.deferred,
+                keep_in=STATE_DIR,
             )
             stack.start()
         state = write_state(stack)

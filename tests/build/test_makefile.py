@@ -85,3 +85,12 @@ def test_make_screenshot_stops_naming_the_packages_when_it_cannot_install(
 
     assert screenshot.main() == 1
     assert "fonts-nanum fonts-noto-color-emoji" in capsys.readouterr().err
+
+
+def test_make_help_shows_the_ports_in_use() -> None:
+    defaults = subprocess.run(["make", "--no-print-directory"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    moved = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env={**__import__("os").environ, "OFFLINE_WEBSOCKET_PORT": "4101", "OFFLINE_PAGE_PORT": "4103"}).stdout
+
+    assert "ws://localhost:3001" in defaults and "http://localhost:3003/" in defaults and "moto :5000" in defaults
+    assert "ws://localhost:4101" in moved and "http://localhost:4103/" in moved and "HTTP :3000" in moved

@@ -181,3 +181,43 @@ def test_with_no_port_given_and_two_stacks_running_it_asks_which(
     assert captured.out == ""
     ports = sorted([str(local_stack.ports.websocket), "4999"])
     assert f"several `make offline` are running (WebSocket ports {ports[0]}, {ports[1]})" in captured.err
+
+
+def claims_of(result: subprocess.CompletedProcess, stack: Any) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    return dict(jwt.decode(result.stdout.strip(), stack.jwt_secret, algorithms=["HS256"]))
+
+
+def test_hours_channels_and_moderates_make_the_claims(running: Any) -> None:
+    import time
+
+    before = time.time()
+    claims = claims_of(make_token(here(running), "FOR=erin", "HOURS=0.05", "CHANNELS=team-*, lobby", "MODERATES=lobby"), running)
+
+    assert claims["sub"] == "erin" and before + 170 <= claims["exp"] <= time.time() + 181  # 3 minutes
+    assert claims["channels"] == ["team-*", "lobby"] and claims["moderates"] == ["lobby"]
+
+    async def joins() -> list[int]:
+        token = make_token(here(running), "FOR=erin", "CHANNELS=team-*").stdout.strip()
+        async with websockets.connect(f"{running.websocket_url}?token={token}", open_timeout=30) as client:
+            statuses = []
+            for channel in ("team-a", "general"):
+                await client.send(json.dumps({"action": "join", "channel": channel, "ref": channel}))
+                statuses.append(json.loads(await asyncio.wait_for(client.recv(), 30))["reply"]["status"])
+            return statuses
+
+    assert asyncio.run(joins()) == [200, 403]  # the stack enforces the claim it signed
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("HOURS=0", "HOURS must be a number of hours above 0 and below a year (8783), not '0'."),
+    ("HOURS=ten", "HOURS must be a number of hours above 0 and below a year (8783), not 'ten'."),
+    ("HOURS=9000", "HOURS must be a number of hours above 0 and below a year (8783), not '9000'."),
+    ("CHANNELS=no spaces", "CHANNELS must be up to 100 channel names or prefixes ending in \"*\", separated by commas; not 'no spaces'."),
+    ("MODERATES=a*b", "MODERATES must be up to 100 channel names or prefixes ending in \"*\", separated by commas; not 'a*b'."),
+], ids=["zero-hours", "hours-not-a-number", "hours-beyond-a-year", "channel-with-space", "star-inside"])
+def test_a_validity_or_claim_the_authorizer_would_refuse_gets_no_token(running: Any, assignment: str, message: str) -> None:
+    result = make_token(here(running), "FOR=erin", assignment)
+
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"make token: {message}" in result.stderr
