@@ -16,7 +16,7 @@ export LANG ?= C.UTF-8
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install check test test-unit mutate offline token bench package preflight screenshot clean
+.PHONY: help install check test test-unit mutate offline token publish bench package preflight screenshot clean
 
 # The local stack's ports (scripts/local_stack.py reads the same variables).
 OFFLINE_HTTP_PORT ?= 3000
@@ -34,6 +34,7 @@ help:
 	@echo "make check        the gate: ruff (lint, format) and mypy over chat/ and handler.py"
 	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
 	@echo "make token FOR=alice   a token for the running make offline; HOURS=0.05 CHANNELS='team-*,lobby' MODERATES=lobby"
+	@echo "make publish      POST /publish to the running make offline: CHANNEL=deploys (or TO=alice, ROOM=1) SENDER=ci-bot CONTENT=hi"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
 	@echo "make preflight    before sls deploy: check the account has what the deploy needs; STAGE=dev REGION=..."
@@ -101,6 +102,16 @@ token: export DEV_TOKEN_CHANNELS = $(CHANNELS)
 token: export DEV_TOKEN_MODERATES = $(MODERATES)
 token: install
 	@python scripts/dev_token.py
+
+# POST /publish as the app's backend would (scripts/publish.py, the SigV4 example), to the running
+# make offline: CHANNEL=deploys or TO=alice or ROOM=1, SENDER=ci-bot, CONTENT='build 812 is green'.
+publish: export PUBLISH_CHANNEL = $(CHANNEL)
+publish: export PUBLISH_TO = $(TO)
+publish: export PUBLISH_ROOM = $(ROOM)
+publish: export PUBLISH_SENDER = $(SENDER)
+publish: export PUBLISH_CONTENT = $(CONTENT)
+publish: install
+	@python scripts/publish.py
 
 bench: install
 	python bench/broadcast.py

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import channels, messaging, recovery, sessions, sweeper, tokens, worker
+from chat import backend, channels, messaging, recovery, sessions, sweeper, tokens, worker
 from chat.callers import caller
 from chat.frames import Reply
 from chat.gateway import (
@@ -18,10 +18,12 @@ from chat.gateway import (
     answer,
     connected_at,
     invocation,
+    json_response,
     lifecycle_event,
     observed,
     response,
     route,
+    signed_caller,
     unrecognized_event,
     with_subprotocol,
 )
@@ -112,6 +114,15 @@ def get_presence(event: dict[str, Any], context: Any) -> Reply:
 def renew_token(event: dict[str, Any], context: Any) -> Reply:
     """renewToken: a later token for the same user keeps the connection open past its expiry."""
     return sessions.renew(caller(event), event.get("body"))
+
+
+def publish(event: dict[str, Any], context: Any) -> Response:
+    """POST /publish (AWS_IAM): the app's backend publishes up to 100 messages, each answered."""
+    with invocation(event, context, "publish"):
+        status, document = backend.publish(
+            event.get("body"), bool(event.get("isBase64Encoded")), signed_caller(event), backend.seconds_left(context)
+        )
+        return json_response(status, document)
 
 
 def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:

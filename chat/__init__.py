@@ -7,7 +7,8 @@ below them, never the other way round, and nothing here imports handler.py.
     channels     join, leave, presence, and which channels a token allows
     recovery     reading a conversation back: history pages (before), catching up (after)
     sessions     a connection's life: $connect, token expiry and renewal, $disconnect, found gone
-    sweeper      every minute: expiry notices, expired connections, lost $disconnects
+    sweeper      every minute: expiry notices, expired connections, lost $disconnects, overdue leaves
+    backend      POST /publish: the app's backend publishes batches, each message answered
     publisher    the core of sending, free of connections: store as the next seq, then deliver
     dispatch     one frame to many connections: inline, or through the workers
     gateway      API Gateway's events taken apart, and the replies it expects

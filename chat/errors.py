@@ -28,6 +28,7 @@ CODES: dict[str, Code] = {
         Code("bad_request", 400, False, "the request is malformed or breaks a rule: fix it, do not resend it as it is"),
         Code("unknown_action", 400, False, "no route has this action (or the frame is not a JSON object)"),
         Code("too_large", 400, False, "the message would not fit API Gateway's 128 KB once stored"),
+        Code("payload_too_large", 413, False, "the HTTP request's body is over 1 MiB (POST /publish)"),
         Code("too_many_channels", 400, False, "the connection is in as many channels as it may be: leave one first"),
         Code("forbidden", 403, False, "the token does not allow it, or it needs a signed-in connection"),
         Code("not_member", 403, False, "join the channel first"),

@@ -170,17 +170,34 @@ def renewed(expires_at: int) -> dict[str, Any]:
 def sent(
     named: dict[str, Any], message: dict[str, Any], duplicate: bool, delivery: str, online: bool | None = None
 ) -> dict[str, Any]:
-    """The acknowledgement of a send that named a channel or a clientMessageId: where it went
-    (`named`: {"channel"}, {"to"}, {"room": true} or nothing for the room), its seq and id,
-    whether it was a repeat, how its delivery went ("complete", "incomplete", "pending"), and for
-    a DM whether the recipient got it live (when this send delivered it)."""
+    """The acknowledgement of a send that named a channel or a clientMessageId."""
+    return {"sent": acknowledgement(named, message, duplicate, delivery, online)}
+
+
+def acknowledgement(
+    named: dict[str, Any], message: dict[str, Any], duplicate: bool, delivery: str, online: bool | None = None
+) -> dict[str, Any]:
+    """Where a stored message went (`named`: {"channel"}, {"to"}, {"room": true} or nothing for a
+    WebSocket send to the room), its seq and id, whether it was a repeat, how its delivery went
+    ("complete", "incomplete", "pending"), and for a DM whether the recipient got it live (when
+    this send delivered it)."""
     shown: dict[str, Any] = {**named, "seq": message["seq"], "id": message["id"]}
     if "client_message_id" in message:
         shown["clientMessageId"] = message["client_message_id"]
     shown.update(duplicate=duplicate, delivery=delivery)
     if online is not None:
         shown["recipientOnline"] = online
-    return {"sent": shown}
+    return shown
+
+
+def publish_reply(results: list[dict[str, Any]], failed: int) -> dict[str, Any]:
+    """POST /publish: a result per message, in the order given, and how many failed."""
+    return {"results": results, "failed": failed}
+
+
+def error_document(refusal: Refusal) -> dict[str, Any]:
+    """A refusal as the HTTP API answers it: its code and text."""
+    return {"error": {"code": refusal.code.name, "text": refusal.text}}
 
 
 def dm_delivered(recipient: str) -> str:

@@ -22,6 +22,7 @@ from chat.requests import read_ref
 from chat.telemetry import count, flush_metrics, logger
 
 Response = dict[str, Any]
+JSON = "application/json; charset=utf-8"
 
 # What an answer's status means, in the logs and the metrics.
 OUTCOMES = {200: "accepted", 400: "rejected", 401: "rejected", 403: "rejected", 410: "rejected", 429: "rate_limited"}
@@ -69,6 +70,18 @@ def unrecognized_event(event: dict[str, Any]) -> Response:
 
 def response(status_code: int, body: str) -> Response:
     return {"statusCode": status_code, "body": body}
+
+
+def json_response(status_code: int, document: dict[str, Any]) -> Response:
+    """An HTTP API answer: a JSON document, labelled as one."""
+    return {**response(status_code, frames.encode(document).decode("utf-8")), "headers": {"Content-Type": JSON}}
+
+
+def signed_caller(event: dict[str, Any]) -> str | None:
+    """The ARN of the IAM principal that signed an HTTP request (AWS_IAM), None if unsigned."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    arn = identity.get("userArn")
+    return arn if isinstance(arn, str) and arn else None
 
 
 def answer(

@@ -54,10 +54,17 @@ class Published:
 
 
 def publish(
-    target: Target, message: dict[str, Any], sender_key: str, endpoint: str, exclude: str | None = None
+    target: Target,
+    message: dict[str, Any],
+    sender_key: str,
+    endpoint: str,
+    exclude: str | None = None,
+    paced: bool = False,
 ) -> Published:
     """Store the message (history.append), then deliver it, unless the same send already did or is
-    doing it. `exclude`: the sending connection, which gets its reply instead of a copy of a DM."""
+    doing it. `exclude`: the sending connection, which gets its reply instead of a copy of a DM.
+    `paced`: a room or channel message goes through the delivery workers whatever its audience
+    (the backend's batches: their posts stay within the workers' posting budget)."""
     appended = history.append(target.conversation, message, sender_key, pair=target.pair)
     client_message_id = message.get("client_message_id")
     if appended.duplicate:
@@ -77,9 +84,13 @@ def publish(
     stored = appended.message
     try:
         payload = frames.encode_delivery(stored)
-        reached = dispatch.broadcast(
-            endpoint, audience(), payload, stored["id"], stored["sent_at_ms"], inline_only=target.pair is not None
-        )
+        if paced and target.pair is None:
+            dispatch.queue(endpoint, audience(), payload, stored["id"], stored["sent_at_ms"])
+            reached: frozenset[str] = frozenset()
+        else:
+            reached = dispatch.broadcast(
+                endpoint, audience(), payload, stored["id"], stored["sent_at_ms"], inline_only=target.pair is not None
+            )
     except aws.AWS_ERRORS:
         logger.exception(
             "Delivery of %s (seq %d of %s) is incomplete", stored["id"], stored["seq"], target.conversation

@@ -55,6 +55,7 @@ class TemplateFixes {
         this.scopeApiGatewayPermissions();
         this.orderStageAfterAccountRole();
         this.letCustomResourcesLog();
+        this.throttlePublish();
       },
       // serverless.yml's own resources and extensions are merged into the template only here.
       'after:aws:package:finalize:mergeCustomProviderResources': () => this.leaveAnExistingExecutionLogGroup(),
@@ -111,6 +112,24 @@ class TemplateFixes {
     if (this.resources[role] && !JSON.stringify(others).includes(`"${role}"`)) {
       delete this.resources[role];
     }
+  }
+
+  // POST /publish gets a throttle of its own on the REST API's stage, which the framework creates
+  // through its deployment's StageName: StageDescription's MethodSettings set it (the resource
+  // path with "/" encoded as "~1": AWS::ApiGateway::Deployment MethodSetting).
+  throttlePublish() {
+    const [deploymentId] = Object.keys(this.resources).filter(
+      (id) => this.resources[id].Type === 'AWS::ApiGateway::Deployment'
+    );
+    const { rate, burst } = (this.serverless.service.custom || {}).publish || {};
+    if (!deploymentId || rate == null) return;
+    const deployment = this.resources[deploymentId];
+    deployment.Properties.StageDescription = {
+      ...(deployment.Properties.StageDescription || {}),
+      MethodSettings: [
+        { HttpMethod: 'POST', ResourcePath: '/~1publish', ThrottlingRateLimit: Number(rate), ThrottlingBurstLimit: Number(burst) },
+      ],
+    };
   }
 
   letCustomResourcesLog() {

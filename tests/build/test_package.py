@@ -115,10 +115,10 @@ def test_connect_route_uses_the_lambda_request_authorizer(resources: dict[str, A
 
 
 def test_ping_is_http_get(resources: dict[str, Any]) -> None:
-    (method,) = of_type(resources, "AWS::ApiGateway::Method")
-    assert method["Properties"]["HttpMethod"] == "GET"
-    (path,) = of_type(resources, "AWS::ApiGateway::Resource")
-    assert path["Properties"]["PathPart"] == "ping"
+    methods = {m["Properties"]["HttpMethod"]: m["Properties"] for m in of_type(resources, "AWS::ApiGateway::Method")}
+    assert set(methods) == {"GET", "POST"}  # GET /ping, POST /publish
+    paths = {p["Properties"]["PathPart"] for p in of_type(resources, "AWS::ApiGateway::Resource")}
+    assert paths == {"ping", "publish"}
 
 
 def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[str, Any]) -> None:
@@ -137,6 +137,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
         "handler.get_conversations",
         "handler.renew_token",
         "handler.sweep",
+        "handler.publish",
         "handler.authorize",
         "handler.deliver_messages",
     }
@@ -453,7 +454,7 @@ def test_every_permission_api_gateway_uses_is_scoped_to_this_api(resources: dict
     for logical_id, properties in permissions.items():
         assert properties["Principal"] == "apigateway.amazonaws.com"
         parts = properties["SourceArn"]["Fn::Join"][1]  # checkov CKV_AWS_364
-        api = {"Ref": "ApiGatewayRestApi"} if logical_id.startswith("Ping") else {"Ref": "WebsocketsApi"}
+        api = {"Ref": "ApiGatewayRestApi"} if logical_id.startswith(("Ping", "Publish")) else {"Ref": "WebsocketsApi"}
         assert parts[:7] == ["arn:", {"Ref": "AWS::Partition"}, ":execute-api:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"}, ":"]
         assert parts[7] == api and parts[8] in ("/*", "/*/*"), logical_id
     assert "AuthorizerLambdaPermissionWebsockets" in permissions
@@ -500,8 +501,14 @@ def test_the_route_throttles_fit_the_accounts_10000_requests_a_second(resources:
     route_keys = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route")}
     other_routes = route_keys - {"sendMessage", "sendDirectMessage"}
     assert len(other_routes) == 10 and not set(routes) - {"sendMessage", "sendDirectMessage"}
-    frames = room_rate + dm_rate + default * len(other_routes)
-    assert float(env["POSTING_BUDGET_PER_SECOND"]) + dm_posts + frames <= 10_000
+    # POST /publish: each request up to 100 messages; room and channel ones through the workers
+    # (in their budget), direct messages posted at once to at most 10 connections each.
+    (rest_deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
+    (publish_throttle,) = rest_deployment["Properties"]["StageDescription"]["MethodSettings"]
+    publish_rate = publish_throttle["ThrottlingRateLimit"]
+    publish_posts = publish_rate * 100 * 2 * int(env["MAX_CONNECTIONS_PER_USER"])
+    frames = room_rate + dm_rate + default * len(other_routes) + publish_rate
+    assert float(env["POSTING_BUDGET_PER_SECOND"]) + dm_posts + publish_posts + frames <= 10_000
 
 
 def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message_bodies(resources: dict[str, Any]) -> None:
@@ -514,7 +521,7 @@ def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message
     }
     routes = stage["RouteSettings"]
     assert (routes["sendMessage"]["ThrottlingRateLimit"], routes["sendMessage"]["ThrottlingBurstLimit"]) == (25, 50)
-    assert (routes["sendDirectMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingBurstLimit"]) == (300, 600)
+    assert (routes["sendDirectMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingBurstLimit"]) == (200, 400)
     assert routes["sendMessage"]["DataTraceEnabled"] is False and routes["sendDirectMessage"]["DataTraceEnabled"] is False
     access = stage["AccessLogSettings"]  # checkov CKV_AWS_95
     fields = json.loads(access_log_line(access["Format"], {}))
@@ -702,3 +709,37 @@ def test_the_execution_log_group_parameter_takes_only_true_or_false(tmp_path: Pa
 
     assert result.returncode != 0
     assert "createExecutionLogGroup must be true or false, not 'maybe'" in result.stdout + result.stderr
+
+
+# --- the publish API (issue 25) -----------------------------------------------------------------
+
+
+def test_publish_is_a_post_signed_with_aws_iam_throttled_on_its_own(resources: dict[str, Any]) -> None:
+    method = resources["ApiGatewayMethodPublishPost"]["Properties"]
+    assert (method["HttpMethod"], method["AuthorizationType"]) == ("POST", "AWS_IAM")
+    assert resources["ApiGatewayResourcePublish"]["Properties"]["PathPart"] == "publish"
+    (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
+    assert deployment["Properties"]["StageDescription"]["MethodSettings"] == [
+        {"HttpMethod": "POST", "ResourcePath": "/~1publish", "ThrottlingRateLimit": 1, "ThrottlingBurstLimit": 2}]
+    assert resources["ApiGatewayMethodPingGet"]["Properties"]["AuthorizationType"] == "NONE"  # the health check stays open
+
+
+def test_the_publish_policy_allows_invoking_exactly_that_method_and_is_an_output(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["PublishPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "execute-api:Invoke"
+    assert statement["Resource"] == {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":execute-api:", {"Ref": "AWS::Region"}, ":",
+                                                       {"Ref": "AWS::AccountId"}, ":", {"Ref": "ApiGatewayRestApi"},
+                                                       f"/{STAGE}/POST/publish"]]}
+    outputs = template["Outputs"]
+    assert outputs["PublishPolicyArn"]["Value"] == {"Ref": "PublishPolicy"}
+    assert outputs["PublishPolicyArn"]["Export"] == {"Name": f"serverless-websocket-{STAGE}-PublishPolicyArn"}
+    assert outputs["PublishUrl"]["Value"]["Fn::Join"][1][-1] == f"/{STAGE}/publish"
+
+
+def test_the_publish_throttle_is_a_stage_parameter(tmp_path: Path) -> None:
+    resources = packaged_template(tmp_path, "publishRate=5", "publishBurst=10")["Resources"]
+    (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
+    assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingRateLimit"] == 5
+    assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingBurstLimit"] == 10
