@@ -139,7 +139,7 @@ function listDirect({ with: other, seq, last }) {
   // A seq seen above the conversation's latest was another conversation's between the same
   // users (a local stack starts empty each time, with the same user ids): forget it.
   if ((lastSeen.get(conversation.with) ?? 0) > seq) forgetSeen(conversation.with);
-  const mine = last != null && last.sender?.normalize("NFC") === client.user; // written by us: seen
+  const mine = last != null && last.sender === client.user; // written by us: seen
   if (conversation.key !== currentKey && seq > (lastSeen.get(conversation.with) ?? 0) && !mine) view.marked = true;
 }
 
@@ -280,7 +280,7 @@ async function renewToken() {
   if (client.state === "closed") {
     // The service closed the connection at expiry: connect again, same page, with the new token.
     const user = tokenClaims(token).sub;
-    if (typeof user !== "string" || user.normalize("NFC") !== client.user) {
+    if (typeof user !== "string" || user !== client.user) {
       return note(`That token is not ${client.user}'s: open its own link (or Connect with it above) instead.`, true);
     }
     client.setToken(token);
