@@ -4,9 +4,10 @@ import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 
 import { backoffDelay } from "../chatclient.js";
-import { connected, makeClient, settle, token } from "./harness.js";
+import { closeAll, connected, LIMIT, makeClient, settle, token } from "./harness.js";
 
 afterEach(() => {
+  closeAll();
   delete globalThis.navigator;
 });
 
@@ -14,28 +15,28 @@ function delays(events) {
   return events("status").filter((s) => s.delay != null).map((s) => [s.attempt, s.delay]);
 }
 
-test("the token is offered as a subprotocol beside serverless-websocket, never in the URL", async () => {
+test("the token is offered as a subprotocol beside serverless-websocket, never in the URL", LIMIT, async () => {
   const { client, socket } = await connected();
   assert.equal(socket.url, "wss://chat.example/dev");
   assert.deepEqual(socket.protocols, ["serverless-websocket", `bearer.${token()}`]);
   client.close();
 });
 
-test("tokenInQuery: the older ?token= for a WebSocket that cannot offer subprotocols", async () => {
+test("tokenInQuery: the older ?token= for a WebSocket that cannot offer subprotocols", LIMIT, async () => {
   const { client, socket } = await connected({ tokenInQuery: true });
   assert.equal(socket.url, `wss://chat.example/dev?token=${token()}`);
   assert.equal(socket.protocols, undefined);
   client.close();
 });
 
-test("backoff: each delay is drawn below a ceiling that doubles up to the maximum", () => {
+test("backoff: each delay is drawn below a ceiling that doubles up to the maximum", LIMIT, () => {
   const options = { reconnectDelay: 100, maxReconnectDelay: 1000 };
   assert.deepEqual([1, 2, 3, 4, 5, 6].map((n) => backoffDelay(n, options, () => 1)), [100, 200, 400, 800, 1000, 1000]);
   assert.deepEqual([1, 2, 3].map((n) => backoffDelay(n, options, () => 0.5)), [50, 100, 200]);
   assert.equal(backoffDelay(4, options, () => 0), 0);
 });
 
-test("reconnects wait the drawn delay, grow while they fail, and start over after a stable connection", async (t) => {
+test("reconnects wait the drawn delay, grow while they fail, and start over after a stable connection", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
   const { client, sockets, events } = makeClient({ reconnectDelay: 100, maxReconnectDelay: 10_000, stableAfter: 5_000, handshakeFailures: 10 });
   const draws = [0.5, 0.25, 1, 0.5, 0.5];
@@ -61,7 +62,7 @@ test("reconnects wait the drawn delay, grow while they fail, and start over afte
   client.close();
 });
 
-test("the first handshake refused: reported as refused, never retried", async (t) => {
+test("the first handshake refused: reported as refused, never retried", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, sockets, events } = makeClient();
   const opening = client.connect();
@@ -73,7 +74,7 @@ test("the first handshake refused: reported as refused, never retried", async (t
   assert.deepEqual(events("status").at(-1), { state: "closed", refused: true, failures: 1, code: 1006, reason: "" });
 });
 
-test("handshakeFailures attempts in a row that never open end the reconnecting, with the count", async (t) => {
+test("handshakeFailures attempts in a row that never open end the reconnecting, with the count", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, sockets, events } = await connected({ reconnectDelay: 100, maxReconnectDelay: 100, handshakeFailures: 3 });
   const pending = client.presence("general").catch((e) => e);
@@ -91,7 +92,7 @@ test("handshakeFailures attempts in a row that never open end the reconnecting, 
   assert.equal(client.state, "closed");
 });
 
-test("attempts made while the browser says it is offline do not count", async (t) => {
+test("attempts made while the browser says it is offline do not count", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, sockets, events } = await connected({ reconnectDelay: 100, maxReconnectDelay: 100, handshakeFailures: 2 });
   globalThis.navigator = { onLine: false };
@@ -108,7 +109,7 @@ test("attempts made while the browser says it is offline do not count", async (t
   client.close();
 });
 
-test("getToken is asked once the handshakes keep failing, and the next attempts use its token", async (t) => {
+test("getToken is asked once the handshakes keep failing, and the next attempts use its token", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const fresh = token("alice", { exp: Math.floor(Date.now() / 1000) + 7200 });
   let asked = 0;
@@ -133,7 +134,7 @@ test("getToken is asked once the handshakes keep failing, and the next attempts 
   client.close();
 });
 
-test("a fresh token that is refused as well: getToken is not asked in a loop; the client stops", async (t) => {
+test("a fresh token that is refused as well: getToken is not asked in a loop; the client stops", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   let asked = 0;
   const getToken = async () => {
@@ -153,7 +154,7 @@ test("a fresh token that is refused as well: getToken is not asked in a loop; th
   assert.deepEqual([events("status").at(-1).state, events("status").at(-1).refused], ["closed", true]);
 });
 
-test("the service says the token expired: without getToken the client stops, reported as expired", async (t) => {
+test("the service says the token expired: without getToken the client stops, reported as expired", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { sockets, events } = await connected();
   sockets[0].receive("Your token has expired: renew it or reconnect.");
@@ -164,7 +165,7 @@ test("the service says the token expired: without getToken the client stops, rep
   assert.deepEqual(events("refusal"), []); // a notice, not a refusal
 });
 
-test("the service says the token expired: with getToken the client reconnects with a fresh one", async () => {
+test("the service says the token expired: with getToken the client reconnects with a fresh one", LIMIT, async () => {
   const fresh = token("alice", { exp: Math.floor(Date.now() / 1000) + 7200 });
   const { client, sockets } = await connected({ getToken: async () => fresh });
   const sending = client.send({ content: "after the renewal" });
@@ -183,7 +184,7 @@ test("the service says the token expired: with getToken the client reconnects wi
   client.close();
 });
 
-test("a token whose exp has passed is renewed before reconnecting, not offered again", async (t) => {
+test("a token whose exp has passed is renewed before reconnecting, not offered again", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: Date.now() });
   const fresh = token("alice", { exp: Math.floor(Date.now() / 1000) + 7200 });
   const { sockets } = await connected({ getToken: async () => fresh });
@@ -195,7 +196,7 @@ test("a token whose exp has passed is renewed before reconnecting, not offered a
   assert.deepEqual(sockets[1].protocols, ["serverless-websocket", `bearer.${fresh}`]);
 });
 
-test("on the expiry notice the client renews with getToken's token by itself", async () => {
+test("on the expiry notice the client renews with getToken's token by itself", LIMIT, async () => {
   const fresh = token("alice", { exp: Math.floor(Date.now() / 1000) + 7200 });
   const { client, socket, events } = await connected({ getToken: async () => fresh });
   socket.receive({ tokenExpiring: { at: "2026-12-06T12:00:00.000Z" } });

@@ -4,6 +4,19 @@
 
 import { ChatClient } from "../chatclient.js";
 
+/** Every test's options: a test that waits for something that never comes fails after this,
+ * rather than hanging the run. */
+export const LIMIT = Object.freeze({ timeout: 10_000 });
+
+const clients = new Set();
+
+/** Close every client the last test made (a failed assertion skips the test's own close()),
+ * so that no reconnect loop outlives its test. */
+export function closeAll() {
+  for (const client of clients) client.close();
+  clients.clear();
+}
+
 /** A token the client can read (the service would check its signature; the client does not). */
 export function token(sub = "alice", { exp = Math.floor(Date.now() / 1000) + 3600, ...claims } = {}) {
   const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
@@ -103,6 +116,7 @@ export function fakeWebSocket() {
 export function makeClient(options = {}) {
   const fake = fakeWebSocket();
   const client = new ChatClient({ url: "wss://chat.example/dev", token: token(), room: false, ...options, WebSocket: fake.WebSocket });
+  clients.add(client);
   const log = [];
   for (const type of ["status", "message", "refusal", "conversation", "synced", "presence", "tokenExpiring", "renewal", "frame"]) {
     client.addEventListener(type, (event) => log.push({ type, detail: event.detail }));

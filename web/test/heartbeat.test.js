@@ -1,10 +1,12 @@
 // The heartbeat: only after heartbeatInterval without any frame sent, without a ref.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 
-import { connected } from "./harness.js";
+import { closeAll, connected, LIMIT } from "./harness.js";
 
-test("a heartbeat goes after the interval of silence, and any frame sent puts it off", async (t) => {
+afterEach(closeAll);
+
+test("a heartbeat goes after the interval of silence, and any frame sent puts it off", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, socket } = await connected({ heartbeatInterval: 1000 });
   t.mock.timers.tick(999);
@@ -20,7 +22,7 @@ test("a heartbeat goes after the interval of silence, and any frame sent puts it
   client.close();
 });
 
-test("no heartbeat while the connection is down", async (t) => {
+test("no heartbeat while the connection is down", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { socket, sockets } = await connected({ heartbeatInterval: 1000, reconnectDelay: 60_000, maxReconnectDelay: 60_000 });
   t.mock.method(Math, "random", () => 1); // the reconnect waits the whole 60 s

@@ -1,14 +1,16 @@
 // Requests matched by ref: several in flight, replies in any order, lanes that keep sends in
 // order, timeouts, and what a refusal's code and retry decide.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 
 import { RefusalError, decide } from "../chatclient.js";
-import { connected, settle } from "./harness.js";
+import { closeAll, connected, LIMIT, settle } from "./harness.js";
+
+afterEach(closeAll);
 
 const presencePage = (channel) => ({ presence: { channel, members: [], count: 0, after: null } });
 
-test("several requests go at once, each with its own ref, and replies in another order reach their own", async () => {
+test("several requests go at once, each with its own ref, and replies in another order reach their own", LIMIT, async () => {
   const { client, socket } = await connected();
   const a = client.presence("a");
   const b = client.history({ channel: "b", limit: 5 });
@@ -28,7 +30,7 @@ test("several requests go at once, each with its own ref, and replies in another
   client.close();
 });
 
-test("at most maxInFlight requests wait for replies; the next goes when one is answered", async () => {
+test("at most maxInFlight requests wait for replies; the next goes when one is answered", LIMIT, async () => {
   const { client, socket } = await connected({ maxInFlight: 2 });
   const pages = ["a", "b", "c"].map((channel) => client.presence(channel));
   assert.equal(socket.frames().length, 2);
@@ -40,7 +42,7 @@ test("at most maxInFlight requests wait for replies; the next goes when one is a
   client.close();
 });
 
-test("sends to one conversation go one after the other; another conversation's do not wait", async () => {
+test("sends to one conversation go one after the other; another conversation's do not wait", LIMIT, async () => {
   const { client, socket } = await connected();
   const first = client.send({ content: "one" });
   const second = client.send({ content: "two" });
@@ -58,7 +60,7 @@ test("sends to one conversation go one after the other; another conversation's d
   client.close();
 });
 
-test("a refusal with retry: false rejects at once and is not sent again", async (t) => {
+test("a refusal with retry: false rejects at once and is not sent again", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, socket, events } = await connected();
   const sending = client.send({ channel: "general", content: "hi" });
@@ -74,7 +76,7 @@ test("a refusal with retry: false rejects at once and is not sent again", async 
 });
 
 for (const [code, status] of [["conversation_busy", 429], ["unavailable", 500], ["some_new_code", 503]]) {
-  test(`a refusal with retry: true (${code}) is sent again, the same frame, after the retry delay`, async (t) => {
+  test(`a refusal with retry: true (${code}) is sent again, the same frame, after the retry delay`, LIMIT, async (t) => {
     t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
     t.mock.method(Math, "random", () => 1); // the delay's jitter at its top: exactly retryDelay
     const { client, socket, events } = await connected({ retryDelay: 1000 });
@@ -93,7 +95,7 @@ for (const [code, status] of [["conversation_busy", 429], ["unavailable", 500], 
   });
 }
 
-test("a retried refusal gives up after maxRetries, doubling the delay each time", async (t) => {
+test("a retried refusal gives up after maxRetries, doubling the delay each time", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   t.mock.method(Math, "random", () => 1);
   const { client, socket } = await connected({ retryDelay: 100, maxRetries: 2 });
@@ -111,7 +113,7 @@ test("a retried refusal gives up after maxRetries, doubling the delay each time"
   client.close();
 });
 
-test("rate_limited holds every request, not only the refused one", async (t) => {
+test("rate_limited holds every request, not only the refused one", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   t.mock.method(Math, "random", () => 1);
   const { client, socket } = await connected({ retryDelay: 1000 });
@@ -127,7 +129,7 @@ test("rate_limited holds every request, not only the refused one", async (t) => 
   client.close();
 });
 
-test("not_registered: reconnect first, then the same request again", async () => {
+test("not_registered: reconnect first, then the same request again", LIMIT, async () => {
   const { client, sockets, socket } = await connected({ reconnectDelay: 0 });
   const sending = client.send({ content: "hi" });
   const [frame] = socket.requests("sendMessage");
@@ -144,7 +146,7 @@ test("not_registered: reconnect first, then the same request again", async () =>
   client.close();
 });
 
-test("delivery pending (or incomplete): stored, so the same frame goes again after the retry delay", async (t) => {
+test("delivery pending (or incomplete): stored, so the same frame goes again after the retry delay", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   t.mock.method(Math, "random", () => 1);
   const { client, socket } = await connected({ retryDelay: 500 });
@@ -164,7 +166,7 @@ test("delivery pending (or incomplete): stored, so the same frame goes again aft
   client.close();
 });
 
-test("no reply in time: the same frame again; a second timeout presumes the connection dead", async (t) => {
+test("no reply in time: the same frame again; a second timeout presumes the connection dead", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, socket } = await connected({ requestTimeout: 1000, timeoutsBeforeReconnect: 2 });
   const loading = client.presence("a");
@@ -186,7 +188,7 @@ test("no reply in time: the same frame again; a second timeout presumes the conn
   assert.equal((await unanswered).name, "ClosedError");
 });
 
-test("decide: by code and retry, never by text", () => {
+test("decide: by code and retry, never by text", LIMIT, () => {
   assert.equal(decide({ code: "rate_limited", retry: true }), "wait");
   assert.equal(decide({ code: "conversation_busy", retry: true }), "retry");
   assert.equal(decide({ code: "unavailable", retry: true }), "retry");

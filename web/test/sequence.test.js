@@ -1,10 +1,12 @@
 // The order of each conversation's messages: SequenceBuffer's rules alone, then through the
 // client: frames out of order, twice, and a gap that is fetched with `after`.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 
 import { SequenceBuffer } from "../chatclient.js";
-import { channelMessage, connected, live, settle } from "./harness.js";
+import { channelMessage, closeAll, connected, LIMIT, live, settle } from "./harness.js";
+
+afterEach(closeAll);
 
 function buffer() {
   const delivered = [];
@@ -12,7 +14,7 @@ function buffer() {
   return { order, delivered };
 }
 
-test("frames that jump ahead wait until the gap is filled, then go in seq order", () => {
+test("frames that jump ahead wait until the gap is filled, then go in seq order", LIMIT, () => {
   const { order, delivered } = buffer();
   order.last = 0;
   order.accept({ seq: 3 }, "live");
@@ -24,7 +26,7 @@ test("frames that jump ahead wait until the gap is filled, then go in seq order"
   assert.equal(order.hasGap(), false);
 });
 
-test("a seq already delivered or already waiting is dropped", () => {
+test("a seq already delivered or already waiting is dropped", LIMIT, () => {
   const { order, delivered } = buffer();
   order.last = 0;
   assert.equal(order.accept({ seq: 1 }, "live"), true);
@@ -35,7 +37,7 @@ test("a seq already delivered or already waiting is dropped", () => {
   assert.deepEqual(delivered.map(([seq]) => seq), [1, 2, 3]);
 });
 
-test("a page covering a seq it does not hold passes over it (expired), never waiting forever", () => {
+test("a page covering a seq it does not hold passes over it (expired), never waiting forever", LIMIT, () => {
   const { order, delivered } = buffer();
   order.last = 0;
   order.accept({ seq: 5 }, "live");
@@ -44,14 +46,14 @@ test("a page covering a seq it does not hold passes over it (expired), never wai
   assert.equal(order.last, 5);
 });
 
-test("the first page sets the baseline just before its oldest message", () => {
+test("the first page sets the baseline just before its oldest message", LIMIT, () => {
   const { order, delivered } = buffer();
   order.accept({ seq: 7 }, "live"); // before the first page: waits
   order.applyPage([{ seq: 5 }, { seq: 6 }], 6, "recent", { start: true });
   assert.deepEqual(delivered, [[5, "recent"], [6, "recent"], [7, "live"]]);
 });
 
-test("through the client: swapped and repeated live frames are delivered once each, in order", async () => {
+test("through the client: swapped and repeated live frames are delivered once each, in order", LIMIT, async () => {
   const { client, socket, events } = await connected({ gapWait: 60_000 });
   const joining = client.join("general");
   socket.reply(socket.requests("join")[0], { joined: { channel: "general", seq: 0 } });
@@ -69,7 +71,7 @@ test("through the client: swapped and repeated live frames are delivered once ea
   client.close();
 });
 
-test("through the client: a gap still open after gapWait is fetched with after, and filled", async (t) => {
+test("through the client: a gap still open after gapWait is fetched with after, and filled", LIMIT, async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const { client, socket, events } = await connected({ gapWait: 300 });
   const joining = client.join("general");
