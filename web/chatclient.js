@@ -44,7 +44,7 @@ import { HEARTBEAT, Heartbeat } from "./client/heartbeat.js";
 import { Requests } from "./client/requests.js";
 import { newClientMessageId, parseObject, tokenClaims } from "./client/util.js";
 
-export { ClosedError, RefusalError, SequenceBuffer, conversationFor, conversationOf, tokenClaims };
+export { ClosedError, RefusalError, SequenceBuffer, conversationFor, conversationOf, newClientMessageId, tokenClaims };
 export { CODES, decide } from "./client/errors.js";
 export { backoffDelay, socketArguments } from "./client/connection.js";
 

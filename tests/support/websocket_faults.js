@@ -12,6 +12,10 @@
     delayMs: 0,
     swapLive: 0, // hold the next N live frames until the live frame after each has gone
     closeAfterSend: 0, // close the connection right after the next N sends of a message
+    breakHistoryLimit: 0, // the next N getRecentMessages go with "limit": 1000 (refused: bad_request)
+    corruptToken: false, // while true, new connections offer a token with a broken signature
+    // (in the subprotocol or ?token=): the service refuses the handshake (403), as it does a
+    // token signed with another secret after the local stack restarted
     dropped: [], // what was lost
     sent: [], // every frame the page sent, in order
     sentAt: [], // when each was sent (performance.now(), ms)
@@ -21,8 +25,18 @@
   });
   const replayed = new WeakSet(); // events this file dispatched again: let them through
 
+  const corrupt = ([url, protocols]) => {
+    const broken = (token) => `${token}broken`;
+    const address = new URL(url);
+    if (address.searchParams.has("token")) address.searchParams.set("token", broken(address.searchParams.get("token")));
+    const offered = protocols === undefined ? undefined
+      : [].concat(protocols).map((p) => (String(p).startsWith("bearer.") ? broken(String(p)) : p));
+    return offered === undefined ? [address.toString()] : [address.toString(), offered];
+  };
+
   class FaultyWebSocket extends Native {
-    constructor(...args) {
+    constructor(...given) {
+      const args = faults.corruptToken ? corrupt(given) : given;
       super(...args);
       faults.sockets += 1;
       faults.urls.push(String(args[0]));
@@ -65,6 +79,10 @@
     }
 
     send(data) {
+      if (faults.breakHistoryLimit > 0 && /"action":"getRecentMessages"/.test(String(data))) {
+        faults.breakHistoryLimit -= 1;
+        data = String(data).replace(/"limit":\d+/, '"limit":1000');
+      }
       faults.sent.push(String(data));
       faults.sentAt.push(performance.now());
       super.send(data);
