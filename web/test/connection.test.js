@@ -210,3 +210,18 @@ test("on the expiry notice the client renews with getToken's token by itself", L
   assert.equal(client.tokenExpiresAt, JSON.parse(Buffer.from(fresh.split(".")[1], "base64url")).exp * 1000);
   client.close();
 });
+
+test("the first handshake refused, with getToken: asked at once, and the client connects with its token", LIMIT, async () => {
+  const fresh = token("alice", { exp: Math.floor(Date.now() / 1000) + 7200 });
+  const { client, sockets, events } = makeClient({ getToken: async () => fresh });
+  const opening = client.connect();
+  sockets[0].refuse();
+  await settle();
+  await new Promise((resolve) => setTimeout(resolve, 5)); // no backoff before the first retry
+  assert.equal(sockets.length, 2);
+  assert.deepEqual(sockets[1].protocols, ["serverless-websocket", `bearer.${fresh}`]);
+  sockets[1].open();
+  assert.equal(await opening, client);
+  assert.equal(events("status").some((s) => s.state === "closed"), false);
+  client.close();
+});

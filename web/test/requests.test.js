@@ -200,3 +200,23 @@ test("decide: by code and retry, never by text", LIMIT, () => {
   assert.equal(decide({ code: "something_new", retry: true }), "retry");
   assert.equal(decide({ code: "something_new", retry: false }), "refuse");
 });
+
+test("after a reconnect a channel's rejoin goes first, and a send to it waits for the rejoin's reply", LIMIT, async () => {
+  const { client, sockets, socket } = await connected({ reconnectDelay: 0 });
+  const joining = client.join("general");
+  socket.reply(socket.requests("join")[0], { joined: { channel: "general", seq: 0 } });
+  await joining;
+  socket.reply(socket.requests("getRecentMessages")[0], { history: { channel: "general", messages: [], before: null, after: null } });
+  socket.drop();
+  const sending = client.send({ channel: "general", content: "while away" });
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const second = sockets[1];
+  second.open();
+  assert.deepEqual(second.frames().map((f) => f.action), ["join"]); // the send waits in the channel's lane
+  second.reply(second.requests("join")[0], { joined: { channel: "general", seq: 0 } });
+  assert.deepEqual(second.frames().map((f) => f.action), ["join", "getRecentMessages", "sendMessage"]);
+  const [frame] = second.requests("sendMessage");
+  second.reply(frame, { sent: { channel: "general", seq: 1, id: "x", clientMessageId: frame.clientMessageId, duplicate: false, delivery: "complete" } });
+  assert.equal((await sending).seq, 1);
+  client.close();
+});
