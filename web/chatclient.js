@@ -516,7 +516,9 @@ export class ChatClient extends EventTarget {
       this.#catchUp(conversation, true); // queued first, so it goes right after this answer
       this.#requests.finish(request, { value: joined });
     };
-    if (internal) request.onError = () => this.#failedRejoin(channel);
+    // A rejoin the service refuses (the token no longer allows the channel) ends following it;
+    // one cut short by close() does not: connect() again rejoins.
+    if (internal) request.onError = (error) => error instanceof RefusalError && this.#failedRejoin(channel);
     return request;
   }
 

@@ -220,3 +220,21 @@ test("after a reconnect a channel's rejoin goes first, and a send to it waits fo
   assert.equal((await sending).seq, 1);
   client.close();
 });
+
+test("a rejoin the service refuses ends following the channel; one cut short by close() does not", LIMIT, async () => {
+  for (const [ending, stillIn] of [["refused", false], ["closed", true]]) {
+    const { client, sockets, socket, events } = await connected({ reconnectDelay: 0 });
+    const joining = client.join("general");
+    socket.reply(socket.requests("join")[0], { joined: { channel: "general", seq: 0 } });
+    await joining;
+    socket.drop();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    sockets[1].open();
+    const [rejoin] = sockets[1].requests("join");
+    if (ending === "refused") sockets[1].refuseRequest(rejoin, "forbidden", { status: 403, text: 'Your token does not allow channel "general".' });
+    else client.close();
+    assert.deepEqual(client.channels, stillIn ? ["general"] : [], ending);
+    assert.equal(events("conversation").some((c) => !c.following), !stillIn, ending);
+    client.close();
+  }
+});
