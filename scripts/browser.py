@@ -134,6 +134,10 @@ class ChatPage:
         self._conversation_button(key, "open").click()
         self.wait_until(lambda: self.current() == key)
 
+    def remove(self, key: str) -> None:
+        """Remove a direct conversation from the list."""
+        self._conversation_button(key, "remove").click()
+
     def older(self) -> None:
         self.wait_until(lambda: not self.element("older").get_property("disabled"))
         self.element("older").click()
@@ -191,11 +195,14 @@ class ChatPage:
         )
 
     def online(self) -> dict[str, Any]:
-        """Who is online in the channel shown: the count shown, the users listed, the note."""
+        """Who is online in the channel shown: the count shown, the users listed (and those
+        shown as leaving), each entry's text, the note."""
         return self.driver.execute_script(
             "const count = document.getElementById('online-count').textContent;"
             "return {count: count === '' ? null : Number(count),"
             "  users: [...document.querySelectorAll('#online li')].map(li => li.dataset.user),"
+            "  leaving: [...document.querySelectorAll('#online li.leaving')].map(li => li.dataset.user),"
+            "  texts: [...document.querySelectorAll('#online li')].map(li => li.textContent),"
             "  note: document.getElementById('online-status').textContent}"
         )
 

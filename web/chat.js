@@ -1,7 +1,7 @@
 // The chat page: an ES module (no build step) on top of chatclient.js, which does the protocol
 // (docs/client.md): reconnecting, recovery, order by seq, retried sends, the heartbeat. This
 // file only shows things. Everything shown is set as text, never as HTML.
-import { ChatClient, RefusalError, conversationFor, tokenClaims } from "./chatclient.js";
+import { ChatClient, RefusalError, conversationFor, newClientMessageId, tokenClaims } from "./chatclient.js";
 
 const PAGE_SIZE = 20; // messages per "Older" page
 const NEAR_BOTTOM_PX = 40; // a reader this close to the end follows new messages
@@ -12,6 +12,10 @@ const SEEN_CONTEXT = 5;
 const CATCH_UP_MAX = 100;
 // Above this many users online the service sends no presence changes (docs/protocol.md).
 const PRESENCE_EVENTS_MAX_USERS = 100;
+// A user whose last connection went is listed with 0 connections for this grace, then either
+// announced as gone or, if back in time, never mentioned again: the list is asked for again.
+const PRESENCE_GRACE_MS = 15_000;
+const PRESENCE_RECHECK_MS = PRESENCE_GRACE_MS + 2_000;
 
 const $ = (id) => document.getElementById(id);
 let client = null;
@@ -22,6 +26,8 @@ let connection = { url: "", user: null };
 const views = new Map();
 let currentKey = ROOM_KEY;
 let waitingSends = 0;
+// The client stopped because its handshakes were refused: the status offers Retry.
+let retryOffered = false;
 // Who is online, per channel opened: channel -> {members: Map(user -> connections), loading, pending, error}
 const presence = new Map();
 // getConversations' cursor for the next (older) page: undefined before the first, null at the end.
@@ -31,6 +37,9 @@ let olderConversations;
 let lastSeen = new Map();
 // The token expiry notice: when the token expires (ms), and the timer counting down.
 const expiry = { at: null, timer: null };
+// Direct conversations the reader removed from the list: other user -> the latest seq then. A
+// later message brings one back.
+const removed = new Map();
 
 // --- views of conversations -------------------------------------------------------------------
 
@@ -75,6 +84,12 @@ function conversationItem(view) {
   else if (view.marked) open.append(span("new", "new"));
   li.append(open);
   if (conversation.type === "channel") li.append(button("Leave", "leave", () => leaveChannel(conversation.channel)));
+  if (conversation.type === "dm") {
+    const remove = button("×", "remove", () => removeDirect(view));
+    remove.title = `Remove @${conversation.with} from the list (a new message brings it back)`;
+    remove.setAttribute("aria-label", remove.title);
+    li.append(remove);
+  }
   return li;
 }
 
@@ -100,6 +115,15 @@ function removeView(key) {
   views.delete(key);
   if (currentKey === key) showConversation(ROOM_KEY);
   else renderConversations();
+}
+
+/** The reader removes a direct conversation from the list: no longer followed, and not listed
+ * again by getConversations until it has a newer message. */
+function removeDirect(view) {
+  const other = view.conversation.with;
+  removed.set(other, Math.max(view.headSeq ?? 0, ...view.rows.map((row) => row.message?.seq ?? 0)));
+  if (active()) client.unfollow({ with: other });
+  removeView(view.conversation.key);
 }
 
 // --- direct conversations: the list, what is new --------------------------------------------
@@ -131,6 +155,8 @@ async function loadConversations(before = null) {
 }
 
 function listDirect({ with: other, seq, last }) {
+  if (removed.has(other) && seq <= removed.get(other)) return; // removed, and nothing new since
+  removed.delete(other);
   const conversation = conversationFor({ with: other });
   const view = ensureView(conversation);
   view.headSeq = Math.max(view.headSeq ?? 0, seq);
@@ -139,7 +165,7 @@ function listDirect({ with: other, seq, last }) {
   // A seq seen above the conversation's latest was another conversation's between the same
   // users (a local stack starts empty each time, with the same user ids): forget it.
   if ((lastSeen.get(conversation.with) ?? 0) > seq) forgetSeen(conversation.with);
-  const mine = last != null && last.sender?.normalize("NFC") === client.user; // written by us: seen
+  const mine = last != null && last.sender === client.user; // written by us: seen
   if (conversation.key !== currentKey && seq > (lastSeen.get(conversation.with) ?? 0) && !mine) view.marked = true;
 }
 
@@ -183,7 +209,8 @@ function forgetSeen(other) {
 /** getPresence (every page) for a channel being opened; presence changes that arrive meanwhile
  * are applied after the answer. */
 async function loadPresence(channel) {
-  const known = { members: new Map(), loading: true, pending: [], error: "" };
+  clearTimeout(presence.get(channel)?.recheck);
+  const known = { members: new Map(), loading: true, pending: [], error: "", recheck: null };
   presence.set(channel, known);
   renderPresence();
   try {
@@ -191,6 +218,14 @@ async function loadPresence(channel) {
     if (presence.get(channel) !== known) return;
     for (const { user, connections } of answer.members) known.members.set(user, connections);
     for (const change of known.pending.splice(0)) applyPresence(known, change);
+    // Someone in the grace either leaves (an event says so) or is back (nothing says so): ask
+    // again once the grace is over, so that nobody stays "leaving" for good.
+    if ([...known.members.values()].includes(0)) {
+      known.recheck = setTimeout(() => {
+        const shown = currentView().conversation;
+        if (presence.get(channel) === known && active() && shown.type === "channel" && shown.channel === channel) loadPresence(channel);
+      }, PRESENCE_RECHECK_MS);
+    }
   } catch (error) {
     if (presence.get(channel) === known) known.error = error.text ?? error.message;
   } finally {
@@ -208,7 +243,9 @@ function renderPresence() {
   const { conversation } = currentView();
   const known = conversation.type === "channel" ? presence.get(conversation.channel) : null;
   $("online-where").textContent = conversation.type === "channel" ? `in #${conversation.channel}` : "";
-  $("online-count").textContent = known && !known.loading && !known.error ? String(known.members.size) : "";
+  // Those in the grace (0 connections) are listed as leaving, not counted as online.
+  const online = known ? [...known.members.values()].filter((connections) => connections > 0).length : 0;
+  $("online-count").textContent = known && !known.loading && !known.error ? String(online) : "";
   const users = known && !known.loading ? [...known.members.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)) : [];
   $("online").replaceChildren(...users.map((user) => onlineItem(user, known.members.get(user))));
   const status = $("online-status");
@@ -234,6 +271,7 @@ function onlineItem(user, connections) {
   if (connections === 0) {
     li.className = "leaving";
     li.title = "Their last connection just closed: they leave unless they are back within 15 s.";
+    li.append(span(" leaving", "leaving-note"));
   }
   return li;
 }
@@ -280,7 +318,7 @@ async function renewToken() {
   if (client.state === "closed") {
     // The service closed the connection at expiry: connect again, same page, with the new token.
     const user = tokenClaims(token).sub;
-    if (typeof user !== "string" || user.normalize("NFC") !== client.user) {
+    if (typeof user !== "string" || user !== client.user) {
       return note(`That token is not ${client.user}'s: open its own link (or Connect with it above) instead.`, true);
     }
     client.setToken(token);
@@ -313,6 +351,14 @@ function renderFeed() {
 
 function rowElement(row) {
   const li = document.createElement("li");
+  if (row.kind === "pending") {
+    // A message typed, not yet acknowledged: shown as such until the service has it.
+    li.className = "pending";
+    li.dataset.clientMessageId = row.clientMessageId;
+    const state = client?.state === "open" ? "sending ..." : "waiting for the connection ...";
+    li.append(span(state, "meta"), span(client?.user ?? "", "sender"), span(contentText(row.content), "pending-content"));
+    return li;
+  }
   if (row.kind === "notice") {
     li.className = row.refusal ? "notice refusal" : "notice";
     li.append(span(row.text, "text"));
@@ -358,6 +404,25 @@ function addNotice(key, text, refusal) {
   appendRow(key, { kind: "notice", text, refusal });
 }
 
+/** The pending row of a message typed (by its clientMessageId) goes: the message is shown (or
+ * was refused). */
+function removePending(key, clientMessageId) {
+  const view = views.get(key);
+  if (!view || clientMessageId == null) return;
+  const index = view.rows.findIndex((row) => row.kind === "pending" && row.clientMessageId === clientMessageId);
+  if (index < 0) return;
+  view.rows.splice(index, 1);
+  if (key === currentKey) {
+    for (const li of $("feed").querySelectorAll("li.pending")) if (li.dataset.clientMessageId === clientMessageId) li.remove();
+  }
+}
+
+/** The state shown on pending rows follows the connection. */
+function renderPending() {
+  const state = client?.state === "open" ? "sending ..." : "waiting for the connection ...";
+  for (const meta of $("feed").querySelectorAll("li.pending .meta")) meta.textContent = state;
+}
+
 // --- history ------------------------------------------------------------------------------
 
 function renderHistoryPanel() {
@@ -393,8 +458,17 @@ async function loadOlder() {
     view.exhausted = page.before === null;
     setHistoryStatus(key, view.exhausted ? "No older messages." : "", false);
     if (key === currentKey) {
+      // Keep the reader's place: the row at the top of the feed stays where it is, and the
+      // older messages go above it, where scrolling up finds them.
+      const feed = $("feed");
+      const top = feed.getBoundingClientRect().top;
+      const rows = [...feed.children];
+      const anchor = rows.findIndex((li) => li.getBoundingClientRect().bottom > top);
+      const offset = anchor >= 0 ? rows[anchor].getBoundingClientRect().top - top : 0;
       renderFeed();
-      $("feed").scrollTop = 0; // the older messages are the ones the reader asked to see
+      const same = anchor >= 0 ? feed.children[anchor + older.length] : null;
+      if (same) feed.scrollTop += same.getBoundingClientRect().top - feed.getBoundingClientRect().top - offset;
+      else feed.scrollTop = 0;
     }
   } catch (error) {
     setHistoryStatus(key, error.text ?? error.message, true);
@@ -411,6 +485,7 @@ function onMessage(event) {
   const { conversation, message, source } = event.detail;
   const view = ensureView(conversation);
   if (typeof message.seq === "number" && (view.firstSeq === null || message.seq < view.firstSeq)) view.firstSeq = message.seq;
+  if (message.sender === client.user) removePending(conversation.key, message.clientMessageId);
   appendRow(conversation.key, { kind: "message", message, source });
   const sentAt = Date.parse(message.sent_at ?? "");
   const moved = conversation.type === "dm" && sentAt > (view.activity ?? 0);
@@ -420,8 +495,8 @@ function onMessage(event) {
     renderHistoryPanel();
     if (conversation.type === "dm") markSeen(view, message.seq);
     if (moved) renderConversations();
-  } else if (source !== "recent") {
-    view.unread += 1;
+  } else if (source !== "recent" && message.sender !== client.user) {
+    view.unread += 1; // (one's own message acknowledged after switching away is not unread)
     renderConversations();
   } else if (moved) {
     renderConversations();
@@ -445,6 +520,7 @@ function onTokenExpiring(event) {
 function onConversation(event) {
   if (event.target !== client) return;
   const { conversation, following } = event.detail;
+  if (following && conversation.type === "dm") removed.delete(conversation.with); // a new message
   if (following) ensureView(conversation);
   // A direct conversation the service refused to open stays, with the refusal in its history panel.
   else if (conversation.type === "channel") removeView(conversation.key);
@@ -467,17 +543,22 @@ function onRefusal(event) {
 
 function onStatus(event) {
   if (event.target !== client) return;
-  const { state, code, reason, attempt, delay, refused, expired } = event.detail;
+  const { state, code, reason, attempt, delay, refused, failures, expired } = event.detail;
   const closeText = code ? ` (code ${code}${reason ? `: ${reason}` : ""})` : "";
+  retryOffered = state === "closed" && Boolean(refused) && !expired;
   if (state === "connecting") setStatus(`Connecting to ${connection.url} ...`, "waiting");
   else if (state === "open") setStatus(`Connected to ${connection.url} as ${connection.user ?? "(unknown user)"}.`, "up");
   else if (state === "reconnecting" && delay != null) setStatus(`Connection lost${closeText}. Reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt}) ...`, "waiting");
   else if (state === "reconnecting") setStatus(`Reconnecting to ${connection.url} (attempt ${attempt}) ...`, "waiting");
-  else if (refused) setStatus("Could not connect: the token was refused (expired, or for another stack) or the URL is wrong.", "down");
+  else if (refused && failures > 1) {
+    // A browser cannot see why a handshake failed: after a few in a row, say both.
+    setStatus(`Stopped reconnecting: ${failures} attempts in a row were refused. The token is no longer accepted (for example, the service restarted with a new secret) or the service is unreachable. Paste a new token above and press Connect, or press Retry.`, "down");
+  } else if (refused) setStatus("Could not connect: the token was refused (expired, or for another stack) or the URL is wrong. Paste a new token above and press Connect, or press Retry.", "down");
   else if (expired) setStatus("Disconnected: the token has expired. Paste a new token into the notice below and press Renew, or open a new link (make token FOR=...).", "down");
   else setStatus(`Disconnected${closeText}.`, "down");
   if (expired) showExpiry(client.tokenExpiresAt);
   else if (state === "closed") hideExpiry();
+  renderPending();
   setControls();
 }
 
@@ -507,6 +588,9 @@ function active() {
 
 function setControls() {
   for (const id of ["send", "join", "open-dm", "disconnect"]) $(id).disabled = !active();
+  // Connected (or connecting): Connect would only reconnect; Disconnect first to change.
+  $("connect").disabled = client !== null && (client.state === "open" || client.state === "connecting");
+  $("retry").hidden = !(client !== null && client.state === "closed" && retryOffered);
   $("renew").disabled = client === null;
   $("more-conversations").hidden = !olderConversations || !active();
   renderHistoryPanel();
@@ -516,6 +600,8 @@ function setControls() {
 
 function connect(url, token) {
   disconnect();
+  retryOffered = false;
+  removed.clear();
   views.clear();
   presence.clear();
   olderConversations = undefined;
@@ -550,10 +636,14 @@ function sendText() {
   const target = view.conversation.type === "dm" ? { to: view.conversation.with } : historyTarget(view.conversation);
   $("text").value = "";
   setWaitingSends(+1);
-  client.send({ ...target, content: text })
+  const clientMessageId = newClientMessageId();
+  const key = view.conversation.key;
+  appendRow(key, { kind: "pending", clientMessageId, content: text });
+  client.send({ ...target, content: text, clientMessageId })
     .catch((error) => {
+      removePending(key, clientMessageId);
       if (error.local && !$("text").value) $("text").value = text; // refused before sending: keep it
-      addNotice(view.conversation.key, error instanceof RefusalError ? error.text : `Not sent: ${error.message}`, true);
+      addNotice(key, error instanceof RefusalError ? error.text : `Not sent: ${error.message}`, true);
     })
     .finally(() => setWaitingSends(-1));
 }
@@ -584,8 +674,28 @@ async function leaveChannel(channel) {
   }
 }
 
-function openDirect(user) {
+/** A direct conversation the reader names: listed only once the service accepts the id (a
+ * one-message history read answers bad_request for anything that is not a user id, and for
+ * yourself); one already listed just opens. */
+async function openDirect(user) {
   const conversation = conversationFor({ with: user });
+  const status = $("conversations-status");
+  if (views.has(conversation.key)) return showConversation(conversation.key);
+  if (user === client.user) {
+    status.textContent = "That is yourself: a direct conversation is with another user.";
+    return;
+  }
+  const mine = client;
+  status.textContent = `Checking ${user} ...`;
+  try {
+    await client.history({ with: user, limit: 1 });
+  } catch (error) {
+    if (mine === client) status.textContent = error instanceof RefusalError ? error.text : `Could not check ${user}: ${error.message}`;
+    return;
+  }
+  if (mine !== client) return;
+  status.textContent = "";
+  removed.delete(user);
   ensureView(conversation);
   showConversation(conversation.key); // follows it, if the client does not yet
 }
@@ -633,11 +743,15 @@ onSubmit("dm-form", () => {
   const user = $("dm-with").value.trim();
   if (user && active()) {
     $("dm-with").value = "";
+    $("conversations-status").textContent = "";
     openDirect(user);
   }
 });
 onSubmit("renew-form", renewToken);
 $("disconnect").addEventListener("click", disconnect);
+$("retry").addEventListener("click", () => {
+  if (client && client.state === "closed") client.connect().catch(() => {}); // the status line says why
+});
 $("older").addEventListener("click", loadOlder);
 $("more-conversations").addEventListener("click", () => {
   if (olderConversations && active()) loadConversations(olderConversations);

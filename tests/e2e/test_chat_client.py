@@ -287,8 +287,8 @@ def test_after_a_reconnect_every_followed_conversation_is_recovered(local_stack:
 
 def test_an_answer_after_the_timeout_is_dropped_and_the_next_request_gets_its_own(local_stack: Any, pages: Any) -> None:
     """The first acknowledgement is held 1.5 s (tests/support/websocket_faults.js); with a 500 ms request
-    timeout the client sends the same frame again, takes the answer to that, waits for the late
-    one before its next request, and the late one is not taken for anything."""
+    timeout the client sends the same frame again (the same ref), takes the answer to that, and
+    the late one, whose ref is answered already, is not taken for anything."""
     user, channel = fresh("late", "late")
     client = open_client(pages, local_stack, user, requestTimeout=500)
     client.call("return await chat.join(args[0]);", channel)
@@ -307,9 +307,10 @@ def test_an_answer_after_the_timeout_is_dropped_and_the_next_request_gets_its_ow
 
 
 def test_a_late_refusal_is_not_taken_for_the_answer_to_the_next_request(local_stack: Any, pages: Any) -> None:
-    """Plain text carries no id: a refusal that comes after the timeout could be taken for the
-    answer to whatever was sent next. The client waits for the answers it still owes (or one
-    more timeout) before sending anything else."""
+    """A refusal that comes after the timeout (the frame was sent again meanwhile) is matched
+    by its ref: it is never taken for the answer to whatever was sent next, and the second
+    answer to the same ref is dropped. (Before replies carried refs, plain text carried no id
+    and the client held every request until the answers it owed had come.)"""
     user, channel = fresh("latetext", "notjoined")
     client = open_client(pages, local_stack, user, requestTimeout=500)
     client.faults(delayText=1, delayMs=700)
