@@ -29,7 +29,7 @@ OFFLINE_DYNAMODB_PORT ?= 5000
 help:
 	@echo "make offline      start the whole service locally: WebSocket ws://localhost:$(OFFLINE_WEBSOCKET_PORT), HTTP :$(OFFLINE_HTTP_PORT), page http://localhost:$(OFFLINE_PAGE_PORT)/"
 	@echo "                  (Lambda :$(OFFLINE_LAMBDA_PORT), moto :$(OFFLINE_DYNAMODB_PORT); move them with OFFLINE_HTTP_PORT=... and the like)"
-	@echo "make test         install from the lock files, run make check, then every test"
+	@echo "make test         install from the lock files, run make check, then every test (Node's for web/, pytest's)"
 	@echo "make test-unit    the unit tier only (tests/unit, moto in process): the edit loop, about a minute"
 	@echo "make check        the gate: ruff (lint, format) and mypy over chat/ and handler.py"
 	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
@@ -64,6 +64,7 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 # (docs/testing.md). TEST_WORKERS=0 runs it in this process, one test after another.
 TEST_WORKERS ?= 2
 test: check
+	node --test web/test/*.test.js
 	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
 
 # The unit tier alone (docs/testing.md: the tiers and their times).
