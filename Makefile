@@ -33,7 +33,7 @@ help:
 	@echo "make test-unit    the unit tier only (tests/unit, moto in process): the edit loop, about a minute"
 	@echo "make check        the gate: ruff (lint, format) and mypy over chat/ and handler.py"
 	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
-	@echo "make token FOR=alice   a token for the running make offline; HOURS=0.05 CHANNELS='team-*,lobby' MODERATES=lobby"
+	@echo "make token FOR=alice   a token for the running make offline; HOURS=0.05 CHANNELS='team-*,lobby' MODERATES=lobby; ISSUER=cognito"
 	@echo "make publish      POST /publish to the running make offline: CHANNEL=deploys (or TO=alice, ROOM=1) SENDER=ci-bot CONTENT=hi"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
@@ -101,6 +101,8 @@ token: export DEV_TOKEN_CALLER = make token
 token: export DEV_TOKEN_HOURS = $(HOURS)
 token: export DEV_TOKEN_CHANNELS = $(CHANNELS)
 token: export DEV_TOKEN_MODERATES = $(MODERATES)
+# ISSUER=cognito: alice or bob sign in to the local Cognito user pool; its ID token.
+token: export DEV_TOKEN_ISSUER = $(ISSUER)
 token: install
 	@python scripts/dev_token.py
 

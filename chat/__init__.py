@@ -12,7 +12,7 @@ below them, never the other way round, and nothing here imports handler.py.
     publisher    the core of sending, free of connections: store as the next seq, then deliver
     dispatch     one frame to many connections: inline, or through the workers
     gateway      API Gateway's events taken apart, and the replies it expects
-    tokens       the $connect authorizer: JWTs and the secret in SSM
+    tokens       the $connect authorizer: where the token is, the policy and context it answers
     worker       the SQS delivery worker
 
     ratelimit    how much a user may send (GCRA in the limits table), on how many connections
@@ -22,6 +22,8 @@ below them, never the other way round, and nothing here imports handler.py.
     history      each conversation's log by seq: the history table (messages), stored with the head
     conversations  the conversations table: heads, send records, a channel's count of users online
     inbox        each user's direct conversations, most recent first (in the conversations table)
+    verifier     the one verifier of tokens: the service's own (HS256, its secret in SSM) and issuers'
+    jwks         the issuers' signing keys, fetched and cached per issuer
     fanout       large audiences: delivery jobs on the SQS queue
     delivery     posting to connections through the management API
 
@@ -29,6 +31,7 @@ below them, never the other way round, and nothing here imports handler.py.
     requests     what clients send: parsing and validating frames
     frames       what clients get: every reply, pushed frame and refusal the service sends
     jobs         the delivery queue's two kinds of message and their one parser
+    issuers      the identity providers configured (TOKEN_ISSUERS), read strictly
     users        what a user id may be
     errors       refusals: one error type with a status and a stable code
     telemetry    structured logs and metrics (Powertools)

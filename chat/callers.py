@@ -17,13 +17,16 @@ NO_CONNECTION = "This frame came without a connection id: only API Gateway's Web
 class Caller:
     """The connection; the user (None for an anonymous connection); the channels its token
     allows (None: the token has no such claim); when the token it connected with expires (epoch
-    seconds, None if unknown); and the request context the frame came with."""
+    seconds, None if unknown); the request context the frame came with; the channels its token
+    moderates (None: no such claim); and the issuer of its token (None: the service's own)."""
 
     connection_id: str
     user: str | None
     channels: tuple[str, ...] | None = None
     token_expires_at: int | None = None
     request_context: dict[str, Any] = field(default_factory=dict, compare=False)
+    moderates: tuple[str, ...] | None = None
+    issuer: str | None = None
 
 
 def caller(event: dict[str, Any]) -> Caller:
@@ -40,6 +43,8 @@ def caller(event: dict[str, Any]) -> Caller:
         allowed_channels(event),
         int(expires) if isinstance(expires, (int, float, str)) and str(expires).isdigit() else None,
         event.get("requestContext") or {},
+        _patterns(authorizer, "moderates"),
+        authorizer.get("issuer") if isinstance(authorizer.get("issuer"), str) else None,
     )
 
 
@@ -56,11 +61,16 @@ def user_id(event: dict[str, Any]) -> str | None:
 def allowed_channels(event: dict[str, Any]) -> tuple[str, ...] | None:
     """The token's `channels` claim, which the authorizer passed on as JSON text (its context
     holds only strings and numbers). Anything unreadable allows no channel at all."""
-    authorizer = _authorizer(event)
-    if "channels" not in authorizer:
+    return _patterns(_authorizer(event), "channels")
+
+
+def _patterns(authorizer: dict[str, Any], claim: str) -> tuple[str, ...] | None:
+    """A claim of channel patterns as the authorizer passed it on (JSON text); anything
+    unreadable allows, or moderates, no channel at all."""
+    if claim not in authorizer:
         return None
     try:
-        patterns = json.loads(authorizer["channels"])
+        patterns = json.loads(authorizer[claim])
     except (TypeError, ValueError):
         return ()
     return tuple(p for p in patterns if isinstance(p, str)) if isinstance(patterns, list) else ()

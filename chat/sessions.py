@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from chat import aws, connections, delivery, fanout, frames, jobs, members, presence, ratelimit, tokens
+from chat import aws, connections, delivery, fanout, frames, jobs, members, presence, ratelimit, verifier
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import RENEW_EXAMPLE, parse_request
@@ -108,8 +108,9 @@ def end(connection_id: str, endpoint: str) -> None:
 
 
 def renew(caller: Caller, body: str | None) -> frames.Reply:
-    """renewToken: a valid token for the same user, with the same channels claim and a later
-    expiry, extends the connection; any other token is refused (403) and changes nothing."""
+    """renewToken: a valid token from the same issuer (or the service's own, for a connection made
+    with one) for the same user, with the same channels and moderates claims and a later expiry,
+    extends the connection; any other token is refused (403) and changes nothing."""
     if caller.user is None:
         raise Refusal("forbidden", "Only a signed-in connection has a token to renew.")
     request = parse_request(body, RENEW_EXAMPLE)
@@ -117,18 +118,27 @@ def renew(caller: Caller, body: str | None) -> frames.Reply:
     if not isinstance(token, str) or not token:
         raise Refusal("bad_request", '"token" must be a JWT: ' + RENEW_EXAMPLE + ".")
     try:
-        identity = tokens.verify_token(token, tokens.jwt_secret())
-    except tokens.InvalidToken as error:
+        identity = verifier.verify(token)
+    except verifier.InvalidToken as error:
         logger.info("Refused renewal for %s: %s", caller.connection_id, error)
         raise Refusal(
             "forbidden", "The token is not valid (malformed, wrongly signed or expired): nothing was renewed."
         ) from None
+    if identity.issuer != caller.issuer:
+        raise Refusal(
+            "forbidden", "The token is from another issuer: a connection keeps its issuer. Nothing was renewed."
+        )
     if identity.user != caller.user:
         raise Refusal("forbidden", "The token is for another user: a connection keeps its user. Nothing was renewed.")
     if _as_set(identity.channels) != _as_set(caller.channels):
         raise Refusal(
             "forbidden",
             "The token allows other channels than this connection's: reconnect to change them. Nothing was renewed.",
+        )
+    if _as_set(identity.moderates) != _as_set(caller.moderates):
+        raise Refusal(
+            "forbidden",
+            "The token moderates other channels than this connection's: reconnect to change them. Nothing was renewed.",
         )
     if not connections.renew(caller.connection_id, identity.expires_at, int(time.time())):
         raise Refusal("forbidden", "The token does not expire later than this connection's: nothing was renewed.")

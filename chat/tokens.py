@@ -1,41 +1,13 @@
-"""The $connect authorizer's side: the JWT a client connects with, and the secret it is
-checked against, read from SSM Parameter Store and cached per container."""
+"""The $connect authorizer: where a client's token is (a subprotocol, the query string, a header),
+verified by chat/verifier.py, and the policy and context API Gateway passes to every route."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from botocore.config import Config
-
-from chat import aws
+from chat import aws, issuers, verifier
 from chat.telemetry import count, logger
-from chat.users import checked_user_id
-
-# Tokens: HS256 only (so "none" and RS/HS confusion are refused), "exp" and "sub" required.
-TOKEN_ALGORITHMS = ["HS256"]
-TOKEN_LEEWAY_SECONDS = 30
-# The latest `exp` accepted: a year from now. Identity providers issue tokens for minutes or
-# hours, and a connection lives at most 2 hours whatever its token says.
-MAX_TOKEN_LIFETIME_SECONDS = 366 * 24 * 60 * 60
-# The `channels` claim: channel names (chat/requests.py's rule) or prefixes of them before "*".
-CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}|[A-Za-z0-9_.:-]{0,99}\*")
-MAX_CHANNEL_PATTERNS = 100
-# The secret is re-read from SSM this often, so a rotated secret takes effect without a deploy;
-# when a re-read fails (SSM throttled or down), the known secret is used for up to an hour.
-SECRET_CACHE_SECONDS = 300
-SECRET_MAX_STALENESS_SECONDS = 3600
-# Parameter Store allows 40 GetParameter a second by default: after a deploy or a network blip,
-# thousands of reconnecting clients start cold authorizers at once. Four attempts with
-# botocore's jittered backoff (up to 2, 4, 8 s for throttling) spread them out instead of
-# refusing valid users, and still end inside the 29 s API Gateway waits.
-SSM_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 4})
-
+from chat.verifier import InvalidToken
 
 # A browser cannot set headers on a WebSocket, and a token in the URL ends up in logs and in the
 # browser's console: it may offer it as a subprotocol instead, beside SUBPROTOCOL, which $connect
@@ -43,10 +15,6 @@ SSM_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "
 # Gateway's "Set up a $connect route that requires a WebSocket subprotocol").
 SUBPROTOCOL = "serverless-websocket"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
-
-
-class InvalidToken(ValueError):
-    """The $connect request carries no usable token; the text goes to the log only."""
 
 
 def authorize(event: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +25,12 @@ def authorize(event: dict[str, Any]) -> dict[str, Any]:
     """
     method_arn = event.get("methodArn", "*")
     try:
-        identity = verify_token(request_token(event), jwt_secret())
+        issuers.configured()  # a malformed TOKEN_ISSUERS refuses every connect, loudly
+        identity = verifier.verify(request_token(event))
+    except issuers.IssuerConfigError:
+        logger.exception("TOKEN_ISSUERS is malformed: every connect is refused until it is fixed")
+        count("IssuerConfigErrors")
+        return _refused(method_arn)
     except InvalidToken as error:
         logger.info("Refused connection: %s", error)
         return _refused(method_arn)
@@ -68,10 +41,14 @@ def authorize(event: dict[str, Any]) -> dict[str, Any]:
     logger.append_keys(user=identity.user)
     logger.info("Handled", outcome="allowed")
     # On every route of the connection: who, until when (token expiry is enforced on each frame),
-    # and the channels claim (API Gateway passes only strings and numbers on: the list as JSON).
+    # the channels and moderates claims (API Gateway passes only strings and numbers on: each list
+    # as JSON), and the issuer (renewToken takes a token of the same one).
     context: dict[str, Any] = {"userId": identity.user, "exp": identity.expires_at}
-    if identity.channels is not None:
-        context["channels"] = json.dumps(identity.channels, separators=(",", ":"))
+    for name, claim in (("channels", identity.channels), ("moderates", identity.moderates)):
+        if claim is not None:
+            context[name] = verifier.compact(claim)
+    if identity.issuer is not None:
+        context["issuer"] = identity.issuer
     return policy(identity.user, "Allow", method_arn, context)
 
 
@@ -102,98 +79,6 @@ def request_token(event: dict[str, Any]) -> str:
 def subprotocols(header: Any) -> list[str]:
     """The subprotocols a client offered: Sec-WebSocket-Protocol is a comma-separated list."""
     return [part.strip() for part in header.split(",") if part.strip()] if isinstance(header, str) else []
-
-
-@dataclass(frozen=True)
-class Identity:
-    """What a valid token says: the user (`sub`), when it expires (`exp`, epoch seconds), and the
-    channels it allows (None without a `channels` claim)."""
-
-    user: str
-    expires_at: int
-    channels: list[str] | None = None
-
-
-def verify_token(token: str, secret: str) -> Identity:
-    """The identity in a valid token, or InvalidToken saying why not."""
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=TOKEN_ALGORITHMS,
-            leeway=TOKEN_LEEWAY_SECONDS,
-            options={"require": ["exp", "sub"]},
-        )
-    except (jwt.InvalidTokenError, UnicodeError) as error:  # a lone surrogate cannot even be encoded
-        raise InvalidToken(f"{type(error).__name__}: {error}") from None
-    user_id = checked_user_id(claims["sub"])
-    if user_id is None:
-        raise InvalidToken("the token's sub is not a valid user id")
-    return Identity(user_id, expiry(claims["exp"]), channel_claim(claims.get("channels")))
-
-
-def expiry(exp: Any) -> int:
-    """`exp` as whole epoch seconds: RFC 7519's NumericDate is a JSON number (a fraction allowed),
-    never a string (PyJWT accepts "1900000000": it checks int(exp)), and no later than
-    MAX_TOKEN_LIFETIME_SECONDS from now (a year past 9999 could be stored, then never shown)."""
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
-        raise InvalidToken(f"the token's exp is not a number: {exp!r}")
-    if exp > time.time() + MAX_TOKEN_LIFETIME_SECONDS:
-        raise InvalidToken(f"the token's exp is more than {MAX_TOKEN_LIFETIME_SECONDS // 86400} days away: {exp!r}")
-    return int(exp)
-
-
-def channel_claim(value: Any) -> list[str] | None:
-    """The `channels` claim: at most MAX_CHANNEL_PATTERNS channel names, each possibly ending in
-    "*" (a prefix: "team-*", or "*" for all). A malformed claim refuses the token rather than
-    guessing what it was meant to allow."""
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list)
-        or len(value) > MAX_CHANNEL_PATTERNS
-        or not all(isinstance(pattern, str) and CHANNEL_PATTERN.fullmatch(pattern) for pattern in value)
-    ):
-        raise InvalidToken(
-            f"the token's channels claim is not a list of at most {MAX_CHANNEL_PATTERNS} channel names or prefixes*"
-        )
-    return value
-
-
-# Parameter name -> (secret, when it was read): one entry per container.
-_secrets: dict[str, tuple[str, float]] = {}
-
-
-def jwt_secret() -> str:
-    """The signing secret from SSM, cached per container for SECRET_CACHE_SECONDS; a secret
-    already known is kept (for SECRET_MAX_STALENESS_SECONDS) when a re-read fails, so an SSM
-    outage or throttling does not lock out users."""
-    name = os.environ.get("JWT_SECRET_PARAMETER", "")
-    if not name:
-        raise InvalidToken("JWT_SECRET_PARAMETER is not set: no secret to verify tokens with")
-    now = _now()
-    known = _secrets.get(name)
-    if known and now - known[1] < SECRET_CACHE_SECONDS:
-        return known[0]
-    try:
-        secret = ssm_client().get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-    except aws.AWS_ERRORS:
-        if known and now - known[1] < SECRET_MAX_STALENESS_SECONDS:
-            logger.warning(
-                "Could not refresh the token secret; using the one read %d s ago", now - known[1], exc_info=True
-            )
-            return known[0]
-        raise
-    _secrets[name] = (str(secret), now)
-    return str(secret)
-
-
-def _now() -> float:
-    return time.time()
-
-
-def ssm_client() -> Any:
-    return aws.client("ssm", SSM_CLIENT_CONFIG)
 
 
 def policy(principal_id: str, effect: str, resource: str, context: dict[str, str] | None = None) -> dict[str, Any]:

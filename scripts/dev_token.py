@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 
-from chat import tokens, users  # noqa: E402  (the authorizer's own rules)
+from chat import users, verifier  # noqa: E402  (the authorizer's own rules)
 from scripts.local_stack import DEV_TOKEN_HOURS, StackError, local_session, mint_token, port_from_env  # noqa: E402
 from scripts.offline import STATE_DIR, state_file  # noqa: E402
 
@@ -41,12 +41,17 @@ def main() -> int:
                         help="the channels claim: names or prefixes* separated by commas (default: no claim, every channel)")
     parser.add_argument("--moderates", default=os.environ.get("DEV_TOKEN_MODERATES", ""),
                         help="the moderates claim: the same syntax (default: none)")
+    parser.add_argument("--issuer", default=os.environ.get("DEV_TOKEN_ISSUER", ""),
+                        help="cognito: sign in to the local Cognito user pool and print its ID token")
     parser.add_argument("--aws", action="store_true", help="read the secret from real AWS, not the local stack")
     parser.add_argument("--stage", default="dev", help="with --aws: the deployed stage (default %(default)s)")
     parser.add_argument("--region", help="with --aws: the stage's region (default: serverless.yml's)")
     args = parser.parse_args()
     try:
         user = user_id(args.user)
+        if args.issuer:
+            print(cognito_token(user, args.issuer))
+            return 0
         hours = validity(args.hours)
         claims = {name: patterns(name, text) for name, text in (("channels", args.channels), ("moderates", args.moderates)) if text}
         secret = aws_secret(args.stage, args.region) if args.aws else local_secret()
@@ -58,24 +63,42 @@ def main() -> int:
     return 0
 
 
+def cognito_token(user: str, issuer: str) -> str:
+    """The ID token the running stack's Cognito user pool gives `user` for their password."""
+    from scripts.local_stack import COGNITO_USERS
+
+    if issuer != "cognito":
+        raise TokenError(f"ISSUER may be cognito (the local user pool), not {issuer!r}.")
+    if user not in COGNITO_USERS:
+        raise TokenError(f"the local Cognito user pool has {' and '.join(COGNITO_USERS)}, not {user!r}.")
+    stack = running_stack()
+    cognito = local_session(stack["region"]).client("cognito-idp", endpoint_url=stack["ssm_endpoint"])
+    try:
+        answer = cognito.initiate_auth(ClientId=stack["user_pool_client_id"], AuthFlow="USER_PASSWORD_AUTH",
+                                       AuthParameters={"USERNAME": user, "PASSWORD": COGNITO_USERS[user]})
+    except (BotoCoreError, ClientError, KeyError) as error:
+        raise TokenError(f"could not sign {user} in to the local Cognito user pool: {error}") from None
+    return str(answer["AuthenticationResult"]["IdToken"])
+
+
 def validity(text: str) -> float:
     """HOURS: a positive number, at most a year (the authorizer refuses an exp further away)."""
     try:
         hours = float(text)
     except ValueError:
         hours = -1.0
-    if not 0 < hours <= tokens.MAX_TOKEN_LIFETIME_SECONDS / 3600 - 1:
+    if not 0 < hours <= verifier.MAX_TOKEN_LIFETIME_SECONDS / 3600 - 1:
         raise TokenError(f"HOURS must be a number of hours above 0 and below a year (8783), not {text!r}.")
     return hours
 
 
 def patterns(claim: str, text: str) -> list[str]:
     """CHANNELS or MODERATES: channel names or prefixes ending in "*", separated by commas, as the
-    authorizer reads the claim (chat/tokens.py)."""
+    authorizer reads the claim (chat/verifier.py)."""
     found = [part.strip() for part in text.split(",") if part.strip()]
-    bad = [part for part in found if not tokens.CHANNEL_PATTERN.fullmatch(part)]
-    if bad or not found or len(found) > tokens.MAX_CHANNEL_PATTERNS:
-        raise TokenError(f"{claim.upper()} must be up to {tokens.MAX_CHANNEL_PATTERNS} channel names or prefixes "
+    bad = [part for part in found if not verifier.CHANNEL_PATTERN.fullmatch(part)]
+    if bad or not found or len(found) > verifier.MAX_CHANNEL_PATTERNS:
+        raise TokenError(f"{claim.upper()} must be up to {verifier.MAX_CHANNEL_PATTERNS} channel names or prefixes "
                          f"ending in \"*\", separated by commas; not {', '.join(map(repr, bad)) or repr(text)}.")
     return found
 

@@ -183,6 +183,9 @@ class LocalStack:
         # offline`: .offline/); None: a fresh secret and empty tables every time (the tests).
         self.keep_in = keep_in
         self.restored = 0  # items put back from the last run
+        # The Cognito user pool moto serves (make token ISSUER=cognito signs in with it).
+        self.user_pool_id = ""
+        self.user_pool_client_id = ""
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -263,6 +266,8 @@ class LocalStack:
             self._seed_secret(config)
             if self.keep_in is not None:
                 self.restored = restore_data(self.dynamodb(), self.table_names, self.data_file)
+            self.progress("Creating a Cognito user pool in moto (alice and bob sign in with it)")
+            self._create_user_pool()
             self.progress("Serving the chat page")
             self._serve_page()
             self.progress("Starting serverless-offline (API Gateway + Lambda)")
@@ -274,7 +279,7 @@ class LocalStack:
                     "--httpPort", str(self.ports.http),
                     "--websocketPort", str(self.ports.websocket),
                     "--lambdaPort", str(self.ports.lambda_),
-                    *param_options(self.params),
+                    *param_options({**self.params, "tokenIssuers": json.dumps([self.cognito_issuer()])}),
                 ],
                 env,
                 self.output,
@@ -367,6 +372,40 @@ class LocalStack:
         ssm = local_session(self.region).client("ssm", endpoint_url=self.dynamodb_endpoint)
         ssm.put_parameter(Name=self.secret_parameter, Value=self.jwt_secret, Type="SecureString", Overwrite=True)
 
+    def _create_user_pool(self) -> None:
+        """A Cognito user pool in moto with an app client that signs in with a password and the
+        users of COGNITO_USERS, so that the local stack takes identity-provider tokens too."""
+        cognito = self.cognito()
+        pool = cognito.create_user_pool(PoolName="serverless-websocket-local")["UserPool"]
+        self.user_pool_id = pool["Id"]
+        self.user_pool_client_id = cognito.create_user_pool_client(
+            UserPoolId=self.user_pool_id, ClientName="chat-page", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"]
+        )["UserPoolClient"]["ClientId"]
+        for user, password in COGNITO_USERS.items():
+            cognito.admin_create_user(UserPoolId=self.user_pool_id, Username=user, MessageAction="SUPPRESS")
+            cognito.admin_set_user_password(UserPoolId=self.user_pool_id, Username=user, Password=password, Permanent=True)
+
+    def cognito(self) -> Any:
+        return local_session(self.region).client("cognito-idp", endpoint_url=self.dynamodb_endpoint)
+
+    def cognito_issuer(self) -> dict[str, Any]:
+        """The pool as TOKEN_ISSUERS names it: moto signs with AWS's issuer name, and serves the
+        keys itself (plain HTTP on this machine)."""
+        return {
+            "issuer": f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}",
+            "jwksUri": f"{self.dynamodb_endpoint}/{self.user_pool_id}/.well-known/jwks.json",
+            "audience": [self.user_pool_client_id],
+            "userClaim": "cognito:username",
+        }
+
+    def cognito_token(self, user: str) -> str:
+        """The ID token `user` gets by signing in to the pool with their password."""
+        answer = self.cognito().initiate_auth(
+            ClientId=self.user_pool_client_id, AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": user, "PASSWORD": COGNITO_USERS[user]},
+        )
+        return str(answer["AuthenticationResult"]["IdToken"])
+
     def _schedule_sweeper(self, function_name: str, interval_text: str) -> None:
         """serverless-offline runs no schedule events: invoke the sweeper through its Lambda
         endpoint (the Invoke API) every bucket (serverless.yml: rate(1 minute), one bucket a
@@ -401,6 +440,9 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+
+# The local Cognito user pool's users and their passwords (printed by `make offline`).
+COGNITO_USERS = {"alice": "Alice-local-1", "bob": "Bob-local-1"}
 
 # What `make offline` keeps in .offline/ from one run to the next.
 SECRET_FILE = "jwt-secret"

@@ -20,7 +20,15 @@ from typing import IO, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.local_stack import DEV_TOKEN_HOURS, SECRET_FILE, STAGE, LocalStack, Ports, StackError  # noqa: E402
+from scripts.local_stack import (  # noqa: E402
+    COGNITO_USERS,
+    DEV_TOKEN_HOURS,
+    SECRET_FILE,
+    STAGE,
+    LocalStack,
+    Ports,
+    StackError,
+)
 from scripts.service_config import ROOT  # noqa: E402
 
 READY = "The service is running locally."
@@ -131,7 +139,8 @@ In a browser, open one link per user (each is a signed-in chat page):
   bob    {stack.page_url_for('bob')}
 
 Or with wscat, from two other terminals in this folder (tokens valid {DEV_TOKEN_HOURS} h; more with
-`make token FOR=carol`):
+`make token FOR=carol`; alice and bob can also sign in to the local Cognito user pool, passwords
+{' and '.join(COGNITO_USERS.values())}: `make token FOR=alice ISSUER=cognito` prints an ID token it signs):
   alice's window:  npx wscat -c "{stack.url_for('alice')}"
   bob's window:    npx wscat -c {stack.websocket_url} -H "Authorization: Bearer {stack.token('bob')}"
 
@@ -165,6 +174,8 @@ def write_state(stack: LocalStack) -> Path:
         "websocket_url": stack.websocket_url,
         "ssm_endpoint": stack.dynamodb_endpoint,
         "secret_parameter": stack.secret_parameter,
+        "user_pool_id": stack.user_pool_id,
+        "user_pool_client_id": stack.user_pool_client_id,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path

@@ -18,7 +18,7 @@ import botocore.loaders
 import botocore.session
 import pytest
 
-from chat import delivery, ratelimit
+from chat import delivery, ratelimit, verifier
 from scripts import moto_fixes, service_config
 from tests.support.events import MANAGEMENT_ENDPOINT, REGION, connect_event
 from tests.support.lambda_sqs import EventSourceMapping, SqsClock
@@ -117,14 +117,14 @@ def _clear_caches() -> None:
     """Forget every client, table, queue URL, pacer and secret the package cached (each is made
     once per Lambda container), so each test starts cold on its own mock."""
     import chat
-    from chat import tokens
+
 
     for module_info in pkgutil.iter_modules(chat.__path__):
         module = importlib.import_module(f"chat.{module_info.name}")
         for value in vars(module).values():
             if callable(getattr(value, "cache_clear", None)):
                 value.cache_clear()
-    tokens._secrets.clear()
+    verifier._secrets.clear()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ LAYERS = {
     # adapters: one AWS resource each
     "connections": 2, "members": 2, "presence": 2, "ratelimit": 2, "history": 2, "delivery": 2, "fanout": 2,
     # the wire format, and what everything shares
-    "conversations": 2, "inbox": 2,
+    "conversations": 2, "inbox": 2, "verifier": 2, "jwks": 2, "issuers": 1,
     "requests": 1, "frames": 1, "callers": 1, "jobs": 1, "users": 0, "telemetry": 0, "aws": 0, "errors": 0,
 }
 ENTRY_POINT_MAX_STATEMENTS = 6

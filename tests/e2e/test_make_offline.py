@@ -208,7 +208,7 @@ STARTUP_STEPS = [
     "Reading serverless.yml",
     "Starting moto",
     "Creating the tables and queues",
-    "Seeding a fresh development token secret",  # a boto3 call: botocore retried a Stop(Exception)
+    "Seeding the development token secret",  # a boto3 call: botocore retried a Stop(Exception)
     "Starting serverless-offline",
     "Running the sweeper on its schedule",
 ]

@@ -16,7 +16,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from chat import connections, delivery, frames, tokens
+from chat import connections, delivery, frames, tokens, verifier
 from chat import history as history_store
 from tests.support.actions import all_history, dm, dm_response, history, history_response, routes, say, say_response, send
 from tests.support.events import (
@@ -457,7 +457,7 @@ def test_every_entry_point_answers_an_aws_failure_clearly_and_logs_it(
 def test_authorizer_denies_when_the_secret_cannot_be_read(
     handler: Any, jwt_secret: str, aws_failure: Any, caplog: Any, failure: Exception
 ) -> None:
-    aws_failure(tokens.ssm_client(), "GetParameter", failure)
+    aws_failure(verifier.ssm_client(), "GetParameter", failure)
 
     with caplog.at_level(logging.ERROR):
         policy = handler.authorize(authorizer_event(query_token=token(jwt_secret)), None)
@@ -493,7 +493,7 @@ def test_aws_clients_give_up_well_inside_the_29_second_integration_limit(handler
     for client in (
         connections.table().meta.client,
         history_store.history_table().meta.client,
-        tokens.ssm_client(),
+        verifier.ssm_client(),
         delivery.management_client("https://example.com/dev"),
     ):
         config = client.meta.config

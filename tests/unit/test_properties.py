@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from chat import tokens, users
+from chat import tokens, users, verifier
 from tests.support.actions import history
 from tests.support.events import authorizer_event, message_event, token
 from tests.support.actions import entry_point
@@ -213,9 +213,9 @@ garbage_tokens = st.one_of(any_text, st.binary(max_size=64).map(lambda b: b.deco
 def test_the_authorizer_denies_any_garbage_token_and_never_raises(
     handler: Any, jwt_secret: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    verified: Counter[str] = Counter()  # calls of verify_token, where PyJWT decodes
-    original = tokens.verify_token
-    monkeypatch.setattr(tokens, "verify_token", lambda token, secret: verified.update(["now"]) or original(token, secret))
+    verified: Counter[str] = Counter()  # calls of verify, where PyJWT decodes
+    original = verifier.verify
+    monkeypatch.setattr(verifier, "verify", lambda token: verified.update(["now"]) or original(token))
     reached: Counter[str] = Counter()
 
     @PROPERTY

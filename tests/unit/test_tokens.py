@@ -13,7 +13,7 @@ import jwt
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from chat import tokens
+from chat import tokens, verifier
 from tests.support.management_api import _RawBody
 from tests.support.events import authorizer_event, connect_event, token
 
@@ -139,8 +139,8 @@ def test_bad_token_is_denied(handler: Any, jwt_secret: str, event: dict[str, Any
         (authorizer_event(), "no token in a bearer.<JWT> subprotocol, the query string or an Authorization: Bearer header"),
         (authorizer_event(query_token=token(SECRET, expires_in=-3600)), "ExpiredSignatureError: Signature has expired"),
         (authorizer_event(query_token=token(SECRET, sub="evil#dm")), "the token's sub is not a valid user id"),
-        (authorizer_event(query_token=token(SECRET, channels=[f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS + 1)])),
-         f"the token's channels claim is not a list of at most {tokens.MAX_CHANNEL_PATTERNS} channel names or prefixes*"),
+        (authorizer_event(query_token=token(SECRET, channels=[f"c{n}" for n in range(verifier.MAX_CHANNEL_PATTERNS + 1)])),
+         f"the token's channels claim is not a list of at most {verifier.MAX_CHANNEL_PATTERNS} channel names or prefixes*"),
     ],
     ids=["missing", "expired", "bad-sub", "too-many-channels"],
 )
@@ -199,7 +199,7 @@ def test_a_valid_token_under_another_scheme_than_bearer_is_denied(handler: Any, 
     assert denied(handler.authorize(event, None), event)
 
 
-@pytest.mark.parametrize("patterns", [["team-*"], ["lobby", "ops", "*"], [f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS)]],
+@pytest.mark.parametrize("patterns", [["team-*"], ["lobby", "ops", "*"], [f"c{n}" for n in range(verifier.MAX_CHANNEL_PATTERNS)]],
                          ids=["prefix", "several", "the-most"])
 def test_the_channels_claim_reaches_every_route_as_the_token_said(handler: Any, jwt_secret: str, patterns: list[str]) -> None:
     from chat.callers import allowed_channels
@@ -213,7 +213,7 @@ def test_the_channels_claim_reaches_every_route_as_the_token_said(handler: Any, 
 
 
 def test_more_channel_patterns_than_the_most_are_refused(handler: Any, jwt_secret: str) -> None:
-    patterns = [f"c{n}" for n in range(tokens.MAX_CHANNEL_PATTERNS + 1)]
+    patterns = [f"c{n}" for n in range(verifier.MAX_CHANNEL_PATTERNS + 1)]
     event = authorizer_event(query_token=token(jwt_secret, "alice", channels=patterns))
 
     assert denied(handler.authorize(event, None), event)
@@ -274,7 +274,7 @@ class SsmAnswers:
 
 @pytest.fixture
 def ssm(handler: Any, jwt_secret: str) -> SsmAnswers:
-    return SsmAnswers(tokens.ssm_client())
+    return SsmAnswers(verifier.ssm_client())
 
 
 def signs_in(handler: Any, secret: str, user: str = "alice") -> bool:
@@ -300,7 +300,7 @@ def test_a_cold_start_that_cannot_read_the_secret_denies(handler: Any, jwt_secre
 def secret_clock(handler: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The clock of the secret's cache, moved by the test."""
     now = [1_800_000_000.0]
-    monkeypatch.setattr(tokens, "_now", lambda: now[0])
+    monkeypatch.setattr(verifier, "_now", lambda: now[0])
     return now
 
 
@@ -309,7 +309,7 @@ def test_a_failed_refresh_keeps_using_the_known_secret(
 ) -> None:
     assert signs_in(handler, jwt_secret)
     ssm.down = True
-    secret_clock[0] += tokens.SECRET_CACHE_SECONDS + 1  # due for a refresh
+    secret_clock[0] += verifier.SECRET_CACHE_SECONDS + 1  # due for a refresh
 
     with caplog.at_level(logging.WARNING):
         assert signs_in(handler, jwt_secret, "bob")
@@ -319,7 +319,7 @@ def test_a_failed_refresh_keeps_using_the_known_secret(
 
 def test_the_secret_is_read_again_once_its_cache_time_is_up(handler: Any, jwt_secret: str, ssm: SsmAnswers, secret_clock: list[float]) -> None:
     assert signs_in(handler, jwt_secret)
-    secret_clock[0] += tokens.SECRET_CACHE_SECONDS - 1
+    secret_clock[0] += verifier.SECRET_CACHE_SECONDS - 1
     assert signs_in(handler, jwt_secret) and ssm.requests == 1
     secret_clock[0] += 1  # exactly SECRET_CACHE_SECONDS after the read
 
@@ -331,7 +331,7 @@ def test_a_known_secret_is_not_used_at_the_staleness_bound(
 ) -> None:
     assert signs_in(handler, jwt_secret)
     ssm.down = True
-    secret_clock[0] += tokens.SECRET_MAX_STALENESS_SECONDS
+    secret_clock[0] += verifier.SECRET_MAX_STALENESS_SECONDS
 
     assert not signs_in(handler, jwt_secret)
 
@@ -341,7 +341,7 @@ def test_a_known_secret_is_used_no_longer_than_the_staleness_bound(
 ) -> None:
     assert signs_in(handler, jwt_secret)
     ssm.down = True
-    secret_clock[0] += tokens.SECRET_MAX_STALENESS_SECONDS + 1
+    secret_clock[0] += verifier.SECRET_MAX_STALENESS_SECONDS + 1
 
     assert not signs_in(handler, jwt_secret)
 
@@ -352,6 +352,6 @@ def test_a_refreshed_secret_replaces_the_old_one(
     assert signs_in(handler, jwt_secret)
     rotated = "rotated-" + "z" * 60
     boto3.client("ssm").put_parameter(Name="/serverless-websocket/test/jwt-secret", Value=rotated, Type="SecureString", Overwrite=True)
-    secret_clock[0] += tokens.SECRET_CACHE_SECONDS + 1
+    secret_clock[0] += verifier.SECRET_CACHE_SECONDS + 1
 
     assert signs_in(handler, rotated) and not signs_in(handler, jwt_secret)
