@@ -16,7 +16,7 @@ export LANG ?= C.UTF-8
 # .tools for the `pipenv` that serverless-python-requirements calls.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install check test test-unit mutate offline token publish bench package preflight screenshot clean
+.PHONY: help install check test test-unit mutate offline token publish events bench package preflight screenshot clean
 
 # The local stack's ports (scripts/local_stack.py reads the same variables).
 OFFLINE_HTTP_PORT ?= 3000
@@ -35,6 +35,7 @@ help:
 	@echo "make mutate       mutation testing of chat/ and handler.py (slow: not in make test); MUTANTS='chat.history.*'"
 	@echo "make token FOR=alice   a token for the running make offline; HOURS=0.05 CHANNELS='team-*,lobby' MODERATES=lobby; ISSUER=cognito"
 	@echo "make publish      POST /publish to the running make offline: CHANNEL=deploys (or TO=alice, ROOM=1) SENDER=ci-bot CONTENT=hi"
+	@echo "make events       the events the running make offline sends (EventBridge), one JSON line each"
 	@echo "make bench        run the benchmarks in bench/"
 	@echo "make package      build the CloudFormation template and zip (sls package)"
 	@echo "make preflight    before sls deploy: check the account has what the deploy needs; STAGE=dev REGION=..."
@@ -58,18 +59,18 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Two pytest-xdist workers, a test file each at a time (--dist loadfile: a file's local stack or
+# Four pytest-xdist workers, a test file each at a time (--dist loadfile: a file's local stack or
 # browser is started once, by one worker). Most of the suite waits on clocks, sockets and
-# subprocesses, not on the CPU, so two workers finish sooner even on 2 cores
+# subprocesses, not on the CPU, so four workers finish sooner even on 2 cores
 # (docs/testing.md). TEST_WORKERS=0 runs it in this process, one test after another.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 4
 test: check
 	node --test web/test/*.test.js
 	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
 
 # The unit tier alone (docs/testing.md: the tiers and their times).
 test-unit: install
-	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests/unit
+	pytest -ra --timeout=900 -n 2 --dist loadfile tests/unit
 
 # The gate, first in `make test` and CI: lint, formatting and types of the service's code
 # (pyproject.toml: [tool.ruff], [tool.mypy]).
@@ -115,6 +116,10 @@ publish: export PUBLISH_SENDER = $(SENDER)
 publish: export PUBLISH_CONTENT = $(CONTENT)
 publish: install
 	@python scripts/publish.py
+
+# The events of the running make offline, one JSON line each, as they arrive (docs/events.md).
+events: install
+	@python scripts/events_tail.py
 
 bench: install
 	python bench/broadcast.py

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import backend, channels, messaging, recovery, sessions, sweeper, tokens, worker
+from chat import backend, channels, messaging, recovery, sessions, stream, sweeper, tokens, worker
 from chat.callers import caller
 from chat.frames import Reply
 from chat.gateway import (
@@ -135,3 +135,9 @@ def deliver_messages(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The delivery worker: SQS records, each one batch of connections for one message."""
     with invocation(event, context, "delivery worker"):
         return worker.deliver_batch(event, context)
+
+
+def publish_events(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The events function: the history table's change stream, as message.created on the bus."""
+    with invocation(event, context, "events"):
+        return stream.publish_created(event)

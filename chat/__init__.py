@@ -13,7 +13,8 @@ below them, never the other way round, and nothing here imports handler.py.
     dispatch     one frame to many connections: inline, or through the workers
     gateway      API Gateway's events taken apart, and the replies it expects
     tokens       the $connect authorizer: where the token is, the policy and context it answers
-    worker       the SQS delivery worker
+    worker       the SQS delivery worker (delivery jobs, leave checks, events to send again)
+    stream       the events function: the history's change stream as message.created events
 
     ratelimit    how much a user may send (GCRA in the limits table), on how many connections
     connections  the connections table: one row per open connection
@@ -26,11 +27,12 @@ below them, never the other way round, and nothing here imports handler.py.
     jwks         the issuers' signing keys, fetched and cached per issuer
     fanout       large audiences: delivery jobs on the SQS queue
     delivery     posting to connections through the management API
+    events       events out: EventBridge entries on the stage's bus, sent at least once
 
     callers      who sent a frame: connection, user, what the token allows
     requests     what clients send: parsing and validating frames
     frames       what clients get: every reply, pushed frame and refusal the service sends
-    jobs         the delivery queue's two kinds of message and their one parser
+    jobs         the delivery queue's three kinds of message and their one parser
     issuers      the identity providers configured (TOKEN_ISSUERS), read strictly
     users        what a user id may be
     errors       refusals: one error type with a status and a stable code

@@ -138,7 +138,9 @@ def _outgoing(request: dict[str, Any]) -> Outgoing:
     recipient = require_user_id(request["to"], "to") if "to" in named else None
     if recipient == sender:
         raise Refusal("bad_request", "You cannot send a direct message to yourself.")
-    message = history.new_message(content, sender, channel=channel, to=recipient, client_message_id=client_message_id)
+    message = history.new_message(
+        content, sender, channel=channel, to=recipient, client_message_id=client_message_id, origin="publish"
+    )
     frames.check_size(message)
     if recipient is not None:
         return Outgoing(publisher.Target(pair=(sender, recipient)), {"to": recipient}, message)

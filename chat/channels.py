@@ -9,7 +9,7 @@ import os
 import time
 import uuid
 
-from chat import aws, delivery, dispatch, frames, history, jobs, members, presence
+from chat import aws, delivery, dispatch, events, frames, history, jobs, members, presence
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
@@ -32,10 +32,15 @@ PRESENCE_EVENTS_MAX_USERS = int(os.environ.get("PRESENCE_EVENTS_MAX_USERS", "100
 def join(caller: Caller, body: str | None) -> frames.Reply:
     """join: from now on the connection gets the channel's messages; the reply gives the
     channel's latest seq, read after the join, so that `after` that seq, nothing is missed.
-    The user's first connection in the channel is announced to its members (enter)."""
+    The user's first connection in the channel is announced to its members (enter), and to the
+    app (channel.joined, presence.entered: chat/events.py)."""
     channel, user = _requested_channel(caller, body, JOIN_EXAMPLE)
     arrival = members.join(channel, caller.connection_id, user)
     seq = history.latest_seq(history.channel_conversation(channel))
+    if arrival != "already":
+        now_ms = int(time.time() * 1000)
+        entered = [events.presence_entered(channel, user, now_ms)] if arrival == presence.ENTER else []
+        events.emit([events.channel_joined(channel, user, caller.connection_id, now_ms), *entered])
     if arrival == presence.ENTER:
         announce(delivery.management_endpoint(caller.request_context), channel, user, "enter")
     return frames.joined(channel, seq)
@@ -46,6 +51,8 @@ def leave(caller: Caller, body: str | None) -> frames.Reply:
     The user's last connection leaving is announced after the grace, if nobody comes back."""
     channel, user = _requested_channel(caller, body, LEAVE_EXAMPLE)
     departure, left_at = members.leave(channel, caller.connection_id, user)
+    if departure != "none":
+        events.emit([events.channel_left(channel, user, caller.connection_id, left_at)])
     if departure == presence.LAST:
         endpoint = delivery.management_endpoint(caller.request_context)
         presence.schedule_leave_check(jobs.LeaveCheck(channel, user, left_at, endpoint))
@@ -67,6 +74,7 @@ def confirm_leave(check: jobs.LeaveCheck) -> bool:
     """After the grace: if nobody came back, the user has left; announce it. Whether it did."""
     if not presence.confirm_leave(check.channel, check.user, check.left_at):
         return False
+    events.emit([events.presence_left(check.channel, check.user, check.left_at)])  # above the cap too
     announce(check.endpoint, check.channel, check.user, "leave")
     return True
 

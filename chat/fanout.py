@@ -14,7 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from chat import aws, delivery
-from chat.jobs import DeliveryJob
+from chat.jobs import DeliveryJob, EventsJob
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
 # Audiences (the room, a channel) up to this many connections are posted to by sendMessage
@@ -86,6 +86,18 @@ def requeue(job: DeliveryJob, delay_seconds: int) -> None:
 def schedule(job: DeliveryJob, delay_seconds: int) -> None:
     """Queue one job for the workers, visible after the delay (SQS: at most 900 s)."""
     sqs_client().send_message(QueueUrl=queue_url(), MessageBody=job.to_body(), DelaySeconds=delay_seconds)
+
+
+def queue_events(entries: list[dict[str, str]]) -> None:
+    """EventBridge entries for a worker to send, up to 10 (and SQS_BATCH_BYTES) a message."""
+    batch: list[dict[str, str]] = []
+    for entry in entries:
+        if len(batch) == 10 or len(EventsJob(tuple(batch + [entry])).to_body().encode()) > SQS_BATCH_BYTES:
+            sqs_client().send_message(QueueUrl=queue_url(), MessageBody=EventsJob(tuple(batch)).to_body())
+            batch = []
+        batch.append(entry)
+    if batch:
+        sqs_client().send_message(QueueUrl=queue_url(), MessageBody=EventsJob(tuple(batch)).to_body())
 
 
 def release(receipt_handle: str) -> None:

@@ -43,7 +43,7 @@ DELIVERY_LEASE_MS = 30_000
 MAX_HISTORY_PAGES = 5
 BUSY = "Too many messages at once in this conversation: this one was not stored; send it again."
 # What a message may carry besides its content, id, time and seq.
-FIELDS = ("sender", "to", "channel", "client_message_id")
+FIELDS = ("sender", "to", "channel", "client_message_id", "origin")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ JOB_FIELDS = frozenset({"v", "message_id", "endpoint", "payload", "connections",
 CONNECTION_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 MESSAGE_ID_PATTERN = re.compile(r"[!-~]{1,64}")
 CHECK_KIND = "presence-leave"
+EVENTS_KIND = "events"
+ENTRY_FIELDS = frozenset({"Source", "DetailType", "Detail", "EventBusName"})
 CHECK_FIELDS = frozenset({"v", "kind", "channel", "user", "left_at", "endpoint"})
 
 
@@ -62,7 +64,7 @@ class DeliveryJob:
         """The job in an SQS body (PoisonJob if the body is anything else)."""
         found = parse(body)
         if not isinstance(found, DeliveryJob):
-            raise PoisonJob("not a delivery job: a presence check")
+            raise PoisonJob(f"not a delivery job: {'a presence check' if isinstance(found, LeaveCheck) else 'events'}")
         return found
 
     @classmethod
@@ -146,8 +148,20 @@ class LeaveCheck:
         )
 
 
-def parse(body: str) -> DeliveryJob | LeaveCheck:
-    """What a queue body is: a delivery job or a leave check, read once; PoisonJob if neither."""
+@dataclass(frozen=True)
+class EventsJob:
+    """EventBridge entries EventBridge did not take where they were decided (chat/events.py):
+    a worker sends them, with the queue's retries behind it."""
+
+    entries: tuple[dict[str, str], ...]
+
+    def to_body(self) -> str:
+        return json.dumps({"v": 1, "kind": EVENTS_KIND, "entries": list(self.entries)}, ensure_ascii=False)
+
+
+def parse(body: str) -> DeliveryJob | LeaveCheck | EventsJob:
+    """What a queue body is: a delivery job, a leave check or events to send, read once; PoisonJob
+    if none of them."""
     try:
         document = json.loads(body)
     except ValueError as error:
@@ -156,7 +170,21 @@ def parse(body: str) -> DeliveryJob | LeaveCheck:
         raise PoisonJob("not a delivery job: not a JSON object")
     if document.get("kind") == CHECK_KIND:
         return _leave_check(document)
+    if document.get("kind") == EVENTS_KIND:
+        return _events_job(document)
     return DeliveryJob.from_document(document)
+
+
+def _events_job(document: dict[str, Any]) -> EventsJob:
+    entries = document.get("entries")
+    if set(document) != {"v", "kind", "entries"} or document.get("v") != 1 or not isinstance(entries, list):
+        raise PoisonJob("not an events job: it has exactly v 1, kind and a list of entries")
+    if not 1 <= len(entries) <= 10 or not all(
+        isinstance(entry, dict) and set(entry) == ENTRY_FIELDS and all(isinstance(v, str) and v for v in entry.values())
+        for entry in entries
+    ):
+        raise PoisonJob("not an events job: 1 to 10 entries, each Source, DetailType, Detail and EventBusName as text")
+    return EventsJob(tuple(entries))
 
 
 def _leave_check(document: dict[str, Any]) -> LeaveCheck:

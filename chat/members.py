@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
@@ -139,16 +139,26 @@ def member_ids(channel: str) -> Iterator[str]:
         yield item["connection_id"]
 
 
-def remove_memberships(rows: Iterable[dict[str, Any]]) -> list[tuple[str, str, int]]:
-    """Take connections whose rows are going away out of every channel their row lists: the
-    (channel, user, left_at) of each user whose last connection in a channel this was."""
-    pending = []
+class Departure(NamedTuple):
+    """A connection taken out of a channel: `kind` is which presence.DEPARTURES applied."""
+
+    channel: str
+    user: str
+    connection_id: str
+    kind: str
+    left_at: int
+
+
+def remove_memberships(rows: Iterable[dict[str, Any]]) -> list[Departure]:
+    """Take connections whose rows are going away out of every channel their row lists: one
+    Departure each (presence.LAST where it was the user's last connection in the channel)."""
+    departures = []
     for row in rows:
         user = row.get("user_id")
         for channel in row.get("channels", ()):
             if user is None:
                 continue  # anonymous connections cannot join
             kind, left_at = leave(channel, row["connection_id"], user, update_row=False)
-            if kind == presence.LAST:
-                pending.append((channel, user, left_at))
-    return pending
+            if kind != "none":
+                departures.append(Departure(channel, user, row["connection_id"], kind, left_at))
+    return departures

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from chat import aws, connections, delivery, fanout, frames, jobs, members, presence, ratelimit, verifier
+from chat import aws, connections, delivery, events, fanout, frames, jobs, members, presence, ratelimit, verifier
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import RENEW_EXAMPLE, parse_request
@@ -37,6 +37,7 @@ def open_session(caller: Caller, connected_at: int) -> str:
         raise
     if expiring and caller.token_expires_at is not None:
         _notify_soon(caller, caller.token_expires_at)
+    events.emit([events.connection_opened(caller.user, caller.connection_id, connected_at * 1000)])
     return "Connect successful."
 
 
@@ -95,16 +96,19 @@ def end_expired(connection_id: str, endpoint: str) -> None:
     API Gateway's own $disconnect for it is best effort."""
     delivery.post_to_connection(delivery.management_client(endpoint), connection_id, frames.expired())
     delivery.close(endpoint, connection_id)
-    end(connection_id, endpoint)
+    end(connection_id, endpoint, "expired")
 
 
-def end(connection_id: str, endpoint: str) -> None:
-    """Clean up one connection that is gone or closed: its channels, then its row, then its slot."""
+def end(connection_id: str, endpoint: str, reason: str) -> None:
+    """Clean up one connection that is gone or closed: its channels, then its row, then its slot.
+    Whoever deletes the row sends connection.closed with `reason` (events.CLOSE_REASONS)."""
     row = connections.row(connection_id)
     if row is not None:
         _leave_channels([row], endpoint)
     old = connections.delete(connection_id)
     _release_slots([old] if old is not None else [])
+    if old is not None:
+        events.emit([events.connection_closed(old.get("user_id"), connection_id, reason)])
 
 
 def renew(caller: Caller, body: str | None) -> frames.Reply:
@@ -153,15 +157,19 @@ def _as_set(patterns: Iterable[str] | None) -> frozenset[str] | None:
 def close_session(caller: Caller) -> str:
     """$disconnect: the memberships first, then the row that lists them, so a failure part-way
     leaves the row to find them by (the next post to the connection answers 410)."""
-    end(caller.connection_id, delivery.management_endpoint(caller.request_context))
+    end(caller.connection_id, delivery.management_endpoint(caller.request_context), "disconnect")
     return "Disconnect successful."
 
 
 def _leave_channels(rows: list[dict[str, Any]], endpoint: str) -> None:
-    """Take connections out of their channels; where one was a user's last connection in a
-    channel, the leave is announced after the grace, if nobody comes back (presence)."""
-    for channel, user, left_at in members.remove_memberships(rows):
-        presence.schedule_leave_check(jobs.LeaveCheck(channel, user, left_at, endpoint))
+    """Take connections out of their channels (channel.left each); where one was a user's last
+    connection in a channel, the leave is announced after the grace, if nobody comes back
+    (presence)."""
+    departures = members.remove_memberships(rows)
+    for gone in departures:
+        if gone.kind == presence.LAST:
+            presence.schedule_leave_check(jobs.LeaveCheck(gone.channel, gone.user, gone.left_at, endpoint))
+    events.emit(events.channel_left(d.channel, d.user, d.connection_id, d.left_at) for d in departures)
 
 
 def forget(connection_ids: list[str], endpoint: str, deadline: float | None = None) -> None:
@@ -184,6 +192,11 @@ def forget(connection_ids: list[str], endpoint: str, deadline: float | None = No
         _release_slots([row for row in gone if row["connection_id"] in deleted])
     except aws.AWS_ERRORS:  # each slot frees itself when its connection's 2 hours are up
         logger.exception("Could not free the slots of %d gone connections", len(deleted))
+    events.emit(
+        events.connection_closed(row.get("user_id"), row["connection_id"], "gone")
+        for row in gone
+        if row["connection_id"] in deleted
+    )
 
 
 def _release_slots(rows: list[dict[str, Any]]) -> None:

@@ -65,7 +65,7 @@ def look_at(row: dict[str, Any], now: float, endpoint: str) -> str:
         return "expired"
     if connected_at + connections.CONNECTION_LIFETIME_SECONDS <= now:
         delivery.close(endpoint, connection_id)
-        sessions.end(connection_id, endpoint)
+        sessions.end(connection_id, endpoint, "swept")
         return "too old"
     if expires_at is not None and not notified and expires_at - connections.EXPIRY_NOTICE_SECONDS <= now:
         if (
@@ -74,12 +74,12 @@ def look_at(row: dict[str, Any], now: float, endpoint: str) -> str:
             )
             == delivery.GONE
         ):
-            sessions.end(connection_id, endpoint)
+            sessions.end(connection_id, endpoint, "gone")
             return "gone"
         notified = True
         kind = "notified"
     elif delivery.get_connection(endpoint, connection_id) == delivery.GONE:
-        sessions.end(connection_id, endpoint)
+        sessions.end(connection_id, endpoint, "gone")
         return "gone"
     else:
         kind = "checked"

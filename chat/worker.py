@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chat import aws, channels, delivery, fanout, jobs, sessions
+from chat import aws, channels, delivery, events, fanout, jobs, sessions
 from chat.jobs import DeliveryJob, PoisonJob
 from chat.telemetry import logger, milliseconds
 
@@ -67,6 +67,9 @@ def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
         raise
     if isinstance(found, jobs.LeaveCheck):
         channels.confirm_leave(found)
+        return
+    if isinstance(found, jobs.EventsJob):
+        events.put(list(found.entries))  # what still fails fails the record: SQS sends it again
         return
     try:
         deliver_job(found, lambda_context)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Callable, ContextManager
 
+from scripts import local_events
 from scripts.service_config import ROOT, SLS, create_queues, create_table, param_options, resolved_config, table_resources
 
 STAGE = "dev"
@@ -179,6 +180,10 @@ class LocalStack:
         self._page_server: http.server.ThreadingHTTPServer | None = None
         self._sweeps = threading.Event()  # set: the sweeper's schedule stops
         self.sweeps_run = 0
+        # Events out (scripts/local_events.py): the queue a rule on the bus sends every event to,
+        # and the thread that feeds the history's stream to the events function.
+        self.events_queue_url = ""
+        self._feeder: local_events.StreamFeeder | None = None
         # Where the token secret and the conversations are kept from one run to the next (`make
         # offline`: .offline/); None: a fresh secret and empty tables every time (the tests).
         self.keep_in = keep_in
@@ -266,6 +271,7 @@ class LocalStack:
             self._seed_secret(config)
             if self.keep_in is not None:
                 self.restored = restore_data(self.dynamodb(), self.table_names, self.data_file)
+            events_params = self._create_events(config)
             self.progress("Creating a Cognito user pool in moto (alice and bob sign in with it)")
             self._create_user_pool()
             self.progress("Serving the chat page")
@@ -279,13 +285,16 @@ class LocalStack:
                     "--httpPort", str(self.ports.http),
                     "--websocketPort", str(self.ports.websocket),
                     "--lambdaPort", str(self.ports.lambda_),
-                    *param_options({**self.params, "tokenIssuers": json.dumps([self.cognito_issuer()])}),
+                    *param_options({**self.params, **events_params, "tokenIssuers": json.dumps([self.cognito_issuer()])}),
                 ],
                 env,
                 self.output,
             )
             self._wait_for(lambda: _http_ok(f"{self.http_url}/ping"), "serverless-offline", timeout)
             self._wait_for(lambda: port_in_use(self.ports.websocket), "the WebSocket server", timeout)
+            if self._feeder is not None:
+                self.progress("Feeding the history table's stream to the events function")
+                self._feeder.start()
             self.progress("Running the sweeper on its schedule")
             self._schedule_sweeper(f"{config['service']}-{STAGE}-sweeper", config["provider"]["environment"]["SWEEP_BUCKET_SECONDS"])
         except BaseException:
@@ -318,6 +327,8 @@ class LocalStack:
         """Stop every process group started here (serverless-offline's Python workers too),
         keeping the conversations first when asked to (keep_in)."""
         self._sweeps.set()
+        if self._feeder is not None:
+            self._feeder.stop()
         if self.keep_in is not None and self.table_names and self.failed_process() is None:
             try:
                 save_data(self.dynamodb(), self.table_names, self.data_file)
@@ -363,6 +374,28 @@ class LocalStack:
         client = self.dynamodb().meta.client
         for logical_id, properties in table_resources(config).items():
             self.table_names[logical_id] = create_table(client, properties)
+
+    def _create_events(self, config: dict[str, Any]) -> dict[str, str]:
+        """The bus and its tap queue in moto, and the stream's feeder (not yet started); the
+        parameters that point the functions at that bus. Nothing with --param events=off."""
+        if str(config["custom"]["events"]["enabled"]).lower() == "off":
+            return {}
+        self.progress("Creating the event bus in moto, with a rule to a local queue (make events)")
+        session = local_session(self.region)
+        bus = local_events.bus_name(config["service"], STAGE)
+        self.events_queue_url = local_events.create_bus_and_tap(
+            session.client("events", endpoint_url=self.dynamodb_endpoint),
+            self.sqs(),
+            bus,
+            local_events.tap_queue_name(config["service"], STAGE),
+        )
+        function = f"{config['service']}-{STAGE}-publishEvents"
+        self._feeder = local_events.StreamFeeder(
+            session.client("dynamodbstreams", endpoint_url=self.dynamodb_endpoint),
+            local_events.stream_arn(self.dynamodb().meta.client, self.table_names["HistoryTable"]),
+            f"http://localhost:{self.ports.lambda_}/2015-03-31/functions/{function}/invocations",
+        )
+        return {"eventBusName": bus}
 
     def _seed_secret(self, config: dict[str, Any]) -> None:
         """The development secret in moto's SSM, where the authorizer reads it: the one kept from

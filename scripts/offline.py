@@ -176,6 +176,7 @@ def write_state(stack: LocalStack) -> Path:
         "secret_parameter": stack.secret_parameter,
         "user_pool_id": stack.user_pool_id,
         "user_pool_client_id": stack.user_pool_client_id,
+        "events_queue_url": stack.events_queue_url,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path

@@ -103,6 +103,8 @@ def create_table(dynamodb_client: Any, properties: dict[str, Any], table_name: s
     params = {key: properties[key] for key in _CREATE_TABLE_KEYS if key in properties}
     if table_name:
         params["TableName"] = table_name
+    if "StreamSpecification" in properties:  # CloudFormation's has only the view type
+        params["StreamSpecification"] = {"StreamEnabled": True, **properties["StreamSpecification"]}
     dynamodb_client.create_table(**params)
     dynamodb_client.get_waiter("table_exists").wait(TableName=params["TableName"])
     ttl = properties.get("TimeToLiveSpecification")

@@ -245,7 +245,7 @@ def worker_posts_per_second(environment: dict[str, Any]) -> float:
     return float(result.stdout)
 
 
-def test_sqs_grants_are_on_the_delivery_queue_only(resources: dict[str, Any]) -> None:
+def test_sqs_grants_are_on_the_delivery_queue_and_the_events_failure_queue_only(resources: dict[str, Any]) -> None:
     grants = {
         tuple(sorted(actions(s))): s["Resource"]
         for s in role_statements(resources)
@@ -258,6 +258,8 @@ def test_sqs_grants_are_on_the_delivery_queue_only(resources: dict[str, Any]) ->
         ("sqs:ChangeMessageVisibility",): queue,
         # added by the framework for the worker's sqs event
         ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"): [queue],
+        # added by the framework for the events function's on-failure destination
+        ("sqs:ListQueues", "sqs:SendMessage"): [{"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}],
     }
 
 
@@ -585,7 +587,7 @@ def test_alarms_cover_function_errors_throttles_failed_deliveries_aws_errors_and
     groups = -(-len(functions) // 9)  # 9 functions and their SUM: CloudWatch's 10 metrics an alarm
     assert groups >= 2  # more functions than one alarm can watch: the split is exercised
     per_function = {f"Function{kind}Alarm{n if n > 1 else ''}" for kind in ("Errors", "Throttles") for n in range(1, groups + 1)}
-    assert set(alarms) == per_function | {"FailedDeliveriesAlarm", "AwsErrorsAlarm", "DeadLetterAlarm"}
+    assert set(alarms) == per_function | {"FailedDeliveriesAlarm", "AwsErrorsAlarm", "DeadLetterAlarm", "EventsDeadLetterAlarm"}
     for kind, metric_name in (("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")):
         watched: list[str] = []
         for name in (name for name in alarms if name.startswith(kind)):
@@ -765,3 +767,80 @@ def test_the_publish_throttle_is_a_stage_parameter(tmp_path: Path) -> None:
     (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
     assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingRateLimit"] == 5
     assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingBurstLimit"] == 10
+
+
+# --- events out (issue 27) -----------------------------------------------------------------------
+
+EVENT_RESOURCES = {"EventBus", "EventsDeadLetterQueue", "EventsDeadLetterAlarm"}
+
+
+def events_function(resources: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.publish_events"]
+    return found
+
+
+def test_the_stack_has_a_bus_every_function_is_told_its_name_and_may_put_events_on_it_only(resources: dict[str, Any]) -> None:
+    assert resources["EventBus"]["Properties"] == {"Name": f"serverless-websocket-{STAGE}"}
+    for function in our_functions(resources):
+        assert function["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
+    grants = [s for s in role_statements(resources) if any(a.startswith("events:") for a in actions(s))]
+    assert grants == [{"Effect": "Allow", "Action": ["events:PutEvents"], "Resource": {"Fn::GetAtt": ["EventBus", "Arn"]}}]
+
+
+def test_the_history_streams_new_images_to_the_events_function_with_retries_bisection_and_a_failure_queue(
+    resources: dict[str, Any]
+) -> None:
+    assert resources["HistoryTable"]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    (mapping,) = [r["Properties"] for r in of_type(resources, "AWS::Lambda::EventSourceMapping")
+                  if r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["HistoryTable", "StreamArn"]}]
+    assert mapping["FunctionName"] == {"Fn::GetAtt": ["PublishEventsLambdaFunction", "Arn"]}
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"  # what was stored before the mapping existed too
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    # Retried for as long as the stream keeps a record (24 hours), then its place goes to the queue.
+    assert mapping["MaximumRetryAttempts"] == -1 and mapping["MaximumRecordAgeInSeconds"] == 86400
+    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}}
+    # The stream is read on this table's stream only (the framework's grant).
+    reads = [s for s in role_statements(resources) if "dynamodb:GetRecords" in actions(s)]
+    assert reads == [{"Effect": "Allow", "Resource": [{"Fn::GetAtt": ["HistoryTable", "StreamArn"]}],
+                      "Action": ["dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:DescribeStream",
+                                 "dynamodb:ListStreams"]}]
+    assert events_function(resources)["Properties"]["Timeout"] == 60
+    alarm = resources["EventsDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsDeadLetterQueue", "QueueName"]}}]
+    assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_events_off_removes_the_bus_the_stream_the_function_and_the_grant(tmp_path: Path) -> None:
+    template = packaged_template(tmp_path, "events=off")
+    resources = template["Resources"]
+
+    assert not EVENT_RESOURCES & set(resources)
+    assert "StreamSpecification" not in resources["HistoryTable"]["Properties"]
+    assert [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.publish_events"] == []
+    assert "events:PutEvents" not in json.dumps(template) and "StreamArn" not in json.dumps(template)
+    for function in our_functions(resources):
+        assert function["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"] == ""
+    assert cfn_lint_errors(tmp_path) == []
+
+
+def test_an_existing_bus_is_used_by_name_and_none_is_created(tmp_path: Path) -> None:
+    resources = packaged_template(tmp_path, "eventBusName=orders-bus")["Resources"]
+
+    assert "EventBus" not in resources
+    for function in our_functions(resources):
+        assert function["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"] == "orders-bus"
+    (grant,) = [s for s in role_statements(resources) if "events:PutEvents" in actions(s)]
+    assert grant["Resource"]["Fn::Join"][1][-1] == ":event-bus/orders-bus"
+    assert cfn_lint_errors(tmp_path) == []
+
+
+@pytest.mark.parametrize(("param", "complaint"), [
+    ("events=maybe", '--param events must be on or off, not "maybe"'),
+    ("eventBusName=no spaces please", '--param eventBusName is not a bus name: "no spaces please"'),
+])
+def test_the_events_parameters_refuse_what_they_cannot_mean(tmp_path: Path, param: str, complaint: str) -> None:
+    result = package_with(tmp_path, param)
+
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr

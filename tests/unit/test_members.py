@@ -35,9 +35,10 @@ def test_closing_a_connection_whose_row_is_already_gone_still_takes_it_out_of_it
     row = connections.row("a1")
     connections.delete("a1")  # a $disconnect and the sweeper clean up the same connection at once
 
-    pending = members.remove_memberships([row])
+    departures = members.remove_memberships([row])
 
-    assert pending == [("lobby", "alice", int(frozen_clock[0] * 1000))]  # the last one: a leave is pending
+    # the last one: a leave is pending
+    assert departures == [members.Departure("lobby", "alice", "a1", presence.LAST, int(frozen_clock[0] * 1000))]
     assert not members.is_member("lobby", "a1", "alice") and online(tables, "alice") == 0
 
 

@@ -299,7 +299,7 @@ def test_every_way_a_connection_ends_gives_its_slot_back(
     management.answer("a1", 410)
     clock[0] += 60  # past the handshake window
     sessions.forget(["a1"], "https://abc123.execute-api.us-east-1.amazonaws.com/dev")  # a post found it gone
-    sessions.end("a2", "https://abc123.execute-api.us-east-1.amazonaws.com/dev")  # the sweeper, expiry
+    sessions.end("a2", "https://abc123.execute-api.us-east-1.amazonaws.com/dev", "expired")  # the sweeper, expiry
 
     for n in range(3):
         assert limited.connection_manager(connect_event(f"b{n}", "alice"), None)["statusCode"] == 200

@@ -137,7 +137,9 @@ def test_a_heartbeat_stays_silent_whatever_else_it_carries(handler: Any, frame: 
     assert send(handler, "heartbeat", "c1", "alice", body=json.dumps(frame)) == {"statusCode": 200}
 
 
-def test_a_rate_limited_frame_with_a_ref_can_be_retried(limited: Any, management: Any, connect: Any) -> None:
+def test_a_rate_limited_frame_with_a_ref_can_be_retried(
+    limited: Any, management: Any, connect: Any, frozen_clock: list[float]
+) -> None:
     connect("alice-1", user="alice")
     answers = [send(limited, "getRecentMessages", "alice-1", "alice", ref=f"r{n}") for n in range(25)]
 

@@ -1,0 +1,179 @@
+"""Events out: what happens in the service, as EventBridge entries on the stage's bus
+(EVENT_BUS_NAME; empty: events are off), for the app around it (push notifications, search,
+moderation, analytics: docs/events.md). Source `serverless-websocket`; the DetailTypes below;
+every Detail carries `eventId` (the same on every retry of the same event: a consumer drops
+repeats by it) and `time` (ISO 8601 UTC, ms).
+
+A stored message's `message.created` comes from the history table's change stream (chat/stream.py),
+so it is sent even when the function that stored it dies right after. The other events are sent
+from where they are decided; when PutEvents fails there, they go to the delivery queue and a
+worker sends them (chat/worker.py): at least once, in no particular order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from chat import aws, fanout
+from chat.telemetry import count, logger
+
+SOURCE = "serverless-websocket"
+MESSAGE_CREATED = "message.created"
+PRESENCE_ENTERED, PRESENCE_LEFT = "presence.entered", "presence.left"
+CONNECTION_OPENED, CONNECTION_CLOSED = "connection.opened", "connection.closed"
+CHANNEL_JOINED, CHANNEL_LEFT = "channel.joined", "channel.left"
+DETAIL_TYPES = (
+    MESSAGE_CREATED,
+    PRESENCE_ENTERED,
+    PRESENCE_LEFT,
+    CONNECTION_OPENED,
+    CONNECTION_CLOSED,
+    CHANNEL_JOINED,
+    CHANNEL_LEFT,
+)
+CLOSE_REASONS = ("disconnect", "expired", "gone", "swept")
+# PutEvents: at most 10 entries a call, each at most 256 KB (EventBridge's quotas).
+ENTRIES_PER_CALL = 10
+MAX_ENTRY_BYTES = 256 * 1024
+# Entries EventBridge failed are sent again (only they), this many times in all, with waits.
+PUT_ATTEMPTS = 3
+
+
+class EventsFailed(Exception):
+    """Entries EventBridge would not take after PUT_ATTEMPTS; `entries` are those."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(entries)} events not taken")
+        self.entries = entries
+
+
+def bus() -> str:
+    return os.environ.get("EVENT_BUS_NAME", "")
+
+
+def enabled() -> bool:
+    return bool(bus())
+
+
+def entry(detail_type: str, event_id: str, detail: dict[str, Any], at_ms: int | None = None) -> dict[str, Any]:
+    """One EventBridge entry; `content` is left out (with contentOmitted) when the entry would be
+    over EventBridge's 256 KB."""
+    at = at_ms if at_ms is not None else int(time.time() * 1000)
+    document = {"eventId": event_id, "time": iso(at), **detail}
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    if _size(detail_type, text) > MAX_ENTRY_BYTES and "content" in document:
+        document = {**{k: v for k, v in document.items() if k != "content"}, "contentOmitted": True}
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return {"Source": SOURCE, "DetailType": detail_type, "Detail": text, "EventBusName": bus()}
+
+
+def _size(detail_type: str, detail: str) -> int:
+    """An entry's size as EventBridge counts it: Source, DetailType, Detail (UTF-8), the time."""
+    return len(SOURCE) + len(detail_type.encode()) + len(detail.encode("utf-8")) + 14
+
+
+def event_id(*parts: Any) -> str:
+    """A stable id from what makes an event this event: the same on every retry of it."""
+    return hashlib.sha256("\0".join(str(part) for part in parts).encode("utf-8")).hexdigest()[:32]
+
+
+def conversation_of(key: str) -> dict[str, Any]:
+    """A conversation as events name it: {"room": true}, {"channel"}, or {"with": [a, b]} sorted."""
+    if key.startswith("ch#"):
+        return {"channel": key[3:]}
+    if key.startswith("dm#"):
+        first, second = key[3:].split("#", 1)
+        return {"with": sorted([first, second])}
+    return {"room": True}
+
+
+def connection_opened(user: str | None, connection_id: str, connected_at_ms: int) -> dict[str, Any]:
+    detail = {"user": user, "connectionId": connection_id, "connectedAt": iso(connected_at_ms)}
+    return entry(CONNECTION_OPENED, event_id(CONNECTION_OPENED, connection_id), detail)
+
+
+def connection_closed(user: str | None, connection_id: str, reason: str) -> dict[str, Any]:
+    """Sent by whoever deleted the connection's row: once, whichever of them saw it end."""
+    detail = {"user": user, "connectionId": connection_id, "reason": reason}
+    return entry(CONNECTION_CLOSED, event_id(CONNECTION_CLOSED, connection_id), detail)
+
+
+def channel_joined(channel: str, user: str, connection_id: str, at_ms: int) -> dict[str, Any]:
+    detail = {"channel": channel, "user": user, "connectionId": connection_id}
+    return entry(CHANNEL_JOINED, event_id(CHANNEL_JOINED, channel, connection_id, at_ms), detail, at_ms)
+
+
+def channel_left(channel: str, user: str, connection_id: str, at_ms: int) -> dict[str, Any]:
+    detail = {"channel": channel, "user": user, "connectionId": connection_id}
+    return entry(CHANNEL_LEFT, event_id(CHANNEL_LEFT, channel, connection_id, at_ms), detail, at_ms)
+
+
+def presence_entered(channel: str, user: str, at_ms: int) -> dict[str, Any]:
+    detail = {"channel": channel, "user": user}
+    return entry(PRESENCE_ENTERED, event_id(PRESENCE_ENTERED, channel, user, at_ms), detail, at_ms)
+
+
+def presence_left(channel: str, user: str, left_at_ms: int) -> dict[str, Any]:
+    """left_at_ms is the pending leave's own time: a check and the sweeper finishing the same
+    leave name the same event (only one of them can, but a retry of it keeps its id)."""
+    return entry(PRESENCE_LEFT, event_id(PRESENCE_LEFT, channel, user, left_at_ms), {"channel": channel, "user": user})
+
+
+def put(entries: list[dict[str, Any]]) -> None:
+    """Send the entries, ENTRIES_PER_CALL a call; the ones EventBridge failed, again, alone; those
+    it still fails raise EventsFailed."""
+    failed: list[dict[str, Any]] = []
+    for start in range(0, len(entries), ENTRIES_PER_CALL):
+        failed += _put_batch(entries[start : start + ENTRIES_PER_CALL])
+    if failed:
+        raise EventsFailed(failed)
+
+
+def _put_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pending = batch
+    for attempt in range(PUT_ATTEMPTS):
+        answer = events_client().put_events(Entries=pending)
+        if not answer.get("FailedEntryCount"):
+            return []
+        pending = [sent for sent, result in zip(pending, answer["Entries"], strict=True) if result.get("ErrorCode")]
+        count("EventsRetried", len(pending))
+        if attempt + 1 < PUT_ATTEMPTS:
+            time.sleep(random.uniform(0, 0.1 * 2**attempt))
+    return pending
+
+
+def emit(entries: Iterable[dict[str, Any]]) -> None:
+    """Send events decided here, at least once: what EventBridge does not take now goes to the
+    delivery queue, for a worker to send (chat/worker.py). Never raises: what happened happened."""
+    found = list(entries)
+    if not found or not enabled():
+        return
+    try:
+        put(found)
+        count("EventsSent", len(found))
+        return
+    except EventsFailed as failed:
+        later = failed.entries
+    except aws.AWS_ERRORS:
+        logger.warning("Could not send %d events now; queueing them", len(found), exc_info=True)
+        later = found
+    try:
+        fanout.queue_events(later)
+    except aws.AWS_ERRORS:
+        logger.exception("Lost %d events: EventBridge and the delivery queue both failed", len(later))
+        count("EventsLost", len(later))
+
+
+def events_client() -> Any:
+    return aws.client("events")
+
+
+def iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

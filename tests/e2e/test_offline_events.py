@@ -1,0 +1,120 @@
+"""Events out through the local stack (docs/events.md): what a wscat user does shows in `make events`,
+one JSON line each, message.created with its seq from the history's stream (fed to the events
+function as Lambda's event source mapping would), the others from where they were decided."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from scripts import offline
+from scripts.service_config import ROOT
+from tests.support.helpers import fresh
+from tests.support.wsclient import Client, documents
+
+
+@pytest.fixture
+def running(local_stack: Any) -> Iterator[Any]:
+    """The session's stack, announced by `make offline`'s own writer (for `make events`)."""
+    offline.STATE_DIR.mkdir(exist_ok=True)
+    path = offline.write_state(local_stack)
+    yield local_stack
+    path.unlink(missing_ok=True)
+
+
+class MakeEvents:
+    """`make events` in its own process group, its lines read by a thread."""
+
+    def __init__(self, stack: Any) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OFFLINE_"))}
+        env["OFFLINE_WEBSOCKET_PORT"] = str(stack.ports.websocket)
+        self.process = subprocess.Popen(["make", "--no-print-directory", "events"], cwd=ROOT, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def until(self, wanted: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Every event printed until `wanted(events so far)` holds."""
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while not wanted(seen):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"make events printed {len(seen)} events, not what was wanted: {seen[-5:]}"
+            try:
+                seen.append(json.loads(self.lines.get(timeout=remaining)))
+            except queue.Empty:
+                continue
+        return seen
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+async def request(client: Client, frame: dict[str, Any]) -> Any:
+    ref = f"r{len(client.frames)}-{frame['action']}"
+    await client.send(json.dumps({**frame, "ref": ref}))
+    await client.wait_until(lambda: any(r["ref"] == ref for r in documents(client, "reply")), timeout=30)
+    return next(r for r in documents(client, "reply") if r["ref"] == ref)["body"]
+
+
+def test_what_a_client_does_shows_in_make_events_one_json_line_each(running: Any) -> None:
+    alice, channel = fresh("alice", "events")
+    tail = MakeEvents(running)
+
+    async def scenario() -> dict[str, Any]:
+        client = await Client.connect(running.url_for(alice))
+        await request(client, {"action": "join", "channel": channel})
+        sent = await request(client, {"action": "sendMessage", "channel": channel, "content": "for the app",
+                                      "clientMessageId": "e-1"})
+        await client.close()
+        return dict(sent["sent"])
+
+    try:
+        sent = asyncio.run(scenario())
+
+        def mine(event: dict[str, Any]) -> bool:
+            detail = event["detail"]
+            return detail.get("user") == alice or detail.get("sender") == alice
+
+        def complete(seen: list[dict[str, Any]]) -> bool:
+            types = {e["detail-type"] for e in seen if mine(e)}
+            return {"connection.opened", "channel.joined", "presence.entered", "message.created",
+                    "channel.left", "connection.closed"} <= types
+
+        seen = [event for event in tail.until(complete) if mine(event)]
+    finally:
+        tail.stop()
+
+    assert all(event["source"] == "serverless-websocket" for event in seen)
+    (created,) = [e["detail"] for e in seen if e["detail-type"] == "message.created"]
+    assert created["seq"] == sent["seq"] and created["id"] == sent["id"]
+    assert created["conversation"] == {"channel": channel} and created["content"] == "for the app"
+    assert created["clientMessageId"] == "e-1" and created["origin"] == "websocket"
+    (closed,) = [e["detail"] for e in seen if e["detail-type"] == "connection.closed"]
+    (opened,) = [e["detail"] for e in seen if e["detail-type"] == "connection.opened"]
+    assert closed["reason"] == "disconnect" and closed["connectionId"] == opened["connectionId"]
+    assert len({e["detail"]["eventId"] for e in seen}) == len(seen)
+
+
+def test_make_events_without_a_running_stack_says_so(tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OFFLINE_"))}
+    env["OFFLINE_WEBSOCKET_PORT"] = "1"  # no stack there
+    made = subprocess.run(["make", "--no-print-directory", "events"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode != 0
+    assert "make events: no `make offline` is running in this folder on WebSocket port 1" in made.stderr
