@@ -62,11 +62,30 @@ function alarm(metricName, functions, description) {
     },
   }));
   const ids = metrics.map((metric) => metric.Id).join(', ');
+  return anyAtAll({
+    AlarmDescription: description,
+    Metrics: [...metrics, { Id: 'total', Expression: `SUM([${ids}])`, Label: `${metricName} of all functions`, ReturnData: true }],
+  });
+}
+
+// An alarm on a queue's depth: anything in it (a dead-letter queue) is worth a look.
+function queueDepthAlarm(queueLogicalId, description) {
+  return anyAtAll({
+    AlarmDescription: description,
+    Namespace: 'AWS/SQS',
+    MetricName: 'ApproximateNumberOfMessagesVisible',
+    Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueLogicalId, 'QueueName'] } }],
+    Statistic: 'Maximum',
+    Period: PERIOD_SECONDS,
+  });
+}
+
+// An alarm that fires at 1 within one period and tells the AlarmTopic, both ways.
+function anyAtAll(properties) {
   return {
     Type: 'AWS::CloudWatch::Alarm',
     Properties: {
-      AlarmDescription: description,
-      Metrics: [...metrics, { Id: 'total', Expression: `SUM([${ids}])`, Label: `${metricName} of all functions`, ReturnData: true }],
+      ...properties,
       EvaluationPeriods: 1,
       Threshold: 1,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
@@ -78,3 +97,4 @@ function alarm(metricName, functions, description) {
 }
 
 module.exports = Alarms;
+module.exports.queueDepthAlarm = queueDepthAlarm;

@@ -844,3 +844,60 @@ def test_the_events_parameters_refuse_what_they_cannot_mean(tmp_path: Path, para
 
     assert result.returncode != 0
     assert complaint in result.stdout + result.stderr
+
+
+WEBHOOK = ("webhookUrl=https://example.com/hooks/chat", "webhookSecretParameter=/chat/webhook-key")
+WEBHOOK_RESOURCES = {"WebhookConnectionRole", "WebhookConnectionLogGroup", "WebhookConnectionFunction", "WebhookConnection",
+                     "WebhookDestination", "WebhookTargetRole", "WebhookRule", "WebhookDeadLetterQueue",
+                     "WebhookDeadLetterQueuePolicy", "WebhookDeadLetterAlarm"}
+
+
+def test_without_a_webhook_url_there_is_no_webhook(resources: dict[str, Any]) -> None:
+    assert not WEBHOOK_RESOURCES & set(resources)
+
+
+def test_a_webhook_url_gets_every_event_retried_for_24_hours_then_a_dead_letter_queue_and_an_alarm(tmp_path: Path) -> None:
+    template = packaged_template(tmp_path, *WEBHOOK)
+    resources = template["Resources"]
+    assert WEBHOOK_RESOURCES <= set(resources)
+
+    rule = resources["WebhookRule"]["Properties"]
+    assert rule["EventBusName"] == {"Ref": "EventBus"} and rule["EventPattern"] == {"source": ["serverless-websocket"]}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["WebhookDestination", "Arn"]}
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}}
+    destination = resources["WebhookDestination"]["Properties"]
+    assert destination["InvocationEndpoint"] == "https://example.com/hooks/chat" and destination["HttpMethod"] == "POST"
+    assert destination["ConnectionArn"] == {"Fn::GetAtt": ["WebhookConnection", "Arn"]}
+    # The key: read from the SecureString by the connection's function, never in the template.
+    connection = resources["WebhookConnection"]["Properties"]
+    assert (connection["ParameterName"], connection["HeaderName"]) == ("/chat/webhook-key", "x-api-key")
+    code = resources["WebhookConnectionFunction"]["Properties"]["Code"]["ZipFile"]
+    assert code == (ROOT / "plugins" / "webhook_connection.py").read_text()
+    # EventBridge may invoke the destination and fill the queue for this rule, nothing more.
+    (invoke,) = resources["WebhookTargetRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert invoke["Action"] == "events:InvokeApiDestination" and invoke["Resource"] == {"Fn::GetAtt": ["WebhookDestination", "Arn"]}
+    (queue_grant,) = resources["WebhookDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert queue_grant["Principal"] == {"Service": "events.amazonaws.com"} and queue_grant["Action"] == "sqs:SendMessage"
+    assert queue_grant["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["WebhookRule", "Arn"]}}}
+    statements = resources["WebhookConnectionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (ssm,) = [s for s in statements if s["Action"] == "ssm:GetParameter"]
+    assert ssm["Resource"]["Fn::Join"][1][-1] == ":parameter/chat/webhook-key"
+    assert all("*" != s["Resource"] for s in statements)
+    alarm = resources["WebhookDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}}]
+    assert cfn_lint_errors(tmp_path) == []
+
+
+@pytest.mark.parametrize(("params", "complaint"), [
+    (("webhookUrl=http://example.com/hook", WEBHOOK[1]), '--param webhookUrl must be an https:// URL, not "http://example.com/hook"'),
+    ((WEBHOOK[0],), "--param webhookUrl needs --param webhookSecretParameter=/name/of/a/SecureString"),
+    ((WEBHOOK[1],), "--param webhookSecretParameter needs --param webhookUrl"),
+    ((*WEBHOOK, "events=off"), "--param webhookUrl needs events on, not events=off"),
+])
+def test_the_webhook_parameters_refuse_what_they_cannot_mean(tmp_path: Path, params: tuple[str, ...], complaint: str) -> None:
+    result = package_with(tmp_path, *params)
+
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr
