@@ -132,6 +132,9 @@ bench: install
 	python bench/costs.py
 	python bench/seq_throughput.py
 	python bench/offline_flood.py
+	python bench/publish.py
+	python bench/verify.py
+	python bench/events_latency.py
 
 package: install
 	sls package

@@ -12,16 +12,18 @@ worker sends them (chat/worker.py): at least once, in no particular order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import random
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chat import aws, fanout
+from chat.frames import iso
 from chat.telemetry import count, logger
 
 SOURCE = "serverless-websocket"
@@ -44,6 +46,7 @@ ENTRIES_PER_CALL = 10
 MAX_ENTRY_BYTES = 256 * 1024
 # Entries EventBridge failed are sent again (only they), this many times in all, with waits.
 PUT_ATTEMPTS = 3
+PUT_CONCURRENCY = 4
 
 
 class EventsFailed(Exception):
@@ -127,13 +130,19 @@ def presence_left(channel: str, user: str, left_at_ms: int) -> dict[str, Any]:
 
 
 def put(entries: list[dict[str, Any]]) -> None:
-    """Send the entries, ENTRIES_PER_CALL a call; the ones EventBridge failed, again, alone; those
-    it still fails raise EventsFailed."""
-    failed: list[dict[str, Any]] = []
-    for start in range(0, len(entries), ENTRIES_PER_CALL):
-        failed += _put_batch(entries[start : start + ENTRIES_PER_CALL])
+    """Send the entries, ENTRIES_PER_CALL a call, PUT_CONCURRENCY calls at once (a worker pruning
+    hundreds of gone connections); the ones EventBridge failed, again, alone; those it still fails
+    raise EventsFailed."""
+    batches = [entries[start : start + ENTRIES_PER_CALL] for start in range(0, len(entries), ENTRIES_PER_CALL)]
+    results = _pool().map(_put_batch, batches) if len(batches) > 1 else map(_put_batch, batches)
+    failed = [entry for result in results for entry in result]
     if failed:
         raise EventsFailed(failed)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=PUT_CONCURRENCY, thread_name_prefix="events")
 
 
 def _put_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -173,7 +182,3 @@ def emit(entries: Iterable[dict[str, Any]]) -> None:
 
 def events_client() -> Any:
     return aws.client("events")
-
-
-def iso(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -14,7 +14,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from chat import events
+from chat import events, frames
 from chat.telemetry import count, logger
 
 _deserializer = TypeDeserializer()
@@ -60,7 +60,7 @@ def message_created(record: dict[str, Any]) -> dict[str, Any] | None:
             "seq": seq,
             "id": message_id,
             "sender": item.get("sender"),
-            "sentAt": events.iso(int(item["sent_at_ms"])),
+            "sentAt": frames.iso(int(item["sent_at_ms"])),
             "origin": item.get("origin", "websocket"),
             "content": json.loads(item["content_json"]),
         }

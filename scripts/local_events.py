@@ -1,9 +1,11 @@
-"""Events out on the local stack (docs/events.md, "On the local stack"): the stage's bus in moto
-with a rule that sends every event of the service to a local queue (what `make events` prints),
-and the history table's change stream fed to the events function, as Lambda's event source
-mapping does on AWS: serverless-offline runs no stream events, so a thread here reads the stream
-(moto's DynamoDB Streams) and invokes the function through its Lambda endpoint, resending from
-the first record it reports failed.
+"""Events out on the local stack (docs/events.md, "Locally"): the stage's bus in moto with a rule
+that sends every event of the service to a local queue, which a thread here empties into a file,
+one JSON line an event (what `make events` prints, and tests read); and the history table's
+change stream fed to the events function, as Lambda's event source mapping does on AWS:
+serverless-offline runs no stream events, so a thread here reads the stream (moto's DynamoDB
+Streams) and invokes the function through its Lambda endpoint, resending from the first record
+it reports failed. The queue is emptied at once because moto's SQS takes longer for every message
+a queue holds, for each one sent to it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 SOURCE = "serverless-websocket"
 # Stream records per invocation: serverless.yml's batchSize for the events function.
@@ -119,18 +123,59 @@ class StreamFeeder:
         return records[len(batch):]
 
 
+class Tap:
+    """Moves what reaches the tap queue into `path`, one JSON line an event, as it arrives."""
+
+    def __init__(self, sqs: Any, queue_url: str, path: Path) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.path = path
+        self.stopped = threading.Event()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="events-tap", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        with self.path.open("a", encoding="utf-8") as out:
+            while not self.stopped.is_set():
+                try:
+                    found = receive(self.sqs, self.queue_url, wait=1)
+                except Exception:  # stopping, or moto gone
+                    if self.stopped.wait(RETRY_SECONDS):
+                        return
+                    continue
+                for event in found:
+                    out.write(json.dumps(event, ensure_ascii=False) + "\n")
+                out.flush()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every event the tap has written so far."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def follow(source: IO[str], poll: float = 0.2) -> Iterator[str]:
+    """The lines written to the open file from where it stands, as they are written."""
+    pending = ""
+    while True:
+        chunk = source.readline()
+        if not chunk:
+            time.sleep(poll)
+            continue
+        pending += chunk
+        if pending.endswith("\n"):
+            yield pending.rstrip("\n")
+            pending = ""
+
+
 def stream_arn(dynamodb_client: Any, table_name: str) -> str:
     return str(dynamodb_client.describe_table(TableName=table_name)["Table"]["LatestStreamArn"])
-
-
-def wait_for_events(sqs: Any, queue_url: str, seconds: float) -> list[dict[str, Any]]:
-    """Every event that reaches the tap queue within `seconds` (deleted as read): the tests'
-    reader; `make events` prints them instead."""
-    found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found += receive(sqs, queue_url, wait=1)
-    return found
 
 
 def receive(sqs: Any, queue_url: str, wait: int = 10) -> list[dict[str, Any]]:

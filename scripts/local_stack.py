@@ -180,9 +180,11 @@ class LocalStack:
         self._page_server: http.server.ThreadingHTTPServer | None = None
         self._sweeps = threading.Event()  # set: the sweeper's schedule stops
         self.sweeps_run = 0
-        # Events out (scripts/local_events.py): the queue a rule on the bus sends every event to,
-        # and the thread that feeds the history's stream to the events function.
-        self.events_queue_url = ""
+        # Events out (scripts/local_events.py): the file every event on the bus ends up in (one
+        # JSON line each: `make events`), and the threads that fill it and feed the history's
+        # stream to the events function.
+        self.events_file = (log_dir or ROOT / ".offline") / f"events-{self.ports.websocket}.jsonl"
+        self._tap: local_events.Tap | None = None
         self._feeder: local_events.StreamFeeder | None = None
         # Where the token secret and the conversations are kept from one run to the next (`make
         # offline`: .offline/); None: a fresh secret and empty tables every time (the tests).
@@ -191,6 +193,14 @@ class LocalStack:
         # The Cognito user pool moto serves (make token ISSUER=cognito signs in with it).
         self.user_pool_id = ""
         self.user_pool_client_id = ""
+
+    @property
+    def events_enabled(self) -> bool:
+        return self._tap is not None
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the stack's bus has sent so far (EventBridge's envelope each)."""
+        return local_events.read_events(self.events_file)
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -327,8 +337,9 @@ class LocalStack:
         """Stop every process group started here (serverless-offline's Python workers too),
         keeping the conversations first when asked to (keep_in)."""
         self._sweeps.set()
-        if self._feeder is not None:
-            self._feeder.stop()
+        for thread in (self._feeder, self._tap):
+            if thread is not None:
+                thread.stop()
         if self.keep_in is not None and self.table_names and self.failed_process() is None:
             try:
                 save_data(self.dynamodb(), self.table_names, self.data_file)
@@ -380,15 +391,17 @@ class LocalStack:
         parameters that point the functions at that bus. Nothing with --param events=off."""
         if str(config["custom"]["events"]["enabled"]).lower() == "off":
             return {}
-        self.progress("Creating the event bus in moto, with a rule to a local queue (make events)")
+        self.progress(f"Creating the event bus in moto; its events go to {self.events_file} (make events)")
         session = local_session(self.region)
         bus = local_events.bus_name(config["service"], STAGE)
-        self.events_queue_url = local_events.create_bus_and_tap(
+        queue_url = local_events.create_bus_and_tap(
             session.client("events", endpoint_url=self.dynamodb_endpoint),
             self.sqs(),
             bus,
             local_events.tap_queue_name(config["service"], STAGE),
         )
+        self._tap = local_events.Tap(self.sqs(), queue_url, self.events_file)
+        self._tap.start()
         function = f"{config['service']}-{STAGE}-publishEvents"
         self._feeder = local_events.StreamFeeder(
             session.client("dynamodbstreams", endpoint_url=self.dynamodb_endpoint),

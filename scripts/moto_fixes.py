@@ -22,6 +22,14 @@ A Query on a table reads every item of the table in moto, not only the partition
 DynamoDB does: with a thousand channel members it took 22 ms a Query here, and a channel's Query
 grew with every other channel. `apply()` makes it read the partition alone.
 
+moto's EventBridge compiles the JSONPath of a target's input paths (with ply, which builds its
+parser tables again) for every event it sends to a target: 0.12 s a PutEvents of 10 entries, so
+the 20,000 `connection.closed` events of a pruned room took minutes. `apply()` keeps each
+compiled path (jsonpath_ng's `parse`, cached); what is sent does not change. And its SQS reads
+all of a queue's attributes, counting every message it holds, to learn whether the queue dedupes
+by content, for every message sent: a queue of n messages cost n to send to. `apply()` has
+SendMessage read that one attribute alone.
+
 `apply()` puts one lock around every DynamoDB backend call, replaces TransactWriteItems by one
 that checks every condition first and writes only when all hold (nothing to undo), answers a
 ClientRequestToken seen within 10 minutes as the first call was answered, and refuses unused
@@ -53,6 +61,13 @@ def apply() -> None:
     from moto.dynamodb.models.table import Table
     from moto.dynamodb.responses import DynamoHandler
 
+    import jsonpath_ng.ext
+
+    jsonpath_ng.ext.parse = functools.lru_cache(maxsize=64)(jsonpath_ng.ext.parse)
+    from moto.sqs.models import Queue, SQSBackend
+
+    SQSBackend.send_message = _sending(SQSBackend.send_message)  # type: ignore[method-assign]
+    Queue.attributes = _attributes_unless_sending(Queue.attributes)  # type: ignore[method-assign,assignment]
     Table.query = _partition_only(Table.query)  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     DynamoHandler.transact_write_items = _idempotent(_values_used(DynamoHandler.transact_write_items))  # type: ignore[method-assign]
@@ -60,6 +75,35 @@ def apply() -> None:
         if callable(method) and not name.startswith("_"):
             setattr(DynamoDBBackend, name, _locked(method))
     _applied = True
+
+
+_send = threading.local()
+
+
+def _sending(send_message: Any) -> Any:
+    @functools.wraps(send_message)
+    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _send.active = True
+        try:
+            return send_message(self, *args, **kwargs)
+        finally:
+            _send.active = False
+
+    return send
+
+
+def _attributes_unless_sending(attributes: Any) -> Any:
+    """While a message is sent, a queue's attributes are only the one SendMessage reads."""
+
+    def get(self: Any) -> dict[str, Any]:
+        if not getattr(_send, "active", False):
+            return dict(attributes.fget(self))
+        if not self.fifo_queue:
+            return {}
+        dedupe = self.content_based_deduplication
+        return {"ContentBasedDeduplication": str(dedupe).lower() if isinstance(dedupe, bool) else dedupe}
+
+    return property(get)
 
 
 def _partition_only(query: Any) -> Any:

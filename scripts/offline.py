@@ -176,7 +176,7 @@ def write_state(stack: LocalStack) -> Path:
         "secret_parameter": stack.secret_parameter,
         "user_pool_id": stack.user_pool_id,
         "user_pool_client_id": stack.user_pool_client_id,
-        "events_queue_url": stack.events_queue_url,
+        "events_file": str(stack.events_file) if stack.events_enabled else "",
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path

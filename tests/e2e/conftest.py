@@ -25,6 +25,18 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
+def running(local_stack: Any) -> Iterator[Any]:
+    """The session's stack, announced by `make offline`'s own writer (this process's pid), so
+    that `make token`, `make publish` and `make events` find it."""
+    from scripts import offline
+
+    offline.STATE_DIR.mkdir(exist_ok=True)
+    path = offline.write_state(local_stack)
+    yield local_stack
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture
 def connections(local_stack: Any) -> Any:
     """The local connections table, read through moto server."""
     return local_stack.dynamodb().Table(local_stack.table_names["ConnectionsTable"])

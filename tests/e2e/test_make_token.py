@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -25,15 +25,6 @@ def terminal_env(**variables: str) -> dict[str, str]:
     """A new terminal: no OFFLINE_* variable, the login name in USER."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OFFLINE_")}
     return {**env, "USER": "root", **variables}
-
-
-@pytest.fixture
-def running(local_stack: Any) -> Iterator[Any]:
-    """The session's stack, announced by `make offline`'s own writer (this process's pid)."""
-    offline.STATE_DIR.mkdir(exist_ok=True)
-    path = offline.write_state(local_stack)
-    yield local_stack
-    path.unlink(missing_ok=True)
 
 
 def here(stack: Any) -> dict[str, str]:

@@ -8,22 +8,13 @@ import asyncio
 import json
 import os
 import subprocess
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
 
-from scripts import offline
 from scripts.service_config import ROOT
 from tests.support.wsclient import Client, documents
-
-
-@pytest.fixture
-def running(local_stack: Any) -> Iterator[Any]:
-    offline.STATE_DIR.mkdir(exist_ok=True)
-    path = offline.write_state(local_stack)
-    yield local_stack
-    path.unlink(missing_ok=True)
 
 
 def test_a_cognito_user_signs_in_and_chats_with_a_user_of_the_services_own_token(local_stack: Any) -> None:

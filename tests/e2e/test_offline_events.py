@@ -12,23 +12,12 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
-from scripts import offline
 from scripts.service_config import ROOT
 from tests.support.helpers import fresh
-from tests.support.wsclient import Client, documents
-
-
-@pytest.fixture
-def running(local_stack: Any) -> Iterator[Any]:
-    """The session's stack, announced by `make offline`'s own writer (for `make events`)."""
-    offline.STATE_DIR.mkdir(exist_ok=True)
-    path = offline.write_state(local_stack)
-    yield local_stack
-    path.unlink(missing_ok=True)
+from tests.support.wsclient import Client, request
 
 
 class MakeEvents:
@@ -41,6 +30,9 @@ class MakeEvents:
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+        assert self.process.stderr is not None
+        banner = self.process.stderr.readline()  # printed once it follows the stack's events
+        assert "as they arrive" in banner, banner + self.process.stderr.read()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -63,13 +55,6 @@ class MakeEvents:
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=30)
-
-
-async def request(client: Client, frame: dict[str, Any]) -> Any:
-    ref = f"r{len(client.frames)}-{frame['action']}"
-    await client.send(json.dumps({**frame, "ref": ref}))
-    await client.wait_until(lambda: any(r["ref"] == ref for r in documents(client, "reply")), timeout=30)
-    return next(r for r in documents(client, "reply") if r["ref"] == ref)["body"]
 
 
 def test_what_a_client_does_shows_in_make_events_one_json_line_each(running: Any) -> None:

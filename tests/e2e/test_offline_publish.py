@@ -9,25 +9,15 @@ import asyncio
 import json
 import os
 import subprocess
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from scripts import offline
 from scripts.local_stack import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
 from scripts.publish import publish
 from scripts.service_config import ROOT
 from tests.support.helpers import fresh
-from tests.support.wsclient import Client, documents
-
-
-@pytest.fixture
-def running(local_stack: Any) -> Iterator[Any]:
-    """The session's stack, announced by `make offline`'s own writer (for `make publish`)."""
-    offline.STATE_DIR.mkdir(exist_ok=True)
-    path = offline.write_state(local_stack)
-    yield local_stack
-    path.unlink(missing_ok=True)
+from tests.support.wsclient import Client, request
 
 
 @pytest.fixture
@@ -36,13 +26,6 @@ def signed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_KEY)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-async def request(client: Client, frame: dict[str, Any]) -> Any:
-    ref = f"r{len(client.frames)}-{frame['action']}"
-    await client.send(json.dumps({**frame, "ref": ref}))
-    await client.wait_until(lambda: any(r["ref"] == ref for r in documents(client, "reply")), timeout=30)
-    return next(r for r in documents(client, "reply") if r["ref"] == ref)["body"]
 
 
 def test_a_signed_backend_reaches_members_a_user_and_everyone_with_the_shared_seq(local_stack: Any, signed: None) -> None:

@@ -31,6 +31,14 @@ def documents(client: Client, key: str) -> list[Any]:
     return found
 
 
+async def request(client: Client, frame: dict[str, Any]) -> Any:
+    """Send a frame with a ref and wait for its reply: the reply's body."""
+    ref = f"r{len(client.frames)}-{frame['action']}"
+    await client.send(json.dumps({**frame, "ref": ref}))
+    await client.wait_until(lambda: any(r["ref"] == ref for r in documents(client, "reply")), timeout=30)
+    return next(r for r in documents(client, "reply") if r["ref"] == ref)["body"]
+
+
 def parse_broadcast(frame: str) -> list[Any] | None:
     """The contents of a {"messages": [...]} frame, or None for any other frame."""
     try:

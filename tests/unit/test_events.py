@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chat import connections, events, history, jobs, presence, publisher, sessions, stream, sweeper
+from chat import connections, events, frames, history, jobs, presence, publisher, sessions, stream, sweeper
 from chat.jobs import PoisonJob
 from tests.support.actions import dm_response, send
 from tests.support.event_bus import BUS, Bus
@@ -67,7 +67,7 @@ def test_every_stored_message_is_one_message_created_with_its_conversation_seq_a
             history.history_table().get_item(Key={"conversation": _key(detail["conversation"]), "seq": detail["seq"]})["Item"]
         )
         assert detail["id"] == stored["id"]
-        assert detail["sentAt"] == detail["time"] == events.iso(stored["sent_at_ms"])
+        assert detail["sentAt"] == detail["time"] == frames.iso(stored["sent_at_ms"])
         assert len(detail["eventId"]) == 32
 
 

@@ -91,3 +91,29 @@ def test_a_transaction_with_a_value_its_expressions_do_not_use_is_refused(counte
     assert raised.value.response["Error"] == {
         "Code": "ValidationException", "Message": "Value provided in ExpressionAttributeValues unused in expressions: keys: {:head}"}
     assert "Item" not in counters.get_item(Key={"pk": "c", "sk": "head"})
+
+
+def test_sending_to_a_queue_costs_the_same_however_full_and_fifo_queues_still_dedupe(aws: None) -> None:
+    import time
+
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="full")["QueueUrl"]
+
+    def send_100() -> float:
+        started = time.perf_counter()
+        for n in range(100):
+            sqs.send_message(QueueUrl=url, MessageBody=str(n))
+        return time.perf_counter() - started
+
+    first = send_100()
+    for _ in range(20):
+        send_100()
+    assert send_100() < 3 * first  # 2,100 messages in it: not 21x the cost of the first hundred
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert counts == {"ApproximateNumberOfMessages": "2200"}  # the attributes themselves unchanged
+
+    fifo = sqs.create_queue(QueueName="dedupe.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})
+    for _ in range(2):
+        sqs.send_message(QueueUrl=fifo["QueueUrl"], MessageBody="same", MessageGroupId="g")
+    received = sqs.receive_message(QueueUrl=fifo["QueueUrl"], MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in received] == ["same"]
