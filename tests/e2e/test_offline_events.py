@@ -1,6 +1,7 @@
-"""Events out through the local stack (docs/events.md): what a wscat user does shows in `make events`,
+"""Events out through the local stack (docs/events.md): what a client does shows in `make events`,
 one JSON line each, message.created with its seq from the history's stream (fed to the events
-function as Lambda's event source mapping would), the others from where they were decided."""
+function as Lambda's event source mapping would), the others from where they were decided, the
+presence.left after the grace."""
 
 from __future__ import annotations
 
@@ -79,9 +80,9 @@ def test_what_a_client_does_shows_in_make_events_one_json_line_each(running: Any
         def complete(seen: list[dict[str, Any]]) -> bool:
             types = {e["detail-type"] for e in seen if mine(e)}
             return {"connection.opened", "channel.joined", "presence.entered", "message.created",
-                    "channel.left", "connection.closed"} <= types
+                    "channel.left", "connection.closed", "presence.left"} <= types
 
-        seen = [event for event in tail.until(complete) if mine(event)]
+        seen = [event for event in tail.until(complete, timeout=90) if mine(event)]  # presence.left: after the grace
     finally:
         tail.stop()
 
@@ -93,6 +94,8 @@ def test_what_a_client_does_shows_in_make_events_one_json_line_each(running: Any
     (closed,) = [e["detail"] for e in seen if e["detail-type"] == "connection.closed"]
     (opened,) = [e["detail"] for e in seen if e["detail-type"] == "connection.opened"]
     assert closed["reason"] == "disconnect" and closed["connectionId"] == opened["connectionId"]
+    (left,) = [e["detail"] for e in seen if e["detail-type"] == "presence.left"]
+    assert left == {**left, "channel": channel, "user": alice}
     assert len({e["detail"]["eventId"] for e in seen}) == len(seen)
 
 
