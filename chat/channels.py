@@ -36,11 +36,11 @@ def join(caller: Caller, body: str | None) -> frames.Reply:
     app (channel.joined, presence.entered: chat/events.py)."""
     channel, user = _requested_channel(caller, body, JOIN_EXAMPLE)
     arrival = members.join(channel, caller.connection_id, user)
-    seq = history.latest_seq(history.channel_conversation(channel))
-    if arrival != "already":
+    if arrival != "already":  # told before anything else can fail: a retried join is "already"
         now_ms = int(time.time() * 1000)
         entered = [events.presence_entered(channel, user, now_ms)] if arrival == presence.ENTER else []
         events.emit([events.channel_joined(channel, user, caller.connection_id, now_ms), *entered])
+    seq = history.latest_seq(history.channel_conversation(channel))
     if arrival == presence.ENTER:
         announce(delivery.management_endpoint(caller.request_context), channel, user, "enter")
     return frames.joined(channel, seq)

@@ -251,10 +251,11 @@ def count_user_connections(user_id: str, stop_at: int | None = None) -> int:
 
 def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> list[str]:
     """Delete the rows of connections that answered 410, except those younger than
-    HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
-    DynamoDB itself; on `pool` when given). None is started after `deadline`
-    (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
-    410 prunes the row again, and it expires by TTL anyway. Returns the ids whose rows it deleted."""
+        HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
+        DynamoDB itself; on `pool` when given). None is started after `deadline`
+        (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
+        410 prunes the row again, and it expires by TTL anyway. Returns the ids whose rows it deleted
+    (not those another cleanup deleted first: that one frees the slot and says the connection closed)."""
     if not connection_ids:
         return []
     cutoff = int(time.time()) - HANDSHAKE_GRACE_SECONDS
@@ -263,12 +264,14 @@ def prune(connection_ids: list[str], deadline: float | None = None, pool: Execut
         if deadline is not None and time.monotonic() >= deadline:
             return "skipped"
         try:
-            prune_table().delete_item(
+            answer = prune_table().delete_item(
                 Key={"connection_id": connection_id},
                 ConditionExpression="attribute_not_exists(connected_at) OR connected_at < :cutoff",
                 ExpressionAttributeValues={":cutoff": cutoff},
+                ReturnValues="ALL_OLD",
             )
-            return "deleted"
+            # No old item: $disconnect or the sweeper deleted it first, and that one ends it.
+            return "deleted" if "Attributes" in answer else "absent"
         except prune_table().meta.client.exceptions.ConditionalCheckFailedException:
             return "young"
         except aws.AWS_ERRORS:
@@ -276,7 +279,7 @@ def prune(connection_ids: list[str], deadline: float | None = None, pool: Execut
             return "failed"
 
     results = list(pool.map(forget, connection_ids) if pool is not None else map(forget, connection_ids))
-    tally = {outcome: results.count(outcome) for outcome in ("deleted", "young", "skipped", "failed")}
+    tally = {outcome: results.count(outcome) for outcome in ("deleted", "absent", "young", "skipped", "failed")}
     logger.info("Deleting %d gone connections", len(connection_ids), extra=tally)
     if tally["failed"]:
         logger.error("Could not delete %d gone connections", tally["failed"])

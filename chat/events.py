@@ -17,10 +17,13 @@ import hashlib
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from botocore.config import Config
 
 from chat import aws, fanout
 from chat.frames import iso
@@ -133,22 +136,30 @@ def put(entries: list[dict[str, Any]]) -> None:
     """Send the entries, ENTRIES_PER_CALL a call, PUT_CONCURRENCY calls at once (a worker pruning
     hundreds of gone connections); the ones EventBridge failed, again, alone; those it still fails
     raise EventsFailed."""
+    client = events_client()  # made here, not in the pool's threads: boto3 makes clients unsafely
     batches = [entries[start : start + ENTRIES_PER_CALL] for start in range(0, len(entries), ENTRIES_PER_CALL)]
-    results = _pool().map(_put_batch, batches) if len(batches) > 1 else map(_put_batch, batches)
+    if len(batches) > 1:
+        results = list(_pool().map(lambda batch: _put_batch(client, batch), batches))
+    else:
+        results = [_put_batch(client, batch) for batch in batches]
     failed = [entry for result in results for entry in result]
     if failed:
         raise EventsFailed(failed)
 
 
+_pool_lock = threading.Lock()
+
+
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=PUT_CONCURRENCY, thread_name_prefix="events")
+    with _pool_lock:
+        return ThreadPoolExecutor(max_workers=PUT_CONCURRENCY, thread_name_prefix="events")
 
 
-def _put_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _put_batch(client: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pending = batch
     for attempt in range(PUT_ATTEMPTS):
-        answer = events_client().put_events(Entries=pending)
+        answer = client.put_events(Entries=pending)
         if not answer.get("FailedEntryCount"):
             return []
         pending = [sent for sent, result in zip(pending, answer["Entries"], strict=True) if result.get("ErrorCode")]
@@ -158,27 +169,37 @@ def _put_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return pending
 
 
-def emit(entries: Iterable[dict[str, Any]]) -> None:
+def emit(entries: Iterable[dict[str, Any]], deadline: float | None = None) -> None:
     """Send events decided here, at least once: what EventBridge does not take now goes to the
-    delivery queue, for a worker to send (chat/worker.py). Never raises: what happened happened."""
-    found = list(entries)
-    if not found or not enabled():
-        return
+    delivery queue, for a worker to send (chat/worker.py); past `deadline` (time.monotonic(): a
+    worker near its end) they go there at once. Never raises: what happened happened, and the
+    route that decided it answers as it would without events."""
     try:
-        put(found)
-        count("EventsSent", len(found))
-        return
-    except EventsFailed as failed:
-        later = failed.entries
-    except aws.AWS_ERRORS:
-        logger.warning("Could not send %d events now; queueing them", len(found), exc_info=True)
-        later = found
-    try:
+        found = list(entries)
+        if not found or not enabled():
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            later = found
+        else:
+            try:
+                put(found)
+                count("EventsSent", len(found))
+                return
+            except EventsFailed as failed:
+                later = failed.entries
+            except aws.AWS_ERRORS:
+                logger.warning("Could not send %d events now; queueing them", len(found), exc_info=True)
+                later = found
         fanout.queue_events(later)
-    except aws.AWS_ERRORS:
-        logger.exception("Lost %d events: EventBridge and the delivery queue both failed", len(later))
-        count("EventsLost", len(later))
+    except Exception:  # EventBridge and the queue both failed, or a bug: logged and counted
+        logger.exception("Lost events: neither EventBridge nor the delivery queue took them")
+        count("EventsLost")
+
+
+# PutEvents from a route or a worker: short waits, few attempts (it may fall back to the queue),
+# so that an event never holds up what it tells of (API Gateway's 29 s, a worker's last seconds).
+EVENTS_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2})
 
 
 def events_client() -> Any:
-    return aws.client("events")
+    return aws.client("events", EVENTS_CLIENT_CONFIG)

@@ -106,9 +106,9 @@ def end(connection_id: str, endpoint: str, reason: str) -> None:
     if row is not None:
         _leave_channels([row], endpoint)
     old = connections.delete(connection_id)
-    _release_slots([old] if old is not None else [])
     if old is not None:
         events.emit([events.connection_closed(old.get("user_id"), connection_id, reason)])
+    _release_slots([old] if old is not None else [])
 
 
 def renew(caller: Caller, body: str | None) -> frames.Reply:
@@ -161,15 +161,15 @@ def close_session(caller: Caller) -> str:
     return "Disconnect successful."
 
 
-def _leave_channels(rows: list[dict[str, Any]], endpoint: str) -> None:
+def _leave_channels(rows: list[dict[str, Any]], endpoint: str, deadline: float | None = None) -> None:
     """Take connections out of their channels (channel.left each); where one was a user's last
     connection in a channel, the leave is announced after the grace, if nobody comes back
     (presence)."""
     departures = members.remove_memberships(rows)
+    events.emit((events.channel_left(d.channel, d.user, d.connection_id, d.left_at) for d in departures), deadline)
     for gone in departures:
         if gone.kind == presence.LAST:
             presence.schedule_leave_check(jobs.LeaveCheck(gone.channel, gone.user, gone.left_at, endpoint))
-    events.emit(events.channel_left(d.channel, d.user, d.connection_id, d.left_at) for d in departures)
 
 
 def forget(connection_ids: list[str], endpoint: str, deadline: float | None = None) -> None:
@@ -181,22 +181,21 @@ def forget(connection_ids: list[str], endpoint: str, deadline: float | None = No
         return
     try:
         gone = connections.gone_rows(connection_ids)
-        _leave_channels(gone, endpoint)
+        _leave_channels(gone, endpoint, deadline)
     except aws.AWS_ERRORS:
         logger.exception("Could not clean up %d gone connections", len(connection_ids))
         return
     deleted = set(
         connections.prune([row["connection_id"] for row in gone], deadline=deadline, pool=delivery.post_pool())
     )
+    closed = [row for row in gone if row["connection_id"] in deleted]
+    events.emit(
+        (events.connection_closed(row.get("user_id"), row["connection_id"], "gone") for row in closed), deadline
+    )
     try:
-        _release_slots([row for row in gone if row["connection_id"] in deleted])
+        _release_slots(closed)
     except aws.AWS_ERRORS:  # each slot frees itself when its connection's 2 hours are up
         logger.exception("Could not free the slots of %d gone connections", len(deleted))
-    events.emit(
-        events.connection_closed(row.get("user_id"), row["connection_id"], "gone")
-        for row in gone
-        if row["connection_id"] in deleted
-    )
 
 
 def _release_slots(rows: list[dict[str, Any]]) -> None:

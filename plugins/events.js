@@ -114,7 +114,9 @@ function webhookResources(serverless, settings, busName) {
               {
                 Effect: 'Allow',
                 Action: ['events:CreateConnection', 'events:UpdateConnection', 'events:DeleteConnection'],
-                Resource: arn('events', `connection/${name}/*`),
+                // The connection's ARN is connection/<name>/<id>; CreateConnection is authorized
+                // before the id exists, on connection/<name>.
+                Resource: [arn('events', `connection/${name}`), arn('events', `connection/${name}/*`)],
               },
               {
                 Effect: 'Allow',
@@ -156,6 +158,9 @@ function webhookResources(serverless, settings, busName) {
         Name: name,
         ParameterName: parameter,
         HeaderName: WEBHOOK_HEADER,
+        // CloudFormation sends an Update (the key read again) only when a property changes:
+        // after changing the SecureString, deploy with a new --param webhookKeyVersion.
+        KeyVersion: String(settings.webhookKeyVersion || '1'),
       },
     },
     WebhookDestination: {

@@ -11,6 +11,7 @@ a queue holds, for each one sent to it.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -111,7 +112,7 @@ class StreamFeeder:
             result = json.loads(answer.read() or b"{}")
             failed_function = answer.headers.get("X-Amz-Function-Error")
         self.invocations += 1
-        if failed_function or not isinstance(result, dict):
+        if failed_function or not isinstance(result, dict) or "errorMessage" in result:
             self.stopped.wait(RETRY_SECONDS)
             return records  # the whole batch again, as Lambda retries a failed invocation
         failures = result.get("batchItemFailures") or []
@@ -166,6 +167,9 @@ def follow(source: IO[str], poll: float = 0.2) -> Iterator[str]:
     while True:
         chunk = source.readline()
         if not chunk:
+            if os.fstat(source.fileno()).st_size < source.tell():
+                source.seek(0)  # a new `make offline` started the file again
+                pending = ""
             time.sleep(poll)
             continue
         pending += chunk

@@ -96,7 +96,12 @@ def test_what_a_client_does_shows_in_make_events_one_json_line_each(running: Any
     assert closed["reason"] == "disconnect" and closed["connectionId"] == opened["connectionId"]
     (left,) = [e["detail"] for e in seen if e["detail-type"] == "presence.left"]
     assert left == {**left, "channel": channel, "user": alice}
-    assert len({e["detail"]["eventId"] for e in seen}) == len(seen)
+    # At least once: a repeat is possible, and then it is the same event (a consumer drops it).
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for event in seen:
+        by_id.setdefault(event["detail"]["eventId"], []).append(event["detail"])
+    assert all(all(d == details[0] for d in details) for details in by_id.values())
+    assert len(by_id) == 7
 
 
 def test_make_events_without_a_running_stack_says_so(tmp_path: Any) -> None:

@@ -174,6 +174,40 @@ def test_each_way_a_connection_ends_has_its_reason(
     assert set(events.CLOSE_REASONS) >= set(reasons.values())
 
 
+def test_a_connection_found_gone_and_disconnected_at_once_is_closed_once(
+    handler: Any, bus: Bus, management: Any
+) -> None:
+    opened(handler, "raced", "rita", seconds_ago=connections.HANDSHAKE_GRACE_SECONDS + 5)
+    row = connections.row("raced")
+    assert handler.connection_manager(disconnect_event("raced", "rita"), None)["statusCode"] == 200
+    management.answer("raced", 410)
+    # The post's cleanup read the row just before $disconnect deleted it.
+    from unittest import mock
+
+    with mock.patch.object(connections, "gone_rows", lambda ids: [row]):
+        sessions.forget(["raced"], MANAGEMENT_ENDPOINT)
+
+    assert [d["reason"] for d in bus.details(events.CONNECTION_CLOSED)] == ["disconnect"]
+
+
+def test_when_eventbridge_and_the_queue_both_fail_the_route_still_answers(
+    handler: Any, bus: Bus, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from chat import fanout
+
+    flaky = FlakyEvents(None, fail_calls=10)
+    monkeypatch.setattr(events, "events_client", lambda: flaky)
+
+    def no_queue(entries: Any) -> None:
+        raise RuntimeError("the queue is gone too")
+
+    monkeypatch.setattr(fanout, "queue_events", no_queue)
+    opened(handler, "c1", "alice")
+    frame(handler, "join", "c1", "alice", channel="lobby")
+
+    assert "Lost events" in capsys.readouterr().out  # logged (and counted: EventsLost)
+
+
 # --- channels and presence ------------------------------------------------------------------------
 
 
