@@ -44,7 +44,12 @@ CODES: dict[str, Code] = {
             True,
             "the service has no row for this connection (it is closing): reconnect, then send again",
         ),
-        Code("rate_limited", 429, True, "over the user's budget: wait a moment and send it again"),
+        Code(
+            "rate_limited",
+            429,
+            True,
+            "over a budget (the user's, or the service's delivery backlog): wait a moment and send it again",
+        ),
         Code("conversation_busy", 429, True, "the conversation was too busy to take a seq: send it again"),
         Code(
             "too_many_connections", 429, False, "the user has as many connections open as one user may ($connect only)"

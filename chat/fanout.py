@@ -1,10 +1,15 @@
 """Large rooms and channels: the message is cut into delivery jobs (one batch of connection ids
-each) on the SQS queue, for the delivery workers, so no audience is bounded by one invocation."""
+each) on the SQS queue, for the delivery workers, so no audience is bounded by one invocation.
+The workers post at the posting budget; what is over it waits in the queue, up to
+MAX_BACKLOG_SECONDS of the budget's work: beyond that, room and channel messages are refused
+before they are stored (`admit`), so the wait stays bounded."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from functools import cache
@@ -14,13 +19,23 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from chat import aws, delivery
+from chat.errors import Refusal
 from chat.jobs import DeliveryJob, EventsJob
+from chat.telemetry import count, logger
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
 # Audiences (the room, a channel) up to this many connections are posted to by sendMessage
 # itself; larger ones go to the delivery workers through SQS (docs/delivery.md: "Two delivery paths" says
 # how this was chosen).
-FANOUT_THRESHOLD = int(os.environ.get("FANOUT_THRESHOLD", "200"))
+FANOUT_THRESHOLD = int(os.environ.get("FANOUT_THRESHOLD", "10"))
+# Posts a second all delivery workers together make (each paces itself to its share).
+POSTING_BUDGET_PER_SECOND = float(os.environ.get("POSTING_BUDGET_PER_SECOND", "2500"))
+# The longest wait a queued message may have: beyond this many seconds of the budget's work
+# already queued, room and channel messages are refused (rate_limited, retry) and not stored.
+MAX_BACKLOG_SECONDS = float(os.environ.get("MAX_BACKLOG_SECONDS", "30"))
+# The queue's depth is read at most this often per container.
+BACKLOG_READ_SECONDS = 1.0
+BACKLOGGED = "The service is delivering a backlog of messages: this one was not stored; send it again in a few seconds."
 # Connection ids per SQS message (one job); a worker gets up to `batchSize` jobs at a time.
 DELIVERY_BATCH_SIZE = int(os.environ.get("DELIVERY_BATCH_SIZE", "500"))
 # SendMessageBatch: at most 256 KiB for all its messages together.
@@ -29,6 +44,41 @@ SQS_BATCH_BYTES = 256 * 1024
 # invocation: a bounded call, so that it always ends in time. Two attempts of at most 2 s to
 # connect and 3 s to read.
 REQUEUE_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 2})
+
+
+_backlog: dict[str, float] = {}
+_backlog_lock = threading.Lock()
+
+
+def admit() -> None:
+    """Refuse (rate_limited) a room or channel message while the workers' queue holds more than
+    MAX_BACKLOG_SECONDS of the posting budget's work: an upper bound, every job counted full."""
+    if MAX_BACKLOG_SECONDS > 0 and backlog_seconds() > MAX_BACKLOG_SECONDS:
+        count("MessagesBacklogged")
+        raise Refusal("rate_limited", BACKLOGGED)
+
+
+def backlog_seconds() -> float:
+    """How long the workers need for what is queued, at the posting budget (read at most once a
+    BACKLOG_READ_SECONDS per container; 0 when the queue cannot be read: delivery decides)."""
+    now = time.monotonic()
+    with _backlog_lock:
+        if now - _backlog.get("read_at", -BACKLOG_READ_SECONDS) < BACKLOG_READ_SECONDS:
+            return _backlog.get("seconds", 0.0)  # another thread is reading it now
+        _backlog["read_at"] = now
+    try:
+        attributes = sqs_client().get_queue_attributes(
+            QueueUrl=queue_url(),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        jobs = sum(int(value) for value in attributes.values())
+    except aws.AWS_ERRORS:
+        logger.warning("Could not read the delivery queue's depth", exc_info=True)
+        jobs = 0
+    seconds = jobs * DELIVERY_BATCH_SIZE / POSTING_BUDGET_PER_SECOND
+    with _backlog_lock:
+        _backlog["seconds"] = seconds
+    return seconds
 
 
 def fan_out(endpoint: str, connection_ids: Iterable[str], payload: bytes, message: dict[str, Any]) -> dict[str, int]:
@@ -92,7 +142,7 @@ def queue_events(entries: list[dict[str, str]]) -> None:
     """EventBridge entries for a worker to send, up to 10 (and SQS_BATCH_BYTES) a message."""
     batch: list[dict[str, str]] = []
     for entry in entries:
-        if len(batch) == 10 or len(EventsJob(tuple(batch + [entry])).to_body().encode()) > SQS_BATCH_BYTES:
+        if batch and (len(batch) == 10 or len(EventsJob(tuple(batch + [entry])).to_body().encode()) > SQS_BATCH_BYTES):
             sqs_client().send_message(QueueUrl=queue_url(), MessageBody=EventsJob(tuple(batch)).to_body())
             batch = []
         batch.append(entry)

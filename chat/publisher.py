@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chat import aws, connections, dispatch, frames, history, members
+from chat import aws, connections, dispatch, fanout, frames, history, members
 from chat.telemetry import count, logger
 
 COMPLETE, INCOMPLETE, PENDING = "complete", "incomplete", "pending"
@@ -65,6 +65,8 @@ def publish(
     doing it. `exclude`: the sending connection, which gets its reply instead of a copy of a DM.
     `paced`: a room or channel message goes through the delivery workers whatever its audience
     (the backend's batches: their posts stay within the workers' posting budget)."""
+    if target.pair is None:
+        fanout.admit()  # a room or channel message waits in the workers' queue at most so long
     appended = history.append(target.conversation, message, sender_key, pair=target.pair)
     client_message_id = message.get("client_message_id")
     if appended.duplicate:

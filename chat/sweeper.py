@@ -8,11 +8,14 @@ never the whole table, and for each one:
 - due for a ghost check: asked after (GetConnection); if API Gateway answers 410, its
   $disconnect was lost: cleaned up (memberships, presence leave) as $disconnect would.
 
-Then the row is moved to the bucket of its next look. Cost: docs/costs.md.
+Then the row is moved to the bucket of its next look. Cost: docs/costs.md. Its calls to
+@connections are paced to SWEEP_CALLS_PER_SECOND (a term of the route throttles' arithmetic), and
+runs never overlap (serverless.yml: reserved concurrency 1, no retries).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -20,6 +23,9 @@ from typing import Any
 from chat import channels, connections, delivery, frames, jobs, presence, sessions
 from chat.telemetry import count, logger
 
+# A row takes at most two calls (a post or GetConnection, then DeleteConnection).
+SWEEP_CALLS_PER_SECOND = float(os.environ.get("SWEEP_CALLS_PER_SECOND", "100"))
+CALLS_PER_ROW = 2
 # Buckets looked at behind the current one, so a run that was late or failed is made up for.
 LOOKBACK_BUCKETS = 10
 # A pending leave is overdue this long after its grace: its check (an SQS message delayed by the
@@ -34,7 +40,14 @@ def sweep(now: float | None = None) -> dict[str, int]:
     current = int(now) // connections.SWEEP_BUCKET_SECONDS
     due = [row for bucket in range(current - LOOKBACK_BUCKETS, current + 1) for row in connections.due_rows(bucket)]
     tally = finish_overdue_leaves(now, endpoint)  # first: none of the leaves this run begins
-    tally.update(delivery.post_pool().map(lambda row: look_at(row, now, endpoint), due))
+    pacer = delivery.Pacer(SWEEP_CALLS_PER_SECOND / CALLS_PER_ROW) if SWEEP_CALLS_PER_SECOND > 0 else None
+
+    def paced(row: dict[str, Any]) -> str:
+        if pacer is not None:
+            pacer.wait()
+        return look_at(row, now, endpoint)
+
+    tally.update(delivery.post_pool().map(paced, due))
     for kind, number in tally.items():
         count(f"Swept{kind.title().replace(' ', '')}", number)
     logger.info("Swept %d connections", len(due), extra=dict(tally))

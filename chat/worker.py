@@ -24,7 +24,7 @@ from chat.telemetry import logger, milliseconds
 # is 10,000 requests/s for every API and @connections call in the account and region), and
 # how many workers run at once (the SQS event source's maximumConcurrency): each worker posts
 # at most POSTING_BUDGET_PER_SECOND / DELIVERY_CONCURRENCY a second.
-POSTING_BUDGET_PER_SECOND = float(os.environ.get("POSTING_BUDGET_PER_SECOND", "5000"))
+POSTING_BUDGET_PER_SECOND = fanout.POSTING_BUDGET_PER_SECOND
 DELIVERY_CONCURRENCY = int(os.environ.get("DELIVERY_CONCURRENCY", "5"))
 # Throttled posts are tried this many times in all within one invocation, then queued again;
 # a job is tried MAX_DELIVERY_ATTEMPTS times before its failures are given up.

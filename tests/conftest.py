@@ -125,6 +125,9 @@ def _clear_caches() -> None:
             if callable(getattr(value, "cache_clear", None)):
                 value.cache_clear()
     verifier._secrets.clear()
+    from chat import fanout
+
+    fanout._backlog.clear()
 
 
 @pytest.fixture(scope="session")

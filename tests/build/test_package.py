@@ -138,6 +138,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
         "handler.renew_token",
         "handler.sweep",
         "handler.publish",
+        "handler.publish_events",
         "handler.authorize",
         "handler.deliver_messages",
     }
@@ -153,12 +154,13 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "PRESENCE_TABLE": f"serverless-websocket-presence-{STAGE}",
             "SWEEP_BUCKET_SECONDS": "60",
             "GHOST_CHECK_MINUTES": "60",
+            "SWEEP_CALLS_PER_SECOND": "100",
             "PRESENCE_EVENTS_MAX_USERS": "100",
             # The parameter's name only: the secret is never in the template.
             "JWT_SECRET_PARAMETER": f"/serverless-websocket/{STAGE}/jwt-secret",
             "DELIVERY_QUEUE_NAME": f"serverless-websocket-delivery-{STAGE}",
-            "FANOUT_THRESHOLD": "200",
-            "POSTING_BUDGET_PER_SECOND": "5000",
+            "FANOUT_THRESHOLD": "10",
+            "POSTING_BUDGET_PER_SECOND": "2500",
             "DELIVERY_CONCURRENCY": "5",
             "MESSAGE_RATE_PER_SECOND": "5",
             "MESSAGE_BURST": "10",
@@ -167,6 +169,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "CONNECT_BURST": "10",
             "TOKEN_ISSUERS": "[]",
             "WEBSOCKET_API_ENDPOINT": API_ENDPOINT,
+            "EVENT_BUS_NAME": {"Ref": "EventBus"},
             "POWERTOOLS_SERVICE_NAME": f"serverless-websocket-{STAGE}",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessWebsocket",
         }
@@ -219,9 +222,9 @@ def test_the_delivery_queue_has_a_dead_letter_queue_and_a_visibility_of_six_work
 def test_the_worker_reads_the_queue_reporting_partial_failures_within_the_posting_budget(
     resources: dict[str, Any],
 ) -> None:
-    (mapping,) = of_type(resources, "AWS::Lambda::EventSourceMapping")
+    (mapping,) = [m for m in of_type(resources, "AWS::Lambda::EventSourceMapping")
+                  if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}]
     properties = mapping["Properties"]
-    assert properties["EventSourceArn"] == {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}
     assert properties["FunctionName"] == {"Fn::GetAtt": ["DeliveryWorkerLambdaFunction", "Arn"]}
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BatchSize"] == 5 and properties["MaximumBatchingWindowInSeconds"] == 0
@@ -325,6 +328,9 @@ def test_dynamodb_grants_are_only_what_the_code_calls_on_these_tables(resources:
         table("ConversationsTable"): ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
         # one conditional write per frame or connect; a connection's slot claimed and given back
         table("LimitsTable"): ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+        # the events function reads the history's stream (the framework's grant, on that stream only)
+        json.dumps([{"Fn::GetAtt": ["HistoryTable", "StreamArn"]}], sort_keys=True): [
+            "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
     }
 
 
@@ -470,9 +476,11 @@ def test_the_zip_imports_in_a_clean_interpreter_with_only_the_runtime_and_layer_
 
 def test_every_permission_api_gateway_uses_is_scoped_to_this_api(resources: dict[str, Any]) -> None:
     permissions = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"}
-    # Every function API Gateway invokes: all but the SQS worker and the scheduled sweeper (the
-    # authorizer's included); EventBridge's permission to invoke the sweeper is the framework's.
-    invoked = [f for f in our_functions(resources) if f["Properties"]["Handler"] not in ("handler.deliver_messages", "handler.sweep")]
+    # Every function API Gateway invokes: all but the SQS worker, the scheduled sweeper and the
+    # stream's events function (the authorizer's included); EventBridge's permission to invoke
+    # the sweeper is the framework's.
+    invoked = [f for f in our_functions(resources)
+               if f["Properties"]["Handler"] not in ("handler.deliver_messages", "handler.sweep", "handler.publish_events")]
     permissions = {k: p for k, p in permissions.items() if p["Principal"] != "events.amazonaws.com"}
     assert len(permissions) == len(invoked)
     for logical_id, properties in permissions.items():
@@ -510,29 +518,78 @@ def test_point_in_time_recovery_is_one_stage_parameter_away() -> None:
         assert table_resources(config)[logical_id]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": "true"}
 
 
-def test_the_route_throttles_fit_the_accounts_10000_requests_a_second(resources: dict[str, Any]) -> None:
-    """docs/production.md, "The route throttles": the arithmetic. Every frame is a request, every post one more."""
+def throttle_terms(resources: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """docs/production.md, "The route throttles": every frame the stage admits and every post or
+    call it causes, all at once (requests a second), and the routes' bursts; from the template."""
     stage = resources["WebsocketsDeploymentStage"]["Properties"]
-    routes, default = stage["RouteSettings"], stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
+    routes, default = stage["RouteSettings"], stage["DefaultRouteSettings"]
     (function,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.send_message"]
     env = function["Properties"]["Environment"]["Variables"]
-    room_rate, dm_rate = routes["sendMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingRateLimit"]
-    inline_room_posts = room_rate * int(env["FANOUT_THRESHOLD"])  # a small room is posted to inline
-    assert inline_room_posts <= float(env["POSTING_BUDGET_PER_SECOND"])  # the workers' budget, for a large room
-    dm_posts = dm_rate * 2 * int(env["MAX_CONNECTIONS_PER_USER"])  # both users' connections
-    # Every other route posts nothing itself (presence events go through the paced workers), and
-    # each frame of it is a request: the heartbeat too, though no Lambda runs for it.
     route_keys = {r["Properties"]["RouteKey"] for r in of_type(resources, "AWS::ApiGatewayV2::Route")}
-    other_routes = route_keys - {"sendMessage", "sendDirectMessage"}
-    assert len(other_routes) == 10 and not set(routes) - {"sendMessage", "sendDirectMessage"}
-    # POST /publish: each request up to 100 messages; room and channel ones through the workers
-    # (in their budget), direct messages posted at once to at most 10 connections each.
+    others = route_keys - set(routes)
+    assert set(routes) == {"sendMessage", "sendDirectMessage", "heartbeat"} and len(others) == 9
     (rest_deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
-    (publish_throttle,) = rest_deployment["Properties"]["StageDescription"]["MethodSettings"]
-    publish_rate = publish_throttle["ThrottlingRateLimit"]
-    publish_posts = publish_rate * 100 * 2 * int(env["MAX_CONNECTIONS_PER_USER"])
-    frames = room_rate + dm_rate + default * len(other_routes) + publish_rate
-    assert float(env["POSTING_BUDGET_PER_SECOND"]) + dm_posts + publish_posts + frames <= 10_000
+    (publish,) = rest_deployment["Properties"]["StageDescription"]["MethodSettings"]
+    rate = {key: float(settings["ThrottlingRateLimit"]) for key, settings in routes.items()}
+    dm_connections = 2 * int(env["MAX_CONNECTIONS_PER_USER"])
+    rates = {
+        "frames": sum(rate.values()) + float(default["ThrottlingRateLimit"]) * len(others) + publish["ThrottlingRateLimit"],
+        # posted to inline only up to FANOUT_THRESHOLD connections; larger audiences by the workers
+        "inline room and channel posts": rate["sendMessage"] * int(env["FANOUT_THRESHOLD"]),
+        "direct message posts": rate["sendDirectMessage"] * dm_connections,
+        "worker posts": float(env["POSTING_BUDGET_PER_SECOND"]),
+        "published direct message posts": publish["ThrottlingRateLimit"] * 100 * dm_connections,
+        "sweeper calls": float(env["SWEEP_CALLS_PER_SECOND"]),
+    }
+    bursts = {key: float(settings["ThrottlingBurstLimit"]) for key, settings in routes.items()}
+    bursts["others"] = float(default["ThrottlingBurstLimit"]) * len(others)
+    bursts["publish"] = publish["ThrottlingBurstLimit"]
+    return rates, bursts
+
+
+def test_the_route_throttles_fit_the_accounts_10000_requests_a_second(resources: dict[str, Any]) -> None:
+    rates, bursts = throttle_terms(resources)
+    assert sum(rates.values()) == 9_101 <= 10_000  # docs/production.md's table, term by term
+    assert rates == {"frames": 1_501, "inline room and channel posts": 2_500, "direct message posts": 1_500,
+                     "worker posts": 2_500, "published direct message posts": 1_000, "sweeper calls": 100}
+    assert sum(bursts.values()) == 3_002 <= 5_000  # the account's burst
+
+
+def test_the_small_channel_workload_is_admitted_whole(resources: dict[str, Any]) -> None:
+    """1,000 channels of 10 members, one message per channel every 10 s: 100 frames/s, 1,000 posts/s."""
+    stage = resources["WebsocketsDeploymentStage"]["Properties"]
+    (function,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.send_message"]
+    env = function["Properties"]["Environment"]["Variables"]
+    assert stage["RouteSettings"]["sendMessage"]["ThrottlingRateLimit"] >= 1_000 / 10
+    assert int(env["FANOUT_THRESHOLD"]) >= 10  # a channel of 10 is posted to at once, not queued behind others
+    assert 1_000 / 10 * 10 <= throttle_terms(resources)[0]["inline room and channel posts"]
+
+
+def test_a_deploy_that_could_exceed_the_accounts_quota_stops_naming_each_term(tmp_path: Path) -> None:
+    result = package_with(tmp_path, "accountQuota=2500")
+
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "could exceed the account's API Gateway quota (accountQuota 2500/s, burst 1250)" in out
+    assert "posts: the delivery workers (postingBudget): 2500" in out and "= 9101 requests/s" in out
+
+
+def test_a_smaller_quota_deploys_with_the_parameters_lowered_together(tmp_path: Path) -> None:
+    resources = packaged_template(
+        tmp_path, "accountQuota=2500", "sendMessageRate=60", "sendMessageBurst=120", "sendDirectMessageRate=40",
+        "sendDirectMessageBurst=80", "heartbeatRate=100", "heartbeatBurst=200", "routeRate=25", "routeBurst=50",
+        "postingBudget=700", "sweepCallsPerSecond=25", "publishRate=0.25", "publishBurst=1",
+    )["Resources"]
+    rates, bursts = throttle_terms(resources)
+    assert sum(rates.values()) <= 2_500 and sum(bursts.values()) <= 1_250
+
+
+def test_sweeper_runs_never_overlap(resources: dict[str, Any]) -> None:
+    (sweeper,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.sweep"]
+    assert sweeper["Properties"]["ReservedConcurrentExecutions"] == 1
+    (config,) = of_type(resources, "AWS::Lambda::EventInvokeConfig")
+    assert config["Properties"]["MaximumRetryAttempts"] == 0 and config["Properties"]["MaximumEventAgeInSeconds"] == 60
+    assert config["Properties"]["FunctionName"] == {"Ref": "SweeperLambdaFunction"}
 
 
 def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message_bodies(resources: dict[str, Any]) -> None:
@@ -540,12 +597,13 @@ def test_the_websocket_stage_is_throttled_and_writes_access_logs_without_message
     assert stage["DefaultRouteSettings"] == {
         "DataTraceEnabled": False,
         "LoggingLevel": "ERROR",
-        "ThrottlingRateLimit": 160,
-        "ThrottlingBurstLimit": 320,
+        "ThrottlingRateLimit": 100,
+        "ThrottlingBurstLimit": 200,
     }
     routes = stage["RouteSettings"]
-    assert (routes["sendMessage"]["ThrottlingRateLimit"], routes["sendMessage"]["ThrottlingBurstLimit"]) == (25, 50)
-    assert (routes["sendDirectMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingBurstLimit"]) == (200, 400)
+    assert (routes["sendMessage"]["ThrottlingRateLimit"], routes["sendMessage"]["ThrottlingBurstLimit"]) == (250, 500)
+    assert (routes["sendDirectMessage"]["ThrottlingRateLimit"], routes["sendDirectMessage"]["ThrottlingBurstLimit"]) == (150, 300)
+    assert (routes["heartbeat"]["ThrottlingRateLimit"], routes["heartbeat"]["ThrottlingBurstLimit"]) == (200, 400)
     assert routes["sendMessage"]["DataTraceEnabled"] is False and routes["sendDirectMessage"]["DataTraceEnabled"] is False
     access = stage["AccessLogSettings"]  # checkov CKV_AWS_95
     fields = json.loads(access_log_line(access["Format"], {}))
@@ -763,7 +821,9 @@ def test_the_publish_policy_allows_invoking_exactly_that_method_and_is_an_output
 
 
 def test_the_publish_throttle_is_a_stage_parameter(tmp_path: Path) -> None:
-    resources = packaged_template(tmp_path, "publishRate=5", "publishBurst=10")["Resources"]
+    # 5 requests/s x 100 messages x 10 posts: the direct messages' workers' share lowered to fit.
+    resources = packaged_template(tmp_path, "publishRate=5", "publishBurst=10", "sendDirectMessageRate=30",
+                                  "postingBudget=1000", "sendMessageRate=100")["Resources"]
     (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
     assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingRateLimit"] == 5
     assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingBurstLimit"] == 10
@@ -873,6 +933,7 @@ def test_a_webhook_url_gets_every_event_retried_for_24_hours_then_a_dead_letter_
     # The key: read from the SecureString by the connection's function, never in the template.
     connection = resources["WebhookConnection"]["Properties"]
     assert (connection["ParameterName"], connection["HeaderName"]) == ("/chat/webhook-key", "x-api-key")
+    assert connection["KeyVersion"] == "1"  # --param webhookKeyVersion: a new value reads the key again
     code = resources["WebhookConnectionFunction"]["Properties"]["Code"]["ZipFile"]
     assert code == (ROOT / "plugins" / "webhook_connection.py").read_text()
     # EventBridge may invoke the destination and fill the queue for this rule, nothing more.

@@ -457,3 +457,37 @@ def test_jobs_sqs_did_not_take_are_sent_again_and_a_batch_that_keeps_failing_rai
     assert raised.value.response["Error"] == {"Code": "SendMessageBatchFailed",
                                               "Message": "[{'Id': '0', 'SenderFault': True, 'Code': 'InternalError'}]"}
     assert raised.value.operation_name == "SendMessageBatch" and sent == [3]
+
+
+# --- admission by the workers' backlog (issue 28) ---------------------------------------------------
+
+
+def test_over_the_backlog_bound_a_room_message_is_refused_unstored_and_a_dm_still_goes(
+    small_rooms: Any, management: Any, table: Any, workers: Any, messages: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.actions import dm_response
+
+    monkeypatch.setattr(fanout, "BACKLOG_READ_SECONDS", 0.0)
+    monkeypatch.setattr(fanout, "POSTING_BUDGET_PER_SECOND", 25.0)
+    monkeypatch.setattr(fanout, "MAX_BACKLOG_SECONDS", 3.0)  # 3 s x 25 posts/s: 3 jobs of 25
+    add_connections(table, 60)
+    assert say(small_rooms, "queued one") == SENT_OK  # 3 jobs: 3 s of work, at the bound
+    assert say(small_rooms, "queued two") == SENT_OK  # 6 jobs now: over it
+
+    refused = say(small_rooms, "one too many")
+    assert refused["statusCode"] == 429
+    assert "delivering a backlog" in refused["body"] and "was not stored" in refused["body"]
+    stored = [json.loads(item["content_json"]) for item in messages.scan()["Items"]]
+    assert "one too many" not in stored and "queued two" in stored
+    assert dm_response(small_rooms, "alice", "bob", "a DM is not held up")["statusCode"] == 200
+
+    workers.drain()  # the workers catch up: admitted again
+    assert say(small_rooms, "after the backlog") == SENT_OK
+
+
+def test_a_queue_that_cannot_be_read_admits(small_rooms: Any, table: Any, workers: Any, aws_failure: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "MAX_BACKLOG_SECONDS", 0.001)
+    aws_failure(fanout.sqs_client(), "GetQueueAttributes", EndpointConnectionError(endpoint_url="https://sqs"))
+    add_connections(table, 3)
+    assert say(small_rooms, "delivery decides") == SENT_OK
