@@ -151,6 +151,7 @@ Then in bob's window:
   > {{"action": "getRecentMessages", "with": "alice", "limit": 20}}
 And over HTTP:
   curl {stack.http_url}/ping
+What the app's backend would hear (EventBridge events, one JSON line each): `make events`
 
 Ctrl-C stops everything. The function logs follow.
 """

@@ -51,7 +51,10 @@ def test_a_large_room_is_acknowledged_at_once_reached_once_and_pruned(local_stac
     (broadcast,) = [line for line in logged if line.get("message", "").startswith(f"Queued {message_id} ")]
     assert broadcast["queued"] >= STALE_ROWS + 3 and broadcast["jobs"] == -(-broadcast["queued"] // DELIVERY_BATCH_SIZE)
     jobs = [line for line in logged if line.get("message", "").startswith(f"Delivery of {message_id} ")]
-    assert len(jobs) == broadcast["jobs"]
+    # Every job ran (a job a worker had no time for is queued again whole, a failed post again
+    # alone, as a later attempt: both log a line of their own), and every connection was reached
+    # once: each post counted once as sent or gone across all the lines.
+    assert len(jobs) >= broadcast["jobs"]
     assert sum(job["sent"] + job["gone"] for job in jobs) == broadcast["queued"]
     assert sum(job["gone"] for job in jobs) >= STALE_ROWS
 
