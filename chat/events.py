@@ -47,6 +47,9 @@ CLOSE_REASONS = ("disconnect", "expired", "gone", "swept")
 # PutEvents: at most 10 entries a call, each at most 256 KB (EventBridge's quotas).
 ENTRIES_PER_CALL = 10
 MAX_ENTRY_BYTES = 256 * 1024
+# Content goes only while the entry stays this far under it: EventBridge's own count of an entry
+# ("Calculating PutEvents event entry size") adds fields of its own.
+ENTRY_MARGIN_BYTES = 4 * 1024
 # Entries EventBridge failed are sent again (only they), this many times in all, with waits.
 PUT_ATTEMPTS = 3
 PUT_CONCURRENCY = 4
@@ -74,7 +77,7 @@ def entry(detail_type: str, event_id: str, detail: dict[str, Any], at_ms: int | 
     at = at_ms if at_ms is not None else int(time.time() * 1000)
     document = {"eventId": event_id, "time": iso(at), **detail}
     text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    if _size(detail_type, text) > MAX_ENTRY_BYTES and "content" in document:
+    if _size(detail_type, text) > MAX_ENTRY_BYTES - ENTRY_MARGIN_BYTES and "content" in document:
         document = {**{k: v for k, v in document.items() if k != "content"}, "contentOmitted": True}
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
     return {"Source": SOURCE, "DetailType": detail_type, "Detail": text, "EventBusName": bus()}

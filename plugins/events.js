@@ -15,7 +15,7 @@ const { queueDepthAlarm } = require('./alarms.js');
 // serverless.yml declares the whole feature (EventBus, the events function and its stream
 // event, the HistoryTable stream, the dead-letter queue and its alarm, the grant); this plugin
 // only takes away or redirects, so the template read in serverless.yml is the default one.
-const EVENT_RESOURCES = ['EventBus', 'EventsDeadLetterQueue', 'EventsDeadLetterAlarm'];
+const EVENT_RESOURCES = ['EventBus', 'EventsDeadLetterQueue', 'EventsDeadLetterAlarm', 'EventsIteratorAgeAlarm'];
 const FUNCTION = 'publishEvents';
 
 class Events {

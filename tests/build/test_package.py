@@ -645,7 +645,8 @@ def test_alarms_cover_function_errors_throttles_failed_deliveries_aws_errors_and
     groups = -(-len(functions) // 9)  # 9 functions and their SUM: CloudWatch's 10 metrics an alarm
     assert groups >= 2  # more functions than one alarm can watch: the split is exercised
     per_function = {f"Function{kind}Alarm{n if n > 1 else ''}" for kind in ("Errors", "Throttles") for n in range(1, groups + 1)}
-    assert set(alarms) == per_function | {"FailedDeliveriesAlarm", "AwsErrorsAlarm", "DeadLetterAlarm", "EventsDeadLetterAlarm"}
+    assert set(alarms) == per_function | {"FailedDeliveriesAlarm", "AwsErrorsAlarm", "DeadLetterAlarm", "EventsDeadLetterAlarm",
+                                           "EventsIteratorAgeAlarm"}
     for kind, metric_name in (("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")):
         watched: list[str] = []
         for name in (name for name in alarms if name.startswith(kind)):
@@ -831,7 +832,7 @@ def test_the_publish_throttle_is_a_stage_parameter(tmp_path: Path) -> None:
 
 # --- events out (issue 27) -----------------------------------------------------------------------
 
-EVENT_RESOURCES = {"EventBus", "EventsDeadLetterQueue", "EventsDeadLetterAlarm"}
+EVENT_RESOURCES = {"EventBus", "EventsDeadLetterQueue", "EventsDeadLetterAlarm", "EventsIteratorAgeAlarm"}
 
 
 def events_function(resources: dict[str, Any]) -> dict[str, Any]:
@@ -866,6 +867,9 @@ def test_the_history_streams_new_images_to_the_events_function_with_retries_bise
                       "Action": ["dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:DescribeStream",
                                  "dynamodb:ListStreams"]}]
     assert events_function(resources)["Properties"]["Timeout"] == 60
+    lag = resources["EventsIteratorAgeAlarm"]["Properties"]
+    assert (lag["MetricName"], lag["Threshold"]) == ("IteratorAge", 300000)
+    assert lag["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "PublishEventsLambdaFunction"}}]
     alarm = resources["EventsDeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsDeadLetterQueue", "QueueName"]}}]
     assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]

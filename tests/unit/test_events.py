@@ -120,6 +120,11 @@ def test_content_that_would_pass_eventbridges_256_kb_is_left_out(bus: Bus) -> No
     assert "content" not in detail and detail["contentOmitted"] is True and detail["seq"] == 2
     assert len(big["Detail"].encode()) < events.MAX_ENTRY_BYTES
 
+    just_under = events.entry(events.MESSAGE_CREATED, "e3", {"seq": 3, "content": "x" * (250 * 1024)})
+    assert "content" in json.loads(just_under["Detail"])  # 250 KB: kept, under 256 KB less the margin
+    just_over = events.entry(events.MESSAGE_CREATED, "e4", {"seq": 4, "content": "x" * (253 * 1024)})
+    assert "content" not in json.loads(just_over["Detail"])
+
 
 def test_with_events_off_nothing_is_sent_and_the_stream_is_acknowledged(
     handler: Any, bus: Bus, monkeypatch: pytest.MonkeyPatch
