@@ -68,7 +68,7 @@ test: check
 	node --test web/test/*.test.js
 	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
 
-# The unit tier alone (docs/testing.md: the tiers and their times).
+# The unit tier alone, on two workers: it is CPU-bound (docs/testing.md: the tiers and their times).
 test-unit: install
 	pytest -ra --timeout=900 -n 2 --dist loadfile tests/unit
 
