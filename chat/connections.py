@@ -251,10 +251,10 @@ def count_user_connections(user_id: str, stop_at: int | None = None) -> int:
 
 def prune(connection_ids: list[str], deadline: float | None = None, pool: Executor | None = None) -> list[str]:
     """Delete the rows of connections that answered 410, except those younger than
-        HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
-        DynamoDB itself; on `pool` when given). None is started after `deadline`
-        (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
-        410 prunes the row again, and it expires by TTL anyway. Returns the ids whose rows it deleted
+    HANDSHAKE_GRACE_SECONDS (one conditional DeleteItem each, so the age is checked by
+    DynamoDB itself; on `pool` when given). None is started after `deadline`
+    (time.monotonic()). A failure is logged, not raised: the message was delivered, the next
+    410 prunes the row again, and it expires by TTL anyway. Returns the ids whose rows it deleted
     (not those another cleanup deleted first: that one frees the slot and says the connection closed)."""
     if not connection_ids:
         return []

@@ -25,7 +25,7 @@ from typing import Any
 
 from botocore.config import Config
 
-from chat import aws, fanout
+from chat import aws, fanout, jobs
 from chat.frames import iso
 from chat.telemetry import count, logger
 
@@ -45,7 +45,7 @@ DETAIL_TYPES = (
 )
 CLOSE_REASONS = ("disconnect", "expired", "gone", "swept")
 # PutEvents: at most 10 entries a call, each at most 256 KB (EventBridge's quotas).
-ENTRIES_PER_CALL = 10
+ENTRIES_PER_CALL = jobs.EVENTS_PER_JOB
 MAX_ENTRY_BYTES = 256 * 1024
 # Content goes only while the entry stays this far under it: EventBridge's own count of an entry
 # ("Calculating PutEvents event entry size") adds fields of its own.
@@ -91,16 +91,6 @@ def _size(detail_type: str, detail: str) -> int:
 def event_id(*parts: Any) -> str:
     """A stable id from what makes an event this event: the same on every retry of it."""
     return hashlib.sha256("\0".join(str(part) for part in parts).encode("utf-8")).hexdigest()[:32]
-
-
-def conversation_of(key: str) -> dict[str, Any]:
-    """A conversation as events name it: {"room": true}, {"channel"}, or {"with": [a, b]} sorted."""
-    if key.startswith("ch#"):
-        return {"channel": key[3:]}
-    if key.startswith("dm#"):
-        first, second = key[3:].split("#", 1)
-        return {"with": sorted([first, second])}
-    return {"room": True}
 
 
 def connection_opened(user: str | None, connection_id: str, connected_at_ms: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from chat import aws, delivery
 from chat.errors import Refusal
-from chat.jobs import DeliveryJob, EventsJob
+from chat.jobs import EVENTS_PER_JOB, DeliveryJob, EventsJob
 from chat.telemetry import count, logger
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
@@ -139,10 +139,12 @@ def schedule(job: DeliveryJob, delay_seconds: int) -> None:
 
 
 def queue_events(entries: list[dict[str, str]]) -> None:
-    """EventBridge entries for a worker to send, up to 10 (and SQS_BATCH_BYTES) a message."""
+    """EventBridge entries for a worker to send, up to EVENTS_PER_JOB (and SQS_BATCH_BYTES) a message."""
     batch: list[dict[str, str]] = []
     for entry in entries:
-        if batch and (len(batch) == 10 or len(EventsJob(tuple(batch + [entry])).to_body().encode()) > SQS_BATCH_BYTES):
+        if batch and (
+            len(batch) == EVENTS_PER_JOB or len(EventsJob(tuple(batch + [entry])).to_body().encode()) > SQS_BATCH_BYTES
+        ):
             sqs_client().send_message(QueueUrl=queue_url(), MessageBody=EventsJob(tuple(batch)).to_body())
             batch = []
         batch.append(entry)

@@ -90,6 +90,16 @@ def channel_conversation(channel: str) -> str:
     return f"ch#{channel}"
 
 
+def named(conversation: str) -> dict[str, Any]:
+    """A conversation key as the app is told it (events): {"channel": ...}, {"with": [a, b]}
+    (sorted, as the key keeps them), or {"room": true}."""
+    if conversation.startswith("ch#"):
+        return {"channel": conversation[3:]}
+    if conversation.startswith("dm#"):
+        return {"with": conversation[3:].split("#", 1)}
+    return {"room": True}
+
+
 # --- writing -------------------------------------------------------------------------------
 
 

@@ -27,6 +27,8 @@ MESSAGE_ID_PATTERN = re.compile(r"[!-~]{1,64}")
 CHECK_KIND = "presence-leave"
 EVENTS_KIND = "events"
 ENTRY_FIELDS = frozenset({"Source", "DetailType", "Detail", "EventBusName"})
+# EventBridge entries an events job holds at most: one PutEvents call's worth.
+EVENTS_PER_JOB = 10
 CHECK_FIELDS = frozenset({"v", "kind", "channel", "user", "left_at", "endpoint"})
 
 
@@ -179,7 +181,7 @@ def _events_job(document: dict[str, Any]) -> EventsJob:
     entries = document.get("entries")
     if set(document) != {"v", "kind", "entries"} or document.get("v") != 1 or not isinstance(entries, list):
         raise PoisonJob("not an events job: it has exactly v 1, kind and a list of entries")
-    if not 1 <= len(entries) <= 10 or not all(
+    if not 1 <= len(entries) <= EVENTS_PER_JOB or not all(
         isinstance(entry, dict) and set(entry) == ENTRY_FIELDS and all(isinstance(v, str) and v for v in entry.values())
         for entry in entries
     ):

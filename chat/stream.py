@@ -14,7 +14,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from chat import events, frames
+from chat import events, frames, history
 from chat.telemetry import count, logger
 
 _deserializer = TypeDeserializer()
@@ -56,7 +56,7 @@ def message_created(record: dict[str, Any]) -> dict[str, Any] | None:
         item = {name: _deserializer.deserialize(value) for name, value in image.items()}
         conversation, seq, message_id = str(item["conversation"]), int(item["seq"]), str(item["id"])
         detail: dict[str, Any] = {
-            "conversation": events.conversation_of(conversation),
+            "conversation": history.named(conversation),
             "seq": seq,
             "id": message_id,
             "sender": item.get("sender"),
