@@ -89,9 +89,8 @@ def open_client(pages: Any, local_stack: Any, user: str, **options: Any) -> Brow
 
 
 async def send_paced(client: Client, frames: list[dict[str, Any]]) -> None:
-    for frame in frames:
-        await client.send(json.dumps(frame, ensure_ascii=False))
-        await asyncio.sleep(SEND_INTERVAL)
+    """Send the frames and wait until the server has answered each."""
+    await client.send_all(frames, SEND_INTERVAL)
 
 
 def seqs(messages: list[dict[str, Any]]) -> list[int]:

@@ -81,10 +81,9 @@ def test_without_a_browser_the_browser_tests_fail_in_ci_and_are_skipped_elsewher
 
 
 async def send_paced(client: Client, contents: list[str], channel: str | None = None) -> None:
-    for content in contents:
-        frame = {"action": "sendMessage", "content": content, **({"channel": channel} if channel else {})}
-        await client.send(json.dumps(frame, ensure_ascii=False))
-        await asyncio.sleep(SEND_INTERVAL)
+    """Send to the room or a channel and wait until the server has answered each."""
+    frames = [{"action": "sendMessage", "content": content, **({"channel": channel} if channel else {})} for content in contents]
+    await client.send_all(frames, SEND_INTERVAL)
 
 
 def history_of(local_stack: Any, user: str, **conversation: Any) -> list[dict[str, Any]]:

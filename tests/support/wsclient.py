@@ -56,6 +56,7 @@ class Client:
         self.frames: list[str] = []
         self.arrivals: list[float] = []
         self._changed = asyncio.Event()
+        self._refs = 0
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -90,6 +91,15 @@ class Client:
         """Frames that are not broadcasts: the route responses to this client's own messages."""
         return [frame for frame in self.frames if parse_broadcast(frame) is None]
 
+    def answers(self) -> dict[str, dict[str, Any]]:
+        """The replies to frames sent with a `ref`, by ref."""
+        found: dict[str, dict[str, Any]] = {}
+        for frame in self.frames:
+            if frame.startswith('{"reply"'):
+                reply = json.loads(frame)["reply"]
+                found[reply["ref"]] = reply
+        return found
+
     @property
     def is_open(self) -> bool:
         return self.connection.state is websockets.State.OPEN
@@ -101,6 +111,21 @@ class Client:
 
     async def send_message(self, content: Any) -> None:
         await self.send(json.dumps({"action": "sendMessage", "content": content}, ensure_ascii=False))
+
+    async def send_all(self, frames: list[dict[str, Any]], interval: float, timeout: float = 60.0) -> None:
+        """Send each frame with a `ref`, `interval` apart, then wait until every one is answered,
+        and answered 200: once this returns the server has done with them all. (Sent is not done:
+        on a loaded machine a frame can sit in the server's hands for seconds, and a test that went
+        on at once, say bringing a client back online, raced it.)"""
+        refs = []
+        for frame in frames:
+            self._refs += 1
+            refs.append(f"t{self._refs}")
+            await self.send(json.dumps({**frame, "ref": refs[-1]}, ensure_ascii=False))
+            await asyncio.sleep(interval)
+        await self.wait_until(lambda: set(refs) <= self.answers().keys(), timeout)
+        refused = [reply for ref, reply in self.answers().items() if ref in refs and reply["status"] != 200]
+        assert not refused, refused
 
     async def broadcast(self, content: Any, timeout: float = 15.0) -> float:
         """Send to the room and wait for this sender's acknowledgement: the seconds it took."""
