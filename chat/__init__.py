@@ -11,9 +11,10 @@ below them, never the other way round, and nothing here imports handler.py.
     backend      POST /publish: the app's backend publishes batches, each message answered
     publisher    the core of sending, free of connections: store as the next seq, then deliver
     dispatch     one frame to many connections: inline, or through the workers
+    rounds       busy rooms and channels: one frame per round with every message since the last
     gateway      API Gateway's events taken apart, and the replies it expects
     tokens       the $connect authorizer: where the token is, the policy and context it answers
-    worker       the SQS delivery worker (delivery jobs, leave checks, events to send again)
+    worker       the SQS delivery worker (delivery jobs, leave checks, events to send again, rounds)
     stream       the events function: the history's change stream as message.created events
 
     ratelimit    how much a user may send (GCRA in the limits table), on how many connections
@@ -21,7 +22,7 @@ below them, never the other way round, and nothing here imports handler.py.
     members      the members table: which connections are in which channel
     presence     the presence table: who is online in a channel, enter and leave
     history      each conversation's log by seq: the history table (messages), stored with the head
-    conversations  the conversations table: heads, send records, a channel's count of users online
+    conversations  the conversations table: heads, send records, users online, delivery rounds
     inbox        each user's direct conversations, most recent first (in the conversations table)
     verifier     the one verifier of tokens: the service's own (HS256, its secret in SSM) and issuers'
     jwks         the issuers' signing keys, fetched and cached per issuer
@@ -32,7 +33,7 @@ below them, never the other way round, and nothing here imports handler.py.
     callers      who sent a frame: connection, user, what the token allows
     requests     what clients send: parsing and validating frames
     frames       what clients get: every reply, pushed frame and refusal the service sends
-    jobs         the delivery queue's three kinds of message and their one parser
+    jobs         the delivery queue's four kinds of message and their one parser
     issuers      the identity providers configured (TOKEN_ISSUERS), read strictly
     users        what a user id may be
     errors       refusals: one error type with a status and a stable code

@@ -220,9 +220,12 @@ def channel_removed_item(connection_id: str, channel: str) -> dict[str, Any]:
     }
 
 
-def all_ids() -> Iterator[str]:
-    """Every stored connection id, across all Scan pages (a page stops at 1 MB)."""
-    for item in aws.all_pages(table().scan, ProjectionExpression="connection_id"):
+def all_ids(page_size: int | None = None) -> Iterator[str]:
+    """Every stored connection id, across all Scan pages (a page stops at 1 MB). `page_size`:
+    items per page, for a caller that reads only the first few."""
+    for item in aws.all_pages(
+        table().scan, ProjectionExpression="connection_id", **({"Limit": page_size} if page_size else {})
+    ):
         yield item["connection_id"]
 
 

@@ -1,12 +1,14 @@
 """The conversations table: per conversation, its head (the latest seq, moved in the same
 transaction as each message: chat/history.py), the send records that make a retried
 `clientMessageId` the same message, and a channel's count of users online (chat/presence.py).
-The DM inbox lives in this table too, under its own keys: chat/inbox.py.
+The DM inbox lives in this table too, under its own keys: chat/inbox.py. So does each busy
+conversation's delivery round (the seqs waiting for it and who runs it: chat/rounds.py).
 
 Other modules write here only through the transaction items this module gives them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from chat import aws
@@ -18,6 +20,8 @@ HEAD = "head"
 SEND_RECORD_SECONDS = 24 * 60 * 60
 # The per-channel count of users online, beside the conversation's head.
 PRESENCE_COUNT = "presence"
+# A room's or channel's delivery round, beside its head.
+ROUND = "round"
 
 
 def table() -> Any:
@@ -140,3 +144,109 @@ def presence_count(conversation: str) -> int:
     """A channel's count of users online, read consistently."""
     item = table().get_item(Key={"pk": conversation, "sk": PRESENCE_COUNT}, ConsistentRead=True).get("Item")
     return int(item["users"]) if item else 0
+
+
+# --- delivery rounds (chat/rounds.py) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Round:
+    """A conversation's delivery round as stored: the seqs stored and not yet delivered, who holds
+    the round (a random token) and until when (ms), and when the last round was delivered (ms)."""
+
+    pending: frozenset[int]
+    holder: str | None
+    busy_until_ms: int
+    last_ms: int
+
+
+def _round(item: dict[str, Any] | None) -> Round:
+    item = item or {}
+    return Round(
+        pending=frozenset(int(seq) for seq in item.get("pending", ())),
+        holder=item.get("holder"),
+        busy_until_ms=int(item.get("busy_until_ms", 0)),
+        last_ms=int(item.get("last_ms", 0)),
+    )
+
+
+def read_round(conversation: str) -> Round:
+    """The conversation's round as stored now (read consistently)."""
+    item = table().get_item(Key={"pk": conversation, "sk": ROUND}, ConsistentRead=True).get("Item")
+    return _round(item)
+
+
+def request_round(conversation: str, seq: int) -> Round:
+    """Add a stored message's seq to those waiting for the conversation's next round: the round as
+    it is after (one unconditional write, so no message is ever missed by it)."""
+    answer = table().update_item(
+        Key={"pk": conversation, "sk": ROUND},
+        UpdateExpression="ADD pending :seq",
+        ExpressionAttributeValues={":seq": {seq}},
+        ReturnValues="ALL_NEW",
+    )
+    return _round(answer.get("Attributes"))
+
+
+def take_round(conversation: str, holder: str, now_ms: int, until_ms: int) -> Round | None:
+    """Hold the conversation's round until `until_ms` if nobody holds it (or a holder's time ran
+    out): the round as it is after; None if another holds it."""
+    try:
+        answer = table().update_item(
+            Key={"pk": conversation, "sk": ROUND},
+            UpdateExpression="SET holder = :me, busy_until_ms = :until",
+            ConditionExpression="attribute_not_exists(busy_until_ms) OR busy_until_ms < :now",
+            ExpressionAttributeValues={":me": holder, ":until": until_ms, ":now": now_ms},
+            ReturnValues="ALL_NEW",
+        )
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        return None
+    return _round(answer.get("Attributes"))
+
+
+def keep_round(conversation: str, holder: str, until_ms: int, done: frozenset[int], now_ms: int | None) -> Round | None:
+    """Still the holder: hold on until `until_ms`, take the seqs delivered out of those waiting and,
+    after a round (`now_ms`), note when it went. The round as it is after; None if the holder's
+    time ran out and another took the round."""
+    expression = "SET busy_until_ms = :until" + (", last_ms = :now" if now_ms is not None else "")
+    values: dict[str, Any] = {":me": holder, ":until": until_ms}
+    if now_ms is not None:
+        values[":now"] = now_ms
+    if done:
+        expression += " DELETE pending :done"
+        values[":done"] = set(done)
+    try:
+        answer = table().update_item(
+            Key={"pk": conversation, "sk": ROUND},
+            UpdateExpression=expression,
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        return None
+    return _round(answer.get("Attributes"))
+
+
+def end_round(conversation: str, holder: str, done: frozenset[int], now_ms: int | None) -> bool:
+    """Let go of the round, the seqs delivered taken out, if nothing else is waiting (nothing was
+    requested since the holder last read the round): one conditional write, so a message requested
+    meanwhile is never left without a holder. False (nothing written) if more is waiting, or the
+    holder's time ran out and another took the round."""
+    expression = "REMOVE holder, busy_until_ms" + (" SET last_ms = :now" if now_ms is not None else "")
+    values: dict[str, Any] = {":me": holder, ":count": len(done)}
+    if now_ms is not None:
+        values[":now"] = now_ms
+    if done:
+        expression += " DELETE pending :done"
+        values[":done"] = set(done)
+    try:
+        table().update_item(
+            Key={"pk": conversation, "sk": ROUND},
+            UpdateExpression=expression,
+            ConditionExpression="holder = :me AND (attribute_not_exists(pending) OR size(pending) = :count)",
+            ExpressionAttributeValues=values,
+        )
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        return False
+    return True

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from chat import aws, delivery
 from chat.errors import Refusal
-from chat.jobs import EVENTS_PER_JOB, DeliveryJob, EventsJob
+from chat.jobs import EVENTS_PER_JOB, DeliveryJob, EventsJob, RoundJob
 from chat.telemetry import count, logger
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
@@ -133,7 +133,7 @@ def requeue(job: DeliveryJob, delay_seconds: int) -> None:
     requeue_client().send_message(QueueUrl=queue_url(), MessageBody=job.to_body(), DelaySeconds=delay_seconds)
 
 
-def schedule(job: DeliveryJob, delay_seconds: int) -> None:
+def schedule(job: DeliveryJob | RoundJob, delay_seconds: int = 0) -> None:
     """Queue one job for the workers, visible after the delay (SQS: at most 900 s)."""
     sqs_client().send_message(QueueUrl=queue_url(), MessageBody=job.to_body(), DelaySeconds=delay_seconds)
 

@@ -64,6 +64,22 @@ def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
     return shown
 
 
+def encode_round(messages: list[dict[str, Any]]) -> tuple[bytes, int]:
+    """A busy conversation's round (chat/rounds.py): one frame with as many of the messages, in
+    the order given, as fit API Gateway's 128 KB, and how many that is (at least one: every
+    stored message fits alone)."""
+    shown: list[dict[str, Any]] = []
+    size = len(encode({"messages": []}))
+    for message in messages:
+        public = public_message(message, full="sender" in message)
+        added = len(encode(public)) + (HISTORY_SEPARATOR_BYTES if shown else 0)
+        if shown and size + added > MAX_MESSAGE_BYTES:
+            break
+        shown.append(public)
+        size += added
+    return encode({"messages": shown}), len(shown)
+
+
 def check_size(message: dict[str, Any]) -> None:
     """Refuse, before anything is stored, a message that would not fit API Gateway's 128 KB
     message limit once it has its seq: live, or alone in a history reply."""

@@ -1,8 +1,8 @@
-"""The delivery queue's messages, and their one parser. Two kinds share the queue: a delivery
-job (one message to post to one batch of connections) and a presence leave check (confirm, after
-the grace, that a user who left a channel did not come back). Every body is checked in full
-before anything acts on it: one that is not exactly one of the two is poison (PoisonJob) and is
-never posted from."""
+"""The delivery queue's messages, and their one parser. Four kinds share the queue: a delivery
+job (one message to post to one batch of connections), a presence leave check (confirm, after
+the grace, that a user who left a channel did not come back), events for EventBridge, and a busy
+conversation's next delivery round. Every body is checked in full before anything acts on it:
+one that is not exactly one of them is poison (PoisonJob) and is never posted from."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ ENTRY_FIELDS = frozenset({"Source", "DetailType", "Detail", "EventBusName"})
 # EventBridge entries an events job holds at most: one PutEvents call's worth.
 EVENTS_PER_JOB = 10
 CHECK_FIELDS = frozenset({"v", "kind", "channel", "user", "left_at", "endpoint"})
+ROUND_KIND = "round"
+ROUND_FIELDS = frozenset({"v", "kind", "channel", "endpoint", "holder"})
+HOLDER_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 class PoisonJob(ValueError):
@@ -66,7 +69,8 @@ class DeliveryJob:
         """The job in an SQS body (PoisonJob if the body is anything else)."""
         found = parse(body)
         if not isinstance(found, DeliveryJob):
-            raise PoisonJob(f"not a delivery job: {'a presence check' if isinstance(found, LeaveCheck) else 'events'}")
+            kind = {LeaveCheck: "a presence check", EventsJob: "events", RoundJob: "a round"}[type(found)]
+            raise PoisonJob(f"not a delivery job: {kind}")
         return found
 
     @classmethod
@@ -161,9 +165,49 @@ class EventsJob:
         return json.dumps({"v": 1, "kind": EVENTS_KIND, "entries": list(self.entries)}, ensure_ascii=False)
 
 
-def parse(body: str) -> DeliveryJob | LeaveCheck | EventsJob:
-    """What a queue body is: a delivery job, a leave check or events to send, read once; PoisonJob
-    if none of them."""
+@dataclass(frozen=True)
+class RoundJob:
+    """The next delivery round of a busy room (`channel` None) or channel, for the worker that
+    holds it now (`holder`: chat/rounds.py)."""
+
+    channel: str | None
+    endpoint: str
+    holder: str
+
+    def to_body(self) -> str:
+        document = {
+            "v": 1,
+            "kind": ROUND_KIND,
+            "channel": self.channel,
+            "endpoint": self.endpoint,
+            "holder": self.holder,
+        }
+        return json.dumps(document, ensure_ascii=False)
+
+
+def _round_job(document: dict[str, Any]) -> RoundJob:
+    channel, endpoint, holder = (document.get(name) for name in ("channel", "endpoint", "holder"))
+    if not (
+        set(document) == ROUND_FIELDS
+        and document.get("v") == 1
+        and (channel is None or (isinstance(channel, str) and CHANNEL_NAME.fullmatch(channel)))
+        and _is_endpoint(endpoint)
+        and isinstance(holder, str)
+        and HOLDER_PATTERN.fullmatch(holder)
+    ):
+        raise PoisonJob(
+            f"not a round: a round has exactly {sorted(ROUND_FIELDS)}, v 1, a channel name or null, an endpoint "
+            "and a holder (32 hex digits)"
+        )
+    return RoundJob(channel, str(endpoint), holder)
+
+
+Job = DeliveryJob | LeaveCheck | EventsJob | RoundJob
+
+
+def parse(body: str) -> Job:
+    """What a queue body is: a delivery job, a leave check, events to send or a round, read once;
+    PoisonJob if none of them."""
     try:
         document = json.loads(body)
     except ValueError as error:
@@ -174,6 +218,8 @@ def parse(body: str) -> DeliveryJob | LeaveCheck | EventsJob:
         return _leave_check(document)
     if document.get("kind") == EVENTS_KIND:
         return _events_job(document)
+    if document.get("kind") == ROUND_KIND:
+        return _round_job(document)
     return DeliveryJob.from_document(document)
 
 

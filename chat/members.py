@@ -126,15 +126,17 @@ def is_member(channel: str, connection_id: str, user_id: str) -> bool:
     return "Item" in table().get_item(Key=key, ConsistentRead=True, ProjectionExpression="connection_id")
 
 
-def member_ids(channel: str) -> Iterator[str]:
+def member_ids(channel: str, page_size: int | None = None) -> Iterator[str]:
     """Every connection in the channel: a paginated Query, read consistently, so a connection
-    whose join was acknowledged is among them."""
+    whose join was acknowledged is among them. `page_size`: items per page, for a caller that
+    reads only the first few."""
     query = table().query
     for item in aws.all_pages(
         query,
         KeyConditionExpression=Key("channel").eq(channel),
         ProjectionExpression="connection_id",
         ConsistentRead=True,
+        **({"Limit": page_size} if page_size else {}),
     ):
         yield item["connection_id"]
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chat import aws, connections, dispatch, fanout, frames, history, members
+from chat import aws, connections, dispatch, fanout, frames, history, members, rounds
 from chat.telemetry import count, logger
 
 COMPLETE, INCOMPLETE, PENDING = "complete", "incomplete", "pending"
@@ -76,9 +76,11 @@ def publish(
             return Published(appended, PENDING)
     recipient_ids: list[str] = []
 
-    def audience() -> Iterable[str]:
+    def audience(page_size: int | None = None) -> Iterable[str]:
         if target.pair is None:
-            return members.member_ids(target.channel) if target.channel is not None else connections.all_ids()
+            if target.channel is not None:
+                return members.member_ids(target.channel, page_size)
+            return connections.all_ids(page_size)
         sender, recipient = target.pair
         recipient_ids.extend(connections.user_connection_ids(recipient))
         return recipient_ids + [cid for cid in connections.user_connection_ids(sender) if cid != exclude]
@@ -86,13 +88,13 @@ def publish(
     stored = appended.message
     try:
         payload = frames.encode_delivery(stored)
-        if paced and target.pair is None:
-            dispatch.queue(endpoint, audience(), payload, stored["id"], stored["sent_at_ms"])
-            reached: frozenset[str] = frozenset()
-        else:
-            reached = dispatch.broadcast(
-                endpoint, audience(), payload, stored["id"], stored["sent_at_ms"], inline_only=target.pair is not None
-            )
+        if target.pair is not None:  # a DM: posted from here, so the sender learns who got it live
+            reached = dispatch.post(endpoint, audience(), payload, stored["id"])
+        elif not paced and (few := dispatch.small(audience(fanout.FANOUT_THRESHOLD + 1))) is not None:
+            reached = dispatch.post(endpoint, few, payload, stored["id"])
+        else:  # the workers' audience: a busy room or channel gets one frame per round, not per message
+            rounds.request(target.channel, stored["seq"], endpoint)
+            reached = frozenset()
     except aws.AWS_ERRORS:
         logger.exception(
             "Delivery of %s (seq %d of %s) is incomplete", stored["id"], stored["seq"], target.conversation

@@ -1,5 +1,6 @@
 """The delivery worker: each SQS record is one job (one message for one batch of connections),
-posted at the workers' share of the account's posting budget."""
+posted at the workers' share of the account's posting budget; or a presence leave check, events
+for EventBridge, or a busy conversation's next round (chat/rounds.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chat import aws, channels, delivery, events, fanout, jobs, sessions
+from chat import aws, channels, delivery, events, fanout, jobs, rounds, sessions
 from chat.jobs import DeliveryJob, PoisonJob
 from chat.telemetry import logger, milliseconds
 
@@ -70,6 +71,9 @@ def deliver_record(record: SQSRecord, lambda_context: Any = None) -> None:
         return
     if isinstance(found, jobs.EventsJob):
         events.put(list(found.entries))  # what still fails fails the record: SQS sends it again
+        return
+    if isinstance(found, jobs.RoundJob):
+        rounds.resume(found)  # a failure fails the record: SQS sends it again, to the same holder
         return
     try:
         deliver_job(found, lambda_context)

@@ -52,6 +52,11 @@ class Quota {
     if (bad.length) {
       throw new this.serverless.classes.Error(`not a number: ${bad.map(([k]) => k).join(', ')}`);
     }
+    const rounds = Number(service.custom.delivery.roundsPerSecond);
+    if (!(rounds >= 0.1 && rounds <= 50)) {
+      throw new this.serverless.classes.Error(
+        `roundsPerSecond must be a number from 0.1 to 50 (frames a second a member of a busy channel gets), not ${service.custom.delivery.roundsPerSecond}`);
+    }
     const total = sum(rates);
     const burst = sum(bursts);
     const list = (values) => Object.entries(values).map(([k, v]) => `  ${k}: ${v}`).join('\n');

@@ -162,6 +162,7 @@ def test_functions_use_a_supported_runtime_and_the_table_name(resources: dict[st
             "FANOUT_THRESHOLD": "10",
             "POSTING_BUDGET_PER_SECOND": "2500",
             "DELIVERY_CONCURRENCY": "5",
+            "ROUNDS_PER_SECOND": "4",
             "MESSAGE_RATE_PER_SECOND": "5",
             "MESSAGE_BURST": "10",
             "MAX_CONNECTIONS_PER_USER": "5",
@@ -582,6 +583,16 @@ def test_a_smaller_quota_deploys_with_the_parameters_lowered_together(tmp_path: 
     )["Resources"]
     rates, bursts = throttle_terms(resources)
     assert sum(rates.values()) <= 2_500 and sum(bursts.values()) <= 1_250
+
+
+@pytest.mark.parametrize("rounds", ["0", "abc", "51"])
+def test_rounds_per_second_refuses_what_it_cannot_mean(tmp_path: Path, rounds: str) -> None:
+    result = package_with(tmp_path, f"roundsPerSecond={rounds}")
+
+    assert result.returncode != 0
+    assert f"roundsPerSecond must be a number from 0.1 to 50 (frames a second a member of a busy channel gets), not {rounds}" in (
+        result.stdout + result.stderr
+    )
 
 
 def test_sweeper_runs_never_overlap(resources: dict[str, Any]) -> None:

@@ -62,6 +62,11 @@ class ManagementApi:
         with self._lock:
             return [_json_or_text(data) for data in self._delivered.get(connection_id, [])]
 
+    def raw(self, connection_id: str) -> list[bytes]:
+        """Every frame the connection was sent, as the bytes posted."""
+        with self._lock:
+            return list(self._delivered.get(connection_id, []))
+
     def _answer_for(self, connection_id: str) -> tuple[int, bytes, dict[str, str]] | None:
         """The answer chosen for this connection, if any (counting down `times`); call locked."""
         if connection_id not in self._answers:

@@ -380,14 +380,14 @@ def test_a_repeat_while_the_first_send_is_delivering_is_pending_and_posts_nothin
     from chat import dispatch
 
     connect("alice-1", "bob-1", "carol-1", user="bob")
-    real, repeats = dispatch.broadcast, []
+    real, repeats = dispatch.post, []
 
     def broadcast_with_a_repeat_meanwhile(*args: Any, **kwargs: Any) -> Any:
         if not repeats:
             repeats.append(acked(send(handler, "alice-1", "alice", content="once", clientMessageId="dbl")))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dispatch, "broadcast", broadcast_with_a_repeat_meanwhile)
+    monkeypatch.setattr(dispatch, "post", broadcast_with_a_repeat_meanwhile)
     first = acked(send(handler, "alice-1", "alice", content="once", clientMessageId="dbl"))
 
     assert first["delivery"] == "complete" and first["duplicate"] is False
