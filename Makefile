@@ -135,6 +135,8 @@ bench: install
 	python bench/publish.py
 	python bench/verify.py
 	python bench/events_latency.py
+	python bench/rounds.py
+	python bench/quota.py
 
 package: install
 	sls package
