@@ -79,11 +79,21 @@ def spend(key: str, rate: float, burst: int) -> bool:
     there was one. One conditional write for a bucket that is idle or new (the usual case) and
     for one that is empty (a refusal costs no more than the write that refuses it: DynamoDB hands
     back the item a failed condition saw); a second only for a bucket part-spent within its
-    burst. rate 0: no limit."""
+    burst. A refusal whose writes took longer than a frame's interval (the invocation stalled
+    between reading the clock and writing) is judged once more at the time now: by its old
+    clock, a bucket the other frames spent meanwhile looked emptier than it is. rate 0: no limit."""
     if rate <= 0:
         return True
     interval = max(1, round(1000 / rate))
-    now = int(time.time() * 1000)
+    now = _now_ms()
+    if _spend_at(key, interval, burst, now):
+        return True
+    later = _now_ms()
+    return later - now >= interval and _spend_at(key, interval, burst, later)
+
+
+def _spend_at(key: str, interval: int, burst: int, now: int) -> bool:
+    """Spend one from the bucket as of `now` (ms): one or two conditional writes."""
     expires = now // 1000 + burst * interval // 1000 + IDLE_BUCKET_SECONDS
     limits = table()
     try:
@@ -112,6 +122,10 @@ def spend(key: str, rate: float, burst: int) -> bool:
         return True
     except limits.meta.client.exceptions.ConditionalCheckFailedException:
         return False  # emptied meanwhile by another frame of the same user
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # --- connection slots --------------------------------------------------------------------------

@@ -51,6 +51,9 @@ def test_broadcast_reads_every_scan_page_past_1_mb(handler: Any, send: Any, mana
     response = send(message_event("padded-0000", send_message_body("all pages")))
 
     assert response["statusCode"] == 200
+    if fanout.FANOUT_THRESHOLD < 600:  # first one short page (is the room small?), then the round reads them all
+        assert pages[0] == fanout.FANOUT_THRESHOLD + 1
+        pages = pages[1:]
     assert len(pages) >= 3, pages
     assert sum(pages) == 600
     missing = [cid for cid in connection_ids if management.received(cid) != [{"messages": [{"content": "all pages"}]}]]
@@ -68,7 +71,7 @@ def test_projection_keeps_scan_pages_small(handler: Any, management: Any, table:
 
     handler.send_message(message_event("c0", send_message_body("hi")), None)
 
-    assert len(scanned) == 600
+    assert len(scanned) == (fanout.FANOUT_THRESHOLD + 1) + 600  # is the room small? then every row once
     assert all(set(item) == {"connection_id"} for item in scanned)
 
 

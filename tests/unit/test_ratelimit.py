@@ -248,6 +248,37 @@ def test_a_bucket_part_spent_within_its_burst_takes_a_second_write(
     assert calls == ["UpdateItem", "UpdateItem"]
 
 
+def test_a_frame_whose_write_was_slow_is_judged_by_the_time_it_was_written(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI (2 cores, four stacks): a fresh user's six frames at once, one refused. A frame
+    that read the clock, then stalled 1.5 s before its write reached the table, compared the
+    bucket (spent by the others at the real time) with its old clock: a bucket six frames into a
+    burst of twenty looked empty. Judged again at the time it was written, it has room."""
+    rate, burst = 10.0, 20
+    real = 1_800_000_000.0
+    key = "user#slow"
+    for _ in range(6):  # the other frames, written at the real time
+        monkeypatch.setattr(ratelimit.time, "time", lambda: real)
+        assert ratelimit.spend(key, rate, burst)
+    clock = iter([real - 1.5, real, real, real])  # read before the stall; then after the write
+    monkeypatch.setattr(ratelimit.time, "time", lambda: next(clock))
+
+    assert ratelimit.spend(key, rate, burst)
+
+
+def test_a_frame_refused_at_once_is_not_tried_again(handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit.time, "time", lambda: 1_800_000_000.0)
+    for _ in range(20):
+        assert ratelimit.spend("user#flood", 10.0, 20)
+    calls: list[str] = []
+    client = ratelimit.table().meta.client
+    client.meta.events.register("before-call.dynamodb.UpdateItem", lambda **_: calls.append("UpdateItem"))
+
+    assert not ratelimit.spend("user#flood", 10.0, 20)
+    assert calls == ["UpdateItem"]
+
+
 # --- connects per user, and the cap under races -------------------------------------------
 
 
