@@ -208,9 +208,38 @@ def keep_round(conversation: str, holder: str, until_ms: int, done: frozenset[in
     """Still the holder: hold on until `until_ms`, take the seqs delivered out of those waiting and,
     after a round (`now_ms`), note when it went. The round as it is after; None if the holder's
     time ran out and another took the round."""
-    expression = "SET busy_until_ms = :until" + (", last_ms = :now" if now_ms is not None else "")
-    values: dict[str, Any] = {":me": holder, ":until": until_ms}
+    item = _holders_write(
+        conversation, holder, "SET busy_until_ms = :until", {":until": until_ms}, done, now_ms, "holder = :me"
+    )
+    return None if item is None else _round(item)
+
+
+def end_round(conversation: str, holder: str, done: frozenset[int], now_ms: int | None) -> bool:
+    """Let go of the round, the seqs delivered taken out, if nothing else is waiting (nothing was
+    requested since the holder last read the round): one conditional write, so a message requested
+    meanwhile is never left without a holder. False (nothing written) if more is waiting, or the
+    holder's time ran out and another took the round."""
+    condition = "holder = :me AND (attribute_not_exists(pending) OR size(pending) = :count)"
+    item = _holders_write(
+        conversation, holder, "REMOVE holder, busy_until_ms", {":count": len(done)}, done, now_ms, condition
+    )
+    return item is not None
+
+
+def _holders_write(
+    conversation: str,
+    holder: str,
+    expression: str,
+    values: dict[str, Any],
+    done: frozenset[int],
+    now_ms: int | None,
+    condition: str,
+) -> dict[str, Any] | None:
+    """One conditional write to the round by its holder, the seqs `done` taken out of those waiting
+    and the round's time noted (`now_ms`): the round after, None if the condition failed."""
+    values = {":me": holder, **values}
     if now_ms is not None:
+        expression += ", last_ms = :now" if expression.startswith("SET") else " SET last_ms = :now"
         values[":now"] = now_ms
     if done:
         expression += " DELETE pending :done"
@@ -219,34 +248,10 @@ def keep_round(conversation: str, holder: str, until_ms: int, done: frozenset[in
         answer = table().update_item(
             Key={"pk": conversation, "sk": ROUND},
             UpdateExpression=expression,
-            ConditionExpression="holder = :me",
+            ConditionExpression=condition,
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
     except table().meta.client.exceptions.ConditionalCheckFailedException:
         return None
-    return _round(answer.get("Attributes"))
-
-
-def end_round(conversation: str, holder: str, done: frozenset[int], now_ms: int | None) -> bool:
-    """Let go of the round, the seqs delivered taken out, if nothing else is waiting (nothing was
-    requested since the holder last read the round): one conditional write, so a message requested
-    meanwhile is never left without a holder. False (nothing written) if more is waiting, or the
-    holder's time ran out and another took the round."""
-    expression = "REMOVE holder, busy_until_ms" + (" SET last_ms = :now" if now_ms is not None else "")
-    values: dict[str, Any] = {":me": holder, ":count": len(done)}
-    if now_ms is not None:
-        values[":now"] = now_ms
-    if done:
-        expression += " DELETE pending :done"
-        values[":done"] = set(done)
-    try:
-        table().update_item(
-            Key={"pk": conversation, "sk": ROUND},
-            UpdateExpression=expression,
-            ConditionExpression="holder = :me AND (attribute_not_exists(pending) OR size(pending) = :count)",
-            ExpressionAttributeValues=values,
-        )
-    except table().meta.client.exceptions.ConditionalCheckFailedException:
-        return False
-    return True
+    return dict(answer.get("Attributes") or {})
