@@ -176,13 +176,13 @@ def read_round(conversation: str) -> Round:
     return _round(item)
 
 
-def request_round(conversation: str, seq: int) -> Round:
-    """Add a stored message's seq to those waiting for the conversation's next round: the round as
+def request_round(conversation: str, seqs: frozenset[int]) -> Round:
+    """Add stored messages' seqs to those waiting for the conversation's next round: the round as
     it is after (one unconditional write, so no message is ever missed by it)."""
     answer = table().update_item(
         Key={"pk": conversation, "sk": ROUND},
-        UpdateExpression="ADD pending :seq",
-        ExpressionAttributeValues={":seq": {seq}},
+        UpdateExpression="ADD pending :seqs",
+        ExpressionAttributeValues={":seqs": set(seqs)},
         ReturnValues="ALL_NEW",
     )
     return _round(answer.get("Attributes"))
@@ -204,26 +204,34 @@ def take_round(conversation: str, holder: str, now_ms: int, until_ms: int) -> Ro
     return _round(answer.get("Attributes"))
 
 
-def keep_round(conversation: str, holder: str, until_ms: int, done: frozenset[int], now_ms: int | None) -> Round | None:
-    """Still the holder: hold on until `until_ms`, take the seqs delivered out of those waiting and,
-    after a round (`now_ms`), note when it went. The round as it is after; None if the holder's
-    time ran out and another took the round."""
+def keep_round(
+    conversation: str, holder: str, until_ms: int, taken: frozenset[int], now_ms: int | None
+) -> Round | None:
+    """Still the holder: hold on until `until_ms`, take the seqs it is about to deliver out of those
+    waiting (before it delivers them: a holder whose time ran out meanwhile delivers nothing, and
+    the next never delivers them again) and, after a round (`now_ms`), note when it went. The
+    round as it is after; None if the holder's time ran out and another took the round."""
     item = _holders_write(
-        conversation, holder, "SET busy_until_ms = :until", {":until": until_ms}, done, now_ms, "holder = :me"
+        conversation, holder, "SET busy_until_ms = :until", {":until": until_ms}, taken, now_ms, "holder = :me"
     )
     return None if item is None else _round(item)
 
 
-def end_round(conversation: str, holder: str, done: frozenset[int], now_ms: int | None) -> bool:
-    """Let go of the round, the seqs delivered taken out, if nothing else is waiting (nothing was
-    requested since the holder last read the round): one conditional write, so a message requested
-    meanwhile is never left without a holder. False (nothing written) if more is waiting, or the
-    holder's time ran out and another took the round."""
-    condition = "holder = :me AND (attribute_not_exists(pending) OR size(pending) = :count)"
+def end_round(conversation: str, holder: str, now_ms: int) -> bool:
+    """Let go of the round, noting when it went, if nothing is waiting (nothing was requested since
+    the holder took what it delivers out of those waiting): one conditional write, so a message
+    requested meanwhile is never left without a holder. False (nothing written) if more is
+    waiting, or the holder's time ran out and another took the round."""
+    condition = "holder = :me AND (attribute_not_exists(pending) OR size(pending) = :none)"
     item = _holders_write(
-        conversation, holder, "REMOVE holder, busy_until_ms", {":count": len(done)}, done, now_ms, condition
+        conversation, holder, "REMOVE holder, busy_until_ms", {":none": 0}, frozenset(), now_ms, condition
     )
     return item is not None
+
+
+def drop_round(conversation: str, holder: str) -> None:
+    """Let go of the round whatever waits (a holder that failed): the next send takes it at once."""
+    _holders_write(conversation, holder, "REMOVE holder, busy_until_ms", {}, frozenset(), None, "holder = :me")
 
 
 def _holders_write(

@@ -7,18 +7,21 @@ messages a second gets at most 4 frames a second, and the posts a message costs 
 rate (docs/delivery.md: "Busy channels").
 
 Why no message is left behind: a send adds its seq to the round (one unconditional write) before
-it looks for a holder; a holder lets go only with a write that fails if anything was added since
-it last read the round (conversations.end_round), and otherwise runs another round. A holder
-that dies keeps the round until its lease (ROUND_LEASE_MS) runs out; the next send takes it over,
-and clients that noticed the gap recover it with `after`."""
+it looks for a holder; a holder lets go only with a write that fails if anything waits
+(conversations.end_round), and otherwise runs another round. Why none goes twice: a holder takes
+the seqs out of those waiting, conditional on still holding the round, before it delivers them.
+A holder that dies keeps the round until its lease (ROUND_LEASE_MS) runs out; the next send
+takes it over, and clients that noticed the gap recover it with `after`."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
-from chat import connections, conversations, dispatch, fanout, frames, history, members
+from chat import aws, connections, conversations, dispatch, fanout, frames, history, members
 from chat.jobs import RoundJob
 from chat.telemetry import count, logger
 
@@ -41,7 +44,7 @@ def request(channel: str | None, seq: int, endpoint: str) -> None:
     a worker runs (the holder's). Raises an AWS error if it could not be handed on."""
     conversation = _conversation(channel)
     now = _now_ms()
-    if conversations.request_round(conversation, seq).busy_until_ms > now:
+    if conversations.request_round(conversation, frozenset({seq})).busy_until_ms > now:
         count("RoundJoined")  # the holder sees this seq before it lets go
         return
     job = RoundJob(channel, endpoint, uuid.uuid4().hex)
@@ -71,32 +74,57 @@ def resume(job: RoundJob) -> None:
 
 def run(job: RoundJob, state: conversations.Round) -> None:
     """One round: every waiting message that fits in one frame, to every member; then let go if
-    nothing else waits, or queue the next round (a worker's, after the interval)."""
+    nothing else waits, or queue the next round (a worker's, after the interval). The seqs are
+    taken out of those waiting before the frame goes, so that no two holders ever deliver the same
+    seq (one whose lease ran out while it was slow delivers nothing); if the frame cannot be
+    queued they are put back and the round let go, for the next send to take over at once."""
     conversation = _conversation(job.channel)
-    done = deliver(job, sorted(state.pending)[:ROUND_MESSAGES])
+    frame = _frame(conversation, sorted(state.pending)[:ROUND_MESSAGES])
+    if conversations.keep_round(conversation, job.holder, _now_ms() + ROUND_LEASE_MS, frame.taken, None) is None:
+        return  # the lease ran out meanwhile: the new holder has them all
+    if frame.messages:
+        try:
+            deliver(job, frame)
+        except aws.AWS_ERRORS:
+            conversations.request_round(conversation, frame.taken)
+            conversations.drop_round(conversation, job.holder)
+            raise
     now = _now_ms()
-    if conversations.end_round(conversation, job.holder, done, now):
+    if conversations.end_round(conversation, job.holder, now):
         return
-    if conversations.keep_round(conversation, job.holder, now + ROUND_LEASE_MS, done, now) is None:
+    if conversations.keep_round(conversation, job.holder, now + ROUND_LEASE_MS, frozenset(), now) is None:
         return  # the lease ran out meanwhile: the new holder has what is left
     fanout.schedule(job)
 
 
-def deliver(job: RoundJob, seqs: list[int]) -> frozenset[int]:
-    """Queue one frame with the messages at these seqs (as many as fit) for the members: the seqs
-    it holds, and any no longer stored (nothing to deliver)."""
-    conversation = _conversation(job.channel)
+@dataclass(frozen=True)
+class Frame:
+    """A round's frame: the messages it carries (in seq order), its bytes, and the seqs it takes out
+    of those waiting (those it carries, and any no longer stored)."""
+
+    messages: list[dict[str, Any]]
+    payload: bytes
+    taken: frozenset[int]
+
+
+def _frame(conversation: str, seqs: list[int]) -> Frame:
     stored = history.messages_at([(conversation, seq) for seq in seqs])
     messages = [history.stored_to_message(stored[conversation, seq]) for seq in seqs if (conversation, seq) in stored]
     if not messages:
-        return frozenset(seqs)
+        return Frame([], b"", frozenset(seqs))
     payload, included = frames.encode_round(messages)
-    first, last = messages[0], messages[included - 1]
+    last = messages[included - 1]["seq"]
+    return Frame(messages[:included], payload, frozenset(seq for seq in seqs if seq <= last))
+
+
+def deliver(job: RoundJob, frame: Frame) -> None:
+    """Queue the round's frame for the members (through the workers, paced to the budget)."""
+    conversation = _conversation(job.channel)
+    first, last = frame.messages[0], frame.messages[-1]
     audience = members.member_ids(job.channel) if job.channel is not None else connections.all_ids()
-    dispatch.queue(job.endpoint, audience, payload, first["id"], first["sent_at_ms"])
-    logger.info("Round of %s: seq %d to %d, %d messages", conversation, first["seq"], last["seq"], included)
-    count("RoundMessages", included)
-    return frozenset(seq for seq in seqs if seq <= last["seq"])
+    dispatch.queue(job.endpoint, audience, frame.payload, first["id"], first["sent_at_ms"])
+    logger.info("Round of %s: seq %d to %d, %d messages", conversation, first["seq"], last["seq"], len(frame.messages))
+    count("RoundMessages", len(frame.messages))
 
 
 def _conversation(channel: str | None) -> str:

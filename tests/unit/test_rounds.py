@@ -161,34 +161,77 @@ def test_a_small_channel_gets_a_clients_messages_from_the_send_and_the_backends_
 # --- the round's state --------------------------------------------------------------------------
 
 
-def test_a_holder_cannot_let_go_while_a_seq_was_added_after_it_read_the_round(handler: Any) -> None:
-    conversations.request_round(CONVERSATION, 1)
+def test_a_holder_cannot_let_go_while_a_seq_waits(handler: Any) -> None:
+    conversations.request_round(CONVERSATION, frozenset({1}))
     state = conversations.take_round(CONVERSATION, "a" * 32, 1_000, 31_000)
     assert state is not None and state.pending == {1}
-    conversations.request_round(CONVERSATION, 2)  # a send while the holder delivers seq 1
+    taken = conversations.keep_round(CONVERSATION, "a" * 32, 31_000, frozenset({1}), None)  # before delivering
+    assert taken is not None and taken.pending == frozenset()
+    conversations.request_round(CONVERSATION, frozenset({2}))  # a send while the holder delivers seq 1
 
     assert conversations.take_round(CONVERSATION, "b" * 32, 2_000, 32_000) is None  # held
-    assert conversations.end_round(CONVERSATION, "a" * 32, frozenset({1}), 3_000) is False
-    kept = conversations.keep_round(CONVERSATION, "a" * 32, 33_000, frozenset({1}), 3_000)
-    assert kept is not None and kept.pending == {2} and kept.holder == "a" * 32 and kept.last_ms == 3_000
-    assert conversations.end_round(CONVERSATION, "a" * 32, frozenset({2}), 4_000) is True
+    assert conversations.end_round(CONVERSATION, "a" * 32, 3_000) is False
+    kept = conversations.keep_round(CONVERSATION, "a" * 32, 33_000, frozenset({2}), 3_000)
+    assert kept is not None and kept.pending == frozenset() and kept.holder == "a" * 32 and kept.last_ms == 3_000
+    assert conversations.end_round(CONVERSATION, "a" * 32, 4_000) is True
     assert the_round() == conversations.Round(frozenset(), None, 0, 4_000)
 
 
-def test_a_holder_whose_lease_ran_out_changes_nothing(handler: Any) -> None:
-    conversations.request_round(CONVERSATION, 1)
+def test_a_holder_whose_lease_ran_out_takes_nothing_and_changes_nothing(handler: Any) -> None:
+    conversations.request_round(CONVERSATION, frozenset({1}))
     assert conversations.take_round(CONVERSATION, "a" * 32, 1_000, 31_000) is not None
     assert conversations.take_round(CONVERSATION, "b" * 32, 31_001, 61_001) is not None  # a's time ran out
 
     assert conversations.keep_round(CONVERSATION, "a" * 32, 70_000, frozenset({1}), 40_000) is None
-    assert conversations.end_round(CONVERSATION, "a" * 32, frozenset({1}), 40_000) is False
-    assert the_round().pending == {1} and the_round().holder == "b" * 32
+    assert conversations.end_round(CONVERSATION, "a" * 32, 40_000) is False
+    assert the_round().pending == {1} and the_round().holder == "b" * 32  # b delivers it, once
+
+
+def test_a_slow_holder_whose_lease_ran_out_delivers_nothing_the_new_holder_delivers(
+    channel: list[str], management: Any, workers: Any
+) -> None:
+    """Holder a read the round, then stalled past its lease; b took the round over and delivered.
+    When a goes on, it delivers nothing: no seq twice."""
+    seq = history.append(CONVERSATION, history.new_message("once", "user-0", channel=CHANNEL)).message["seq"]
+    conversations.request_round(CONVERSATION, frozenset({seq}))
+    now = rounds._now_ms()
+    slow = conversations.take_round(CONVERSATION, "a" * 32, now - 60_000, now - 30_000)  # its lease is over
+    fresh = conversations.take_round(CONVERSATION, "b" * 32, now, now + 30_000)
+    assert slow is not None and fresh is not None and slow.pending == fresh.pending == {seq}
+
+    rounds.run(jobs.RoundJob(CHANNEL, MANAGEMENT_ENDPOINT, "b" * 32), fresh)
+    rounds.run(jobs.RoundJob(CHANNEL, MANAGEMENT_ENDPOINT, "a" * 32), slow)
+    workers.drain()
+
+    assert all(frames_of(management, cid) == [[seq]] for cid in channel)
+
+
+def test_a_round_whose_frame_cannot_be_queued_puts_its_seqs_back_and_lets_go(
+    channel: list[str], management: Any, workers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="https://sqs")
+
+    monkeypatch.setattr(fanout, "fan_out", down)
+    published = publish("lost?")
+    assert published.delivery == publisher.INCOMPLETE
+    assert the_round().pending == {1} and the_round().holder is None  # back, and let go
+    monkeypatch.undo()
+    monkeypatch.setattr(fanout, "FANOUT_THRESHOLD", 10)
+    monkeypatch.setattr(fanout, "DELIVERY_BATCH_SIZE", 25)
+    time.sleep(rounds.interval_ms() / 1000)
+    publish("next")
+    workers.drain()
+
+    assert [seq for frame in frames_of(management, channel[0]) for seq in frame] == [1, 2]
 
 
 def test_a_round_job_of_a_holder_that_lost_the_round_posts_nothing(
     channel: list[str], management: Any, workers: Any
 ) -> None:
-    conversations.request_round(CONVERSATION, 1)
+    conversations.request_round(CONVERSATION, frozenset({1}))
     rounds.resume(jobs.RoundJob(CHANNEL, MANAGEMENT_ENDPOINT, "c" * 32))  # never held it
 
     assert workers.pending_jobs() == [] and management.received(channel[0]) == []
@@ -200,7 +243,7 @@ def test_a_holder_that_died_is_taken_over_by_the_next_send_after_its_lease(
     publish("first")
     workers.drain()
     now = rounds._now_ms()
-    conversations.request_round(CONVERSATION, 99)  # a seq nobody stored: nothing to deliver
+    conversations.request_round(CONVERSATION, frozenset({99}))  # a seq nobody stored: nothing to deliver
     assert conversations.take_round(CONVERSATION, "d" * 32, now, now + 60_000) is not None  # then it died
     publish("held up")  # joins the dead holder's round
     workers.drain()
