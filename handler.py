@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import backend, channels, messaging, recovery, sessions, stream, sweeper, tokens, worker
+from chat import backend, changes, channels, messaging, recovery, sessions, stream, sweeper, tokens, worker
 from chat.callers import caller
 from chat.frames import Reply
 from chat.gateway import (
@@ -77,6 +77,18 @@ def send_message(event: dict[str, Any], context: Any) -> Reply:
 def send_direct_message(event: dict[str, Any], context: Any) -> Reply:
     """sendDirectMessage: store it in the pair's history, then deliver it to both users."""
     return messaging.send_direct(caller(event), event.get("body"))
+
+
+@route(failure="Message could not be edited.", what="Edit")
+def edit_message(event: dict[str, Any], context: Any) -> Reply:
+    """editMessage: the sender replaces a message's content; the change takes the next seq."""
+    return changes.edit(caller(event), event.get("body"))
+
+
+@route(failure="Message could not be deleted.", what="Delete")
+def delete_message(event: dict[str, Any], context: Any) -> Reply:
+    """deleteMessage: the sender or a moderator takes a message down; the change takes the next seq."""
+    return changes.delete(caller(event), event.get("body"))
 
 
 @route(failure="Conversations could not be loaded.", what="Conversations")

@@ -4,6 +4,7 @@ handler.py (the Lambda entry points) calls the modules in the first group; they 
 below them, never the other way round, and nothing here imports handler.py.
 
     messaging    sending: to the room, to a channel, to one user (store, then deliver)
+    changes      edits and deletes: the message changed in place, the change as the next seq
     channels     join, leave, presence, and which channels a token allows
     recovery     reading a conversation back: history pages (before), catching up (after)
     sessions     a connection's life: $connect, token expiry and renewal, $disconnect, found gone

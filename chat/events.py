@@ -4,7 +4,8 @@ moderation, analytics: docs/events.md). Source `serverless-websocket`; the Detai
 every Detail carries `eventId` (the same on every retry of the same event: a consumer drops
 repeats by it) and `time` (ISO 8601 UTC, ms).
 
-A stored message's `message.created` comes from the history table's change stream (chat/stream.py),
+A stored message's `message.created` (and an edit's `message.edited`, a delete's `message.deleted`)
+comes from the history table's change stream (chat/stream.py),
 so it is sent even when the function that stored it dies right after. The other events are sent
 from where they are decided; when PutEvents fails there, they go to the delivery queue and a
 worker sends them (chat/worker.py): at least once, in no particular order.
@@ -31,11 +32,14 @@ from chat.telemetry import count, logger
 
 SOURCE = "serverless-websocket"
 MESSAGE_CREATED = "message.created"
+MESSAGE_EDITED, MESSAGE_DELETED = "message.edited", "message.deleted"
 PRESENCE_ENTERED, PRESENCE_LEFT = "presence.entered", "presence.left"
 CONNECTION_OPENED, CONNECTION_CLOSED = "connection.opened", "connection.closed"
 CHANNEL_JOINED, CHANNEL_LEFT = "channel.joined", "channel.left"
 DETAIL_TYPES = (
     MESSAGE_CREATED,
+    MESSAGE_EDITED,
+    MESSAGE_DELETED,
     PRESENCE_ENTERED,
     PRESENCE_LEFT,
     CONNECTION_OPENED,

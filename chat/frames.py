@@ -46,21 +46,27 @@ def encode(document: Any) -> bytes:
 def public_message(message: dict[str, Any], full: bool) -> dict[str, Any]:
     """What clients see of a message. Anonymous live messages stay {"content": ...}, as in
     in the tutorial; every other one carries its seq, and its channel, recipient and clientMessageId
-    when it has them."""
+    when it has them; an edited one `editedAt`, a deleted one `deleted` and `deletedBy` and no
+    content; a change (chat/changes.py) its `action`, `target` and, for a delete, any `reason`."""
     if not full:
-        return {"content": message["content"]}
+        return {"content": message.get("content")}
     shown: dict[str, Any] = {"channel": message["channel"]} if "channel" in message else {}
-    shown.update(
-        seq=message["seq"],
-        content=message["content"],
-        sender=message.get("sender"),
-        sent_at=iso(message["sent_at_ms"]),
-        id=message["id"],
-    )
+    shown["seq"] = message["seq"]
+    if "action" in message:
+        shown.update(action=message["action"], target=message["target"])
+    if "content" in message:
+        shown["content"] = message["content"]
+    shown.update(sender=message.get("sender"), sent_at=iso(message["sent_at_ms"]), id=message["id"])
     if "to" in message:
         shown["to"] = message["to"]
     if "client_message_id" in message:
         shown["clientMessageId"] = message["client_message_id"]
+    if "edited_at_ms" in message and not message.get("deleted"):
+        shown["editedAt"] = iso(message["edited_at_ms"])
+    if message.get("deleted"):
+        shown.update(deleted=True, deletedBy=message.get("deleted_by"))
+    if "reason" in message:
+        shown["reason"] = message["reason"]
     return shown
 
 
@@ -204,6 +210,18 @@ def acknowledgement(
     if online is not None:
         shown["recipientOnline"] = online
     return shown
+
+
+def changed(
+    kind: str, named: dict[str, Any], target: int, change: dict[str, Any], duplicate: bool, delivery: str
+) -> dict[str, Any]:
+    """The acknowledgement of an edit or a delete (`kind`: "edited", "deleted"): where, the seq of
+    the message changed, and the seq the change took in the conversation (`change`)."""
+    shown: dict[str, Any] = {**named, "seq": target, "change": change["seq"]}
+    if "client_message_id" in change:
+        shown["clientMessageId"] = change["client_message_id"]
+    shown.update(duplicate=duplicate, delivery=delivery)
+    return {kind: shown}
 
 
 def publish_reply(results: list[dict[str, Any]], failed: int) -> dict[str, Any]:

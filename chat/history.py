@@ -17,6 +17,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,12 @@ DELIVERY_LEASE_MS = 30_000
 # How many Query pages one history request may read to get past expired messages.
 MAX_HISTORY_PAGES = 5
 BUSY = "Too many messages at once in this conversation: this one was not stored; send it again."
-# What a message may carry besides its content, id, time and seq.
-FIELDS = ("sender", "to", "channel", "client_message_id", "origin")
+# What a message may carry besides its content, id, time and seq (text).
+FIELDS = ("sender", "to", "channel", "client_message_id", "origin", "action", "reason", "deleted_by")
+# ... and as whole numbers: a change's target seq (chat/changes.py), when a message was edited.
+NUMBER_FIELDS = ("target", "edited_at_ms")
+# The seqs of a message's edits, so that a delete can take their content out too.
+EDITS = "edits"
 
 
 @dataclass(frozen=True)
@@ -103,14 +108,28 @@ def named(conversation: str) -> dict[str, Any]:
 # --- writing -------------------------------------------------------------------------------
 
 
+class GuardFailed(Exception):
+    """A change's condition on the message it changes failed in the transaction that would have
+    stored it (the message was deleted or edited meanwhile): nothing was stored."""
+
+
+Guard = Callable[[int, float], list[dict[str, Any]]]
+
+
 def append(
-    conversation: str, message: dict[str, Any], sender_key: str | None = None, pair: tuple[str, str] | None = None
+    conversation: str,
+    message: dict[str, Any],
+    sender_key: str | None = None,
+    pair: tuple[str, str] | None = None,
+    guard: Guard | None = None,
 ) -> Appended:
     """Store the message as the conversation's next seq. With a client_message_id (and the
     sender's key, its user or connection), a send already recorded within SEND_RECORD_SECONDS
     is not stored again: its first outcome is returned, marked duplicate. For a direct
     conversation, `pair` (its two users): each one's inbox entry moves to this message, in the
-    same transaction (getConversations)."""
+    same transaction (getConversations). `guard`: the transaction items (for the seq about to be
+    taken, and the time) that a change makes to the message it changes, in the same transaction;
+    GuardFailed if one of their conditions fails."""
     client_message_id = message.get("client_message_id")
     record_key = conversations.record_key(sender_key or "", client_message_id) if client_message_id else None
     give_up_at = time.monotonic() + APPEND_SECONDS
@@ -140,10 +159,14 @@ def append(
             items.append(conversations.record_item(conversation, record_key, stored["seq"], stored["id"], now, lease))
         if pair is not None:
             items += inbox.items(conversation, stored["seq"], stored["sent_at_ms"], pair)
+        guarded = len(items)
+        items += guard(stored["seq"], now) if guard is not None else []
         try:
             aws.transact(items)
             return Appended(stored)
         except aws.Cancelled as cancelled:
+            if any(cancelled.failed(index) for index in range(guarded, len(items))):
+                raise GuardFailed(conversation, stored["seq"]) from None
             # Another sender took this seq (or the same send was recorded meanwhile): read again.
             logger.debug("Seq %d of %s was taken: %s", head + 1, conversation, cancelled.reasons)
         if time.monotonic() >= give_up_at:
@@ -151,6 +174,20 @@ def append(
             raise Refusal("conversation_busy", BUSY)
         time.sleep(random.uniform(0, min(APPEND_MAX_BACKOFF_SECONDS, APPEND_BACKOFF_SECONDS * 2**attempt)))
     raise AssertionError("unreachable")  # itertools.count() never ends
+
+
+def content_json(content: Any) -> str:
+    """Content as stored: any JSON value is allowed; stored as text it comes back exactly."""
+    return json.dumps(content, ensure_ascii=False)
+
+
+def recorded(conversation: str, sender_key: str, client_message_id: str | None) -> bool:
+    """Whether a send with this clientMessageId is recorded in the conversation (and not past
+    SEND_RECORD_SECONDS): a repeat of it is answered with its first outcome."""
+    if not client_message_id:
+        return False
+    _, record = conversations.head_and_record(conversation, conversations.record_key(sender_key, client_message_id))
+    return record is not None and int(record["expires_at"]) > time.time()
 
 
 def mark_delivered(conversation: str, sender_key: str | None, client_message_id: str | None) -> None:
@@ -190,11 +227,11 @@ def _stored_item(conversation: str, message: dict[str, Any]) -> dict[str, Any]:
         "seq": message["seq"],
         "id": message["id"],
         "sent_at_ms": message["sent_at_ms"],
-        # Any JSON value is allowed as content; stored as text it comes back exactly.
-        "content_json": json.dumps(message["content"], ensure_ascii=False),
         "ttl": message["sent_at_ms"] // 1000 + MESSAGE_RETENTION_SECONDS,
     }
-    for field in FIELDS:
+    if "content" in message:  # a delete has none
+        item["content_json"] = content_json(message["content"])
+    for field in FIELDS + NUMBER_FIELDS:
         if field in message:
             item[field] = message[field]
     return item
@@ -204,15 +241,22 @@ def _stored_item(conversation: str, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def stored_to_message(item: dict[str, Any]) -> dict[str, Any]:
-    message = {
-        "content": json.loads(item["content_json"]),
-        "id": item["id"],
-        "sent_at_ms": int(item["sent_at_ms"]),
-        "seq": int(item["seq"]),
-    }
+    """A stored item as a message: without "content" once deleted (or for a delete itself)."""
+    message: dict[str, Any] = {"id": item["id"], "sent_at_ms": int(item["sent_at_ms"]), "seq": int(item["seq"])}
+    if "content_json" in item:
+        message["content"] = json.loads(item["content_json"])
+    elif not item.get("deleted") and item.get("action") != "delete":  # only these have none
+        raise KeyError("content_json")
     for field in FIELDS:
         if field in item:
             message[field] = item[field]
+    for field in NUMBER_FIELDS:
+        if field in item:
+            message[field] = int(item[field])
+    if item.get("deleted"):
+        message["deleted"] = True
+    if EDITS in item:
+        message[EDITS] = sorted(int(seq) for seq in item[EDITS])
     return message
 
 

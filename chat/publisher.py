@@ -60,14 +60,16 @@ def publish(
     endpoint: str,
     exclude: str | None = None,
     paced: bool = False,
+    guard: history.Guard | None = None,
 ) -> Published:
     """Store the message (history.append), then deliver it, unless the same send already did or is
     doing it. `exclude`: the sending connection, which gets its reply instead of a copy of a DM.
     `paced`: a room or channel message goes through the delivery workers whatever its audience
-    (the backend's batches: their posts stay within the workers' posting budget)."""
+    (the backend's batches: their posts stay within the workers' posting budget). `guard`: what
+    a change does to the message it changes, in the transaction that stores it (history.append)."""
     if target.pair is None:
         fanout.admit()  # a room or channel message waits in the workers' queue at most so long
-    appended = history.append(target.conversation, message, sender_key, pair=target.pair)
+    appended = history.append(target.conversation, message, sender_key, pair=target.pair, guard=guard)
     client_message_id = message.get("client_message_id")
     if appended.duplicate:
         if appended.delivered:

@@ -44,9 +44,13 @@ def publish_created(event: dict[str, Any]) -> dict[str, Any]:
     return {"batchItemFailures": []}
 
 
+CHANGES = {"edit": events.MESSAGE_EDITED, "delete": events.MESSAGE_DELETED}
+
+
 def message_created(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The `message.created` entry of a stream record of a new message; None for anything else
-    (a removal by TTL, a record without its new image)."""
+    """The `message.created` entry of a stream record of a new message (`message.edited` or
+    `message.deleted` for a change, with its `target`); None for anything else (a removal by TTL,
+    a message changed in place, a record without its new image)."""
     if record.get("eventName") != "INSERT":
         return None
     image = record.get("dynamodb", {}).get("NewImage")
@@ -62,12 +66,18 @@ def message_created(record: dict[str, Any]) -> dict[str, Any] | None:
             "sender": item.get("sender"),
             "sentAt": frames.iso(int(item["sent_at_ms"])),
             "origin": item.get("origin", "websocket"),
-            "content": json.loads(item["content_json"]),
         }
+        kind = CHANGES.get(str(item.get("action")), events.MESSAGE_CREATED)  # an edit or a delete: chat/changes.py
+        if kind != events.MESSAGE_CREATED:
+            detail["target"] = int(item["target"])
+        if "content_json" in item:  # a delete has none
+            detail["content"] = json.loads(item["content_json"])
+        if "reason" in item:
+            detail["reason"] = item["reason"]
     except (KeyError, TypeError, ValueError) as error:
         logger.warning("A history record that is not a message: %s: %s", type(error).__name__, error)
         return None
     if "client_message_id" in item:
         detail["clientMessageId"] = item["client_message_id"]
-    event_id = events.event_id(events.MESSAGE_CREATED, conversation, seq, message_id)
-    return events.entry(events.MESSAGE_CREATED, event_id, detail, int(item["sent_at_ms"]))
+    event_id = events.event_id(kind, conversation, seq, message_id)
+    return events.entry(kind, event_id, detail, int(item["sent_at_ms"]))

@@ -9,6 +9,7 @@
 const ROUTES_POSTING_NOTHING = 9; // $connect $disconnect $default getRecentMessages join leave getPresence renewToken getConversations
 const PUBLISH_MESSAGES = 100; // a POST /publish request's messages, at most
 const DM_USERS = 2;
+const CHANGE_ROUTES = 2; // editMessage deleteMessage
 
 function terms(custom, environment) {
   const number = (value) => Number(value);
@@ -20,8 +21,11 @@ function terms(custom, environment) {
     'frames: heartbeat': number(limits.heartbeatRate),
     [`frames: ${ROUTES_POSTING_NOTHING} other routes`]: ROUTES_POSTING_NOTHING * number(limits.routeRate),
     'frames: POST /publish': number(publish.rate),
+    'frames: editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeRate),
     'posts: room and channels inline (sendMessage x fanoutThreshold)': number(limits.sendMessageRate) * number(delivery.fanoutThreshold),
     'posts: direct messages (sendDirectMessage x 2 users x their connections)': number(limits.sendDirectMessageRate) * DM_USERS * connections,
+    'posts: edits and deletes (2 routes x changeRate x the larger of fanoutThreshold and a DM\'s)':
+      CHANGE_ROUTES * number(limits.changeRate) * Math.max(number(delivery.fanoutThreshold), DM_USERS * connections),
     'posts: the delivery workers (postingBudget)': number(delivery.postingBudget),
     'posts: published direct messages (publish x 100 x 2 x connections)': number(publish.rate) * PUBLISH_MESSAGES * DM_USERS * connections,
     'calls: the sweeper (SWEEP_CALLS_PER_SECOND)': number(environment.SWEEP_CALLS_PER_SECOND),
@@ -32,6 +36,7 @@ function terms(custom, environment) {
     heartbeat: number(limits.heartbeatBurst),
     [`${ROUTES_POSTING_NOTHING} other routes`]: ROUTES_POSTING_NOTHING * number(limits.routeBurst),
     'POST /publish': number(publish.burst),
+    'editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeBurst),
   };
   return { rates, bursts };
 }

@@ -84,12 +84,14 @@ def entry_point(handler: Any, route: str) -> Callable[[dict[str, Any], Any], dic
 
 
 def send(handler: Any, route: str, connection_id: str, user: str | None = None, *, body: str | None = None,
-         expires_at: int | None = None, channels: Any = None, **fields: Any) -> dict[str, Any]:
+         expires_at: int | None = None, channels: Any = None, moderates: Any = None, **fields: Any) -> dict[str, Any]:
     """One frame from a connection, to the entry point serverless.yml wires to its route, as API
     Gateway hands it over: `body` as given, else {"action": route, **fields}; with the
-    authorizer's context for `user` (its token's `exp` and `channels` claim when given)."""
+    authorizer's context for `user` (its token's `exp`, `channels` and `moderates` claims when given)."""
     frame = body if body is not None else action_body(route, **fields)
     event = message_event(connection_id, frame, route if route in routes() else "$default", user, expires_at)
     if channels is not None:
         event["requestContext"]["authorizer"]["channels"] = json.dumps(channels)
+    if moderates is not None:
+        event["requestContext"]["authorizer"]["moderates"] = json.dumps(moderates)
     return entry_point(handler, route)(event, None)

@@ -104,6 +104,23 @@ def test_a_stream_record_read_twice_is_the_same_event_id(handler: Any, bus: Bus)
     assert first["eventId"] == second["eventId"] and first == second  # a consumer drops the repeat by it
 
 
+def test_an_edit_and_a_delete_are_message_edited_and_message_deleted_and_the_change_in_place_is_none(
+    handler: Any, bus: Bus
+) -> None:
+    opened(handler, "alice-conn", "alice")
+    frame(handler, "sendMessage", "alice-conn", "alice", content="helo")
+    frame(handler, "editMessage", "alice-conn", "alice", seq=1, content="hello")
+    frame(handler, "deleteMessage", "alice-conn", "alice", seq=1, reason="typo")
+    bus.feed_stream()
+
+    assert [d["seq"] for d in bus.details(events.MESSAGE_CREATED)] == [1]  # the message changed in place: no event
+    (edited,) = bus.details(events.MESSAGE_EDITED)
+    (deleted,) = bus.details(events.MESSAGE_DELETED)
+    assert (edited["seq"], edited["target"], edited["content"], edited["sender"]) == (2, 1, "hello", "alice")
+    assert (deleted["seq"], deleted["target"], deleted["reason"], deleted["sender"]) == (3, 1, "typo", "alice")
+    assert "content" not in deleted
+
+
 def test_removals_and_records_that_are_not_messages_are_no_events(handler: Any, bus: Bus) -> None:
     ttl_removal = {"eventName": "REMOVE", "dynamodb": {"SequenceNumber": "1", "OldImage": {}}}
     not_a_message = {"eventName": "INSERT", "dynamodb": {"SequenceNumber": "2", "NewImage": {"conversation": {"S": "room"}}}}
