@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import backend, changes, channels, messaging, recovery, sessions, stream, sweeper, tokens, worker
+from chat import backend, changes, channels, messaging, moderation, recovery, sessions, stream, sweeper, tokens, worker
 from chat.callers import caller
 from chat.frames import Reply
 from chat.gateway import (
@@ -89,6 +89,18 @@ def edit_message(event: dict[str, Any], context: Any) -> Reply:
 def delete_message(event: dict[str, Any], context: Any) -> Reply:
     """deleteMessage: the sender or a moderator takes a message down; the change takes the next seq."""
     return changes.delete(caller(event), event.get("body"))
+
+
+@route(failure="The ban could not be made.", what="Ban")
+def ban(event: dict[str, Any], context: Any) -> Reply:
+    """ban: a moderator keeps a user out of a channel, or out of the service, for a while."""
+    return moderation.ban(caller(event), event.get("body"))
+
+
+@route(failure="The ban could not be lifted.", what="Unban")
+def unban(event: dict[str, Any], context: Any) -> Reply:
+    """unban: a moderator lifts a ban before it ends."""
+    return moderation.unban(caller(event), event.get("body"))
 
 
 @route(failure="Conversations could not be loaded.", what="Conversations")

@@ -5,7 +5,8 @@ below them, never the other way round, and nothing here imports handler.py.
 
     messaging    sending: to the room, to a channel, to one user (store, then deliver)
     changes      edits and deletes: the message changed in place, the change as the next seq
-    channels     join, leave, presence, and which channels a token allows
+    moderation   bans: a user out of a channel or the service, for a while, and back
+    channels     join, leave, presence, and which channels a token allows (and moderates)
     recovery     reading a conversation back: history pages (before), catching up (after)
     sessions     a connection's life: $connect, token expiry and renewal, $disconnect, found gone
     sweeper      every minute: expiry notices, expired connections, lost $disconnects, overdue leaves
@@ -25,6 +26,7 @@ below them, never the other way round, and nothing here imports handler.py.
     history      each conversation's log by seq: the history table (messages), stored with the head
     conversations  the conversations table: heads, send records, users online, delivery rounds
     inbox        each user's direct conversations, most recent first (in the conversations table)
+    bans         who is banned from where, until when (in the conversations table)
     verifier     the one verifier of tokens: the service's own (HS256, its secret in SSM) and issuers'
     jwks         the issuers' signing keys, fetched and cached per issuer
     fanout       large audiences: delivery jobs on the SQS queue

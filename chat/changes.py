@@ -20,6 +20,7 @@ from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
     parse_client_message_id,
+    parse_reason,
     parse_request,
     parse_seq_cursor,
     require_channel,
@@ -32,7 +33,6 @@ DELETE_EXAMPLE = '{"action": "deleteMessage", "channel": "<name>", "seq": 12}'
 # Edits one message may have: a delete takes the content out of each in its own transaction
 # (DynamoDB: at most 100 items in one).
 MAX_EDITS = 10
-MAX_REASON_CHARACTERS = 500
 EDIT, DELETE = "edit", "delete"
 
 
@@ -77,13 +77,13 @@ def delete(caller: Caller, body: str | None) -> frames.Reply:
     request = parse_request(body, DELETE_EXAMPLE)
     target, named = _target(caller, request)
     seq = _seq(request)
-    reason = _reason(request.get("reason"))
+    reason = parse_reason(request.get("reason"))
     change = _change(caller, target, DELETE, seq, request, reason=reason)
     edits: list[int] = []
 
     def check(message: dict[str, Any]) -> None:
         own = message.get("sender") is not None and message.get("sender") == caller.user
-        if not own and (target.pair is not None or not moderates(caller, target.channel)):
+        if not own and (target.pair is not None or not channels.moderates(caller, target.channel)):
             who = "its sender" if target.pair is not None else "its sender or a moderator of this conversation"
             raise Refusal("forbidden", f"Only {who} can delete message {seq}.")
         edits[:] = message.get(history.EDITS, [])
@@ -101,14 +101,6 @@ def delete(caller: Caller, body: str | None) -> frames.Reply:
         ]
 
     return _apply(caller, target, named, change, seq, check, guard, "deleted")
-
-
-def moderates(caller: Caller, channel: str | None) -> bool:
-    """Whether the caller's token moderates the channel (its `moderates` claim, the `channels`
-    claim's syntax), or with `channel` None the room (only "*"). No claim: nothing."""
-    if caller.moderates is None or caller.user is None:
-        return False
-    return "*" in caller.moderates if channel is None else channels.allowed(caller.moderates, channel)
 
 
 def _apply(
@@ -164,14 +156,6 @@ def _seq(request: dict[str, Any]) -> int:
     if seq is None:
         raise Refusal("bad_request", 'Say which message with "seq": its seq in this conversation.')
     return seq
-
-
-def _reason(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_REASON_CHARACTERS:
-        raise Refusal("bad_request", f'"reason" must be text of 1 to {MAX_REASON_CHARACTERS} characters.')
-    return value
 
 
 def _change(

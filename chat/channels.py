@@ -9,7 +9,7 @@ import os
 import time
 import uuid
 
-from chat import aws, delivery, dispatch, events, frames, history, jobs, members, presence
+from chat import aws, bans, delivery, dispatch, events, frames, history, jobs, members, presence
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
@@ -50,13 +50,18 @@ def leave(caller: Caller, body: str | None) -> frames.Reply:
     """leave: the connection stops getting the channel's messages; harmless if not a member.
     The user's last connection leaving is announced after the grace, if nobody comes back."""
     channel, user = _requested_channel(caller, body, LEAVE_EXAMPLE)
-    departure, left_at = members.leave(channel, caller.connection_id, user)
-    if departure != "none":
-        events.emit([events.channel_left(channel, user, caller.connection_id, left_at)])
-    if departure == presence.LAST:
-        endpoint = delivery.management_endpoint(caller.request_context)
-        presence.schedule_leave_check(jobs.LeaveCheck(channel, user, left_at, endpoint))
+    remove(channel, caller.connection_id, user, delivery.management_endpoint(caller.request_context))
     return frames.left(channel)
+
+
+def remove(channel: str, connection_id: str, user: str, endpoint: str) -> None:
+    """Take the connection out of the channel (a leave, or a ban): channel.left, and the user's
+    last connection's leave announced after the grace, if nobody comes back."""
+    departure, left_at = members.leave(channel, connection_id, user)
+    if departure != "none":
+        events.emit([events.channel_left(channel, user, connection_id, left_at)])
+    if departure == presence.LAST:
+        presence.schedule_leave_check(jobs.LeaveCheck(channel, user, left_at, endpoint))
 
 
 def get_presence(caller: Caller, body: str | None) -> frames.Reply:
@@ -98,13 +103,24 @@ def announce(endpoint: str, channel: str, user: str, state: str) -> None:
 
 
 def require_access(caller: Caller, channel: str) -> str:
-    """The caller's user, or 403 unless it is signed in and its token's claim (if any) covers
-    the channel."""
+    """The caller's user, or 403 unless it is signed in, its token's claim (if any) covers the
+    channel, and no moderator banned it from the channel (or the service: chat/moderation.py)."""
     if caller.user is None:
         raise Refusal("forbidden", "Channels need a signed-in connection: connect with a token.")
     if not allowed(caller.channels, channel):
         raise Refusal("forbidden", f'Your token does not allow channel "{channel}".')
+    ban = bans.active(caller.user, channel, int(time.time() * 1000))
+    if ban is not None:
+        raise Refusal("banned", frames.ban_text(ban.channel, ban.until_ms, ban.reason))
     return caller.user
+
+
+def moderates(caller: Caller, channel: str | None) -> bool:
+    """Whether the caller's token moderates the channel (its `moderates` claim, the `channels`
+    claim's syntax), or with `channel` None the room (only "*"). No claim: nothing."""
+    if caller.moderates is None or caller.user is None:
+        return False
+    return "*" in caller.moderates if channel is None else allowed(caller.moderates, channel)
 
 
 def allowed(patterns: tuple[str, ...] | None, channel: str) -> bool:

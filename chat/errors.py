@@ -32,6 +32,7 @@ CODES: dict[str, Code] = {
         Code("too_many_channels", 400, False, "the connection is in as many channels as it may be: leave one first"),
         Code("forbidden", 403, False, "the token does not allow it, or it needs a signed-in connection"),
         Code("not_member", 403, False, "join the channel first"),
+        Code("banned", 403, False, "a moderator banned the user from this channel or the service, for now"),
         Code("not_found", 404, False, "there is no such message in the conversation (or it was deleted)"),
         Code(
             "token_expired",

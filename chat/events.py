@@ -36,6 +36,7 @@ MESSAGE_EDITED, MESSAGE_DELETED = "message.edited", "message.deleted"
 PRESENCE_ENTERED, PRESENCE_LEFT = "presence.entered", "presence.left"
 CONNECTION_OPENED, CONNECTION_CLOSED = "connection.opened", "connection.closed"
 CHANNEL_JOINED, CHANNEL_LEFT = "channel.joined", "channel.left"
+USER_BANNED, USER_UNBANNED = "user.banned", "user.unbanned"
 DETAIL_TYPES = (
     MESSAGE_CREATED,
     MESSAGE_EDITED,
@@ -46,6 +47,8 @@ DETAIL_TYPES = (
     CONNECTION_CLOSED,
     CHANNEL_JOINED,
     CHANNEL_LEFT,
+    USER_BANNED,
+    USER_UNBANNED,
 )
 CLOSE_REASONS = ("disconnect", "expired", "gone", "swept")
 # PutEvents: at most 10 entries a call, each at most 256 KB (EventBridge's quotas).
@@ -116,6 +119,25 @@ def channel_joined(channel: str, user: str, connection_id: str, at_ms: int) -> d
 def channel_left(channel: str, user: str, connection_id: str, at_ms: int) -> dict[str, Any]:
     detail = {"channel": channel, "user": user, "connectionId": connection_id}
     return entry(CHANNEL_LEFT, event_id(CHANNEL_LEFT, channel, connection_id, at_ms), detail, at_ms)
+
+
+def user_banned(
+    user: str, channel: str | None, until_ms: int | None, reason: str | None, by: str, at_ms: int
+) -> dict[str, Any]:
+    """A ban (channel None: the whole service; until None: until lifted)."""
+    detail = {
+        "user": user,
+        "channel": channel,
+        "until": iso(until_ms) if until_ms is not None else None,
+        "reason": reason,
+        "by": by,
+    }
+    return entry(USER_BANNED, event_id(USER_BANNED, user, channel or "*", at_ms), detail, at_ms)
+
+
+def user_unbanned(user: str, channel: str | None, by: str, at_ms: int) -> dict[str, Any]:
+    detail = {"user": user, "channel": channel, "by": by}
+    return entry(USER_UNBANNED, event_id(USER_UNBANNED, user, channel or "*", at_ms), detail, at_ms)
 
 
 def presence_entered(channel: str, user: str, at_ms: int) -> dict[str, Any]:

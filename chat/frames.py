@@ -175,8 +175,30 @@ def joined(channel: str, seq: int) -> dict[str, Any]:
     return {"joined": {"channel": channel, "seq": seq}}
 
 
-def left(channel: str) -> dict[str, Any]:
-    return {"left": {"channel": channel}}
+def left(channel: str, reason: str | None = None) -> dict[str, Any]:
+    """The reply to a leave; with `reason` ("banned"), pushed to a connection taken out."""
+    return {"left": {"channel": channel, **({"reason": reason} if reason else {})}}
+
+
+def banned(reason: str | None, until_ms: int | None) -> bytes:
+    """Pushed to each connection of a user banned from the service, just before it is closed."""
+    return encode({"banned": {"reason": reason, "until": iso(until_ms) if until_ms is not None else None}})
+
+
+def ban_text(channel: str | None, until_ms: int | None, reason: str | None) -> str:
+    """Why a banned user is refused: where, until when, and the moderator's reason."""
+    where = f'channel "{channel}"' if channel is not None else "this service"
+    until = f"until {iso(until_ms)}" if until_ms is not None else "until a moderator lifts it"
+    return f"You are banned from {where} {until}" + (f": {reason}" if reason else ".")
+
+
+def ban_reply(kind: str, user: str, channel: str | None, until_ms: int | None, closed: int) -> dict[str, Any]:
+    """The acknowledgement of a ban or an unban (`kind`: "ban", "unban"): whom, where (no channel:
+    the whole service), until when, and how many of the user's connections it took out."""
+    shown: dict[str, Any] = {"user": user, "channel": channel}
+    if kind == "ban":
+        shown.update(until=iso(until_ms) if until_ms is not None else None, removed=closed)
+    return {kind: shown}
 
 
 def presence_page(channel: str, members: list[tuple[str, int]], count: int, after: str | None) -> dict[str, Any]:

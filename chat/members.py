@@ -141,6 +141,18 @@ def member_ids(channel: str, page_size: int | None = None) -> Iterator[str]:
         yield item["connection_id"]
 
 
+def user_connection_ids(channel: str, user_id: str) -> list[str]:
+    """The user's connections in the channel (their member keys start with the user: member_key)."""
+    query = table().query
+    items = aws.all_pages(
+        query,
+        KeyConditionExpression=Key("channel").eq(channel) & Key("member").begins_with(f"{user_id}#"),
+        ProjectionExpression="connection_id",
+        ConsistentRead=True,
+    )
+    return [item["connection_id"] for item in items]
+
+
 class Departure(NamedTuple):
     """A connection taken out of a channel: `kind` is which presence.DEPARTURES applied."""
 

@@ -205,3 +205,15 @@ def parse_client_message_id(value: Any) -> str | None:
             '"clientMessageId" must be 1 to 64 characters: ASCII letters, digits, "-", "_" (a UUID fits).',
         )
     return value
+
+
+MAX_REASON_CHARACTERS = 500
+
+
+def parse_reason(value: Any) -> str | None:
+    """A moderator's or sender's `reason` (a delete, a ban): optional text of 1 to 500 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_REASON_CHARACTERS:
+        raise Refusal("bad_request", f'"reason" must be text of 1 to {MAX_REASON_CHARACTERS} characters.')
+    return value

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from chat import aws, connections, delivery, events, fanout, frames, jobs, members, presence, ratelimit, verifier
+from chat import aws, bans, connections, delivery, events, fanout, frames, jobs, members, presence, ratelimit, verifier
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import RENEW_EXAMPLE, parse_request
@@ -32,6 +32,7 @@ def open_session(caller: Caller, connected_at: int) -> str:
             caller.token_expires_at is not None and caller.token_expires_at - EXPIRY_NOTICE_SECONDS <= time.time()
         )
         _store(caller, connected_at, notified=expiring)
+        _refuse_if_banned(caller)
     except Refusal:
         count("ConnectionsRefused")
         raise
@@ -39,6 +40,18 @@ def open_session(caller: Caller, connected_at: int) -> str:
         _notify_soon(caller, caller.token_expires_at)
     events.emit([events.connection_opened(caller.user, caller.connection_id, connected_at * 1000)])
     return "Connect successful."
+
+
+def _refuse_if_banned(caller: Caller) -> None:
+    """A user banned from the service is refused (403), its row taken back. Checked after the row
+    is stored, so that a ban acknowledged meanwhile either sees the row (and closes it) or is
+    seen here."""
+    ban = bans.active(caller.user, None, int(time.time() * 1000)) if caller.user is not None else None
+    if ban is None:
+        return
+    old = connections.delete(caller.connection_id)
+    _release_slots([old] if old is not None else [])
+    raise Refusal("banned", frames.ban_text(None, ban.until_ms, ban.reason))
 
 
 def _store(caller: Caller, connected_at: int, notified: bool) -> None:

@@ -10,6 +10,7 @@ const ROUTES_POSTING_NOTHING = 9; // $connect $disconnect $default getRecentMess
 const PUBLISH_MESSAGES = 100; // a POST /publish request's messages, at most
 const DM_USERS = 2;
 const CHANGE_ROUTES = 2; // editMessage deleteMessage
+const MODERATION_ROUTES = 2; // ban unban
 
 function terms(custom, environment) {
   const number = (value) => Number(value);
@@ -22,10 +23,12 @@ function terms(custom, environment) {
     [`frames: ${ROUTES_POSTING_NOTHING} other routes`]: ROUTES_POSTING_NOTHING * number(limits.routeRate),
     'frames: POST /publish': number(publish.rate),
     'frames: editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeRate),
+    'frames: ban and unban': MODERATION_ROUTES * number(limits.moderationRate),
     'posts: room and channels inline (sendMessage x fanoutThreshold)': number(limits.sendMessageRate) * number(delivery.fanoutThreshold),
     'posts: direct messages (sendDirectMessage x 2 users x their connections)': number(limits.sendDirectMessageRate) * DM_USERS * connections,
     'posts: edits and deletes (2 routes x changeRate x the larger of fanoutThreshold and a DM\'s)':
       CHANGE_ROUTES * number(limits.changeRate) * Math.max(number(delivery.fanoutThreshold), DM_USERS * connections),
+    'calls: bans (ban x a post and a close to each of the user\'s connections)': number(limits.moderationRate) * 2 * connections,
     'posts: the delivery workers (postingBudget)': number(delivery.postingBudget),
     'posts: published direct messages (publish x 100 x 2 x connections)': number(publish.rate) * PUBLISH_MESSAGES * DM_USERS * connections,
     'calls: the sweeper (SWEEP_CALLS_PER_SECOND)': number(environment.SWEEP_CALLS_PER_SECOND),
@@ -37,6 +40,7 @@ function terms(custom, environment) {
     [`${ROUTES_POSTING_NOTHING} other routes`]: ROUTES_POSTING_NOTHING * number(limits.routeBurst),
     'POST /publish': number(publish.burst),
     'editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeBurst),
+    'ban and unban': MODERATION_ROUTES * number(limits.moderationBurst),
   };
   return { rates, bursts };
 }

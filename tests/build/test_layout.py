@@ -18,12 +18,12 @@ LAYERS = {
     "handler": 4,
     # what the routes do, and the entry points' frame
     "messaging": 3, "channels": 3, "recovery": 3, "sessions": 3, "tokens": 3, "worker": 3, "gateway": 3,
-    "dispatch": 3, "sweeper": 3, "publisher": 3, "backend": 3, "stream": 3, "rounds": 3, "changes": 3,
+    "dispatch": 3, "sweeper": 3, "publisher": 3, "backend": 3, "stream": 3, "rounds": 3, "changes": 3, "moderation": 3,
     # adapters: one AWS resource each
     "connections": 2, "members": 2, "presence": 2, "ratelimit": 2, "history": 2, "delivery": 2, "fanout": 2,
     "events": 2,
     # the wire format, and what everything shares
-    "conversations": 2, "inbox": 2, "verifier": 2, "jwks": 2, "issuers": 1,
+    "conversations": 2, "inbox": 2, "bans": 2, "verifier": 2, "jwks": 2, "issuers": 1,
     "requests": 1, "frames": 1, "callers": 1, "jobs": 1, "users": 0, "telemetry": 0, "aws": 0, "errors": 0,
 }
 ENTRY_POINT_MAX_STATEMENTS = 6

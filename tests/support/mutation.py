@@ -30,7 +30,8 @@ import pytest
 # tests/unit (pyproject.toml).
 RELATED: dict[str, tuple[str, ...]] = {
     "callers": ("test_callers.py", "test_tokens.py", "test_channels.py", "test_expiry.py", "test_handler.py"),
-    "channels": ("test_channels.py", "test_presence.py", "test_events.py"),
+    "bans": ("test_moderation.py",),
+    "channels": ("test_channels.py", "test_moderation.py", "test_presence.py", "test_events.py"),
     "connections": ("test_connections.py", "test_sweeper.py", "test_connect_race.py", "test_ratelimit.py",
                     "test_expiry.py", "test_handler.py"),
     "delivery": ("test_delivery.py", "test_worker_faults.py", "test_handler.py", "test_fanout.py"),

@@ -17,7 +17,7 @@ from chat import connections, events, frames, history, jobs, presence, publisher
 from chat.jobs import PoisonJob
 from tests.support.actions import dm_response, send
 from tests.support.event_bus import BUS, Bus
-from tests.support.events import MANAGEMENT_ENDPOINT, connect_event, disconnect_event
+from tests.support.events import MANAGEMENT_ENDPOINT, action_body, connect_event, disconnect_event
 
 
 @pytest.fixture
@@ -119,6 +119,18 @@ def test_an_edit_and_a_delete_are_message_edited_and_message_deleted_and_the_cha
     assert (edited["seq"], edited["target"], edited["content"], edited["sender"]) == (2, 1, "hello", "alice")
     assert (deleted["seq"], deleted["target"], deleted["reason"], deleted["sender"]) == (3, 1, "typo", "alice")
     assert "content" not in deleted
+
+
+def test_a_ban_and_its_lifting_are_user_banned_and_user_unbanned(handler: Any, bus: Bus) -> None:
+    opened(handler, "mod-conn", "mod")
+    for route, fields in (("ban", {"channel": "lobby", "seconds": 60, "reason": "spam"}), ("unban", {"channel": "lobby"})):
+        body = action_body(route, user="mallory", **fields)
+        assert send(handler, route, "mod-conn", "mod", moderates=["lobby"], body=body)["statusCode"] == 200
+
+    (banned,) = bus.details(events.USER_BANNED)
+    (unbanned,) = bus.details(events.USER_UNBANNED)
+    assert {k: banned[k] for k in ("user", "channel", "reason", "by")} == {"user": "mallory", "channel": "lobby", "reason": "spam", "by": "mod"}
+    assert banned["until"] is not None and unbanned == {**unbanned, "user": "mallory", "channel": "lobby", "by": "mod"}
 
 
 def test_removals_and_records_that_are_not_messages_are_no_events(handler: Any, bus: Bus) -> None:

@@ -34,7 +34,8 @@ def reply_of(response: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_action_a_client_can_name_is_covered_here() -> None:
     # renewToken: test_expiry.py, below; editMessage and deleteMessage (which need a message): test_changes.py
-    assert set(ACTIONS) == set(REQUESTS) | {"renewToken", "editMessage", "deleteMessage"}
+    # ban and unban (which need a moderator): test_moderation.py
+    assert set(ACTIONS) == set(REQUESTS) | {"renewToken", "editMessage", "deleteMessage", "ban", "unban"}
 
 
 @pytest.mark.parametrize("action", sorted(REQUESTS))
