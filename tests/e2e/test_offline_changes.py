@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from tests.support.helpers import fresh
+from tests.support.helpers import apply_changes, fresh
 from tests.support.wsclient import Client, documents
 
 
@@ -59,7 +59,7 @@ def test_an_edit_and_a_moderators_delete_reach_everyone_live_and_by_after(local_
 
     away, stayed = asyncio.run(scenario())
 
-    assert apply(away) == apply(stayed) == {1: "hello", 2: None}
+    assert apply_changes(away) == apply_changes(stayed) == {1: "hello", 2: None}
     assert [(m["seq"], m.get("action")) for m in away] == [(1, None), (2, None), (3, "edit"), (4, "delete")]
     table = local_stack.dynamodb().Table(local_stack.table_names["HistoryTable"])
     items = table.query(KeyConditionExpression="conversation = :c", ExpressionAttributeValues={":c": f"ch#{channel}"},
@@ -68,15 +68,3 @@ def test_an_edit_and_a_moderators_delete_reach_everyone_live_and_by_after(local_
     (deleted,) = [i for i in items if int(i["seq"]) == 2]
     assert deleted["deleted"] is True and deleted["deleted_by"] == mod
 
-
-def apply(log: list[dict[str, Any]]) -> dict[int, Any]:
-    """What a client shows after applying messages and changes in seq order: content by seq."""
-    shown: dict[int, Any] = {}
-    for entry in sorted({m["seq"]: m for m in log}.values(), key=lambda m: m["seq"]):
-        if entry.get("action") == "edit":
-            shown[entry["target"]] = entry["content"]
-        elif entry.get("action") == "delete":
-            shown[entry["target"]] = None
-        else:
-            shown[entry["seq"]] = entry.get("content")
-    return shown

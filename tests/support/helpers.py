@@ -155,3 +155,17 @@ def pages_of(size: int, client: Any, monkeypatch: Any) -> list[int]:
 
         monkeypatch.setattr(client, operation, paged)
     return pages
+
+
+def apply_changes(log: list[dict[str, Any]]) -> dict[int, Any]:
+    """What a client shows after applying a log of messages, edits and deletes in seq order (each
+    seq once): content by seq, None for a deleted message."""
+    shown: dict[int, Any] = {}
+    for entry in sorted({m["seq"]: m for m in log}.values(), key=lambda m: m["seq"]):
+        if entry.get("action") == "edit":
+            shown[entry["target"]] = entry["content"]
+        elif entry.get("action") == "delete":
+            shown[entry["target"]] = None
+        else:
+            shown[entry["seq"]] = entry.get("content")
+    return shown

@@ -13,6 +13,7 @@ import pytest
 from chat import changes, history
 from tests.support.actions import history as read_history
 from tests.support.actions import send
+from tests.support.helpers import apply_changes
 
 CHANNEL = "general"
 
@@ -203,22 +204,10 @@ def test_a_client_that_was_away_ends_with_the_state_of_one_that_stayed(chat: Any
     change(chat, "editMessage", "alice", channel=CHANNEL, seq=first, content="one, edited")
     change(chat, "deleteMessage", "mod", channel=CHANNEL, seq=second, moderates=[CHANNEL])
 
-    stayed = apply([m for frame in management.received("alice-1") for m in frame["messages"]])
+    stayed = apply_changes([m for frame in management.received("alice-1") for m in frame["messages"]])
     recovered = read_history(chat, "bob", channel=CHANNEL, after=second)["messages"]
-    away = apply([m for frame in management.received("bob-1") for m in frame["messages"]] + recovered)
+    away = apply_changes([m for frame in management.received("bob-1") for m in frame["messages"]] + recovered)
 
     assert [c["action"] for c in recovered] == ["edit", "delete"]
     assert away == stayed == {first: "one, edited", second: None}
 
-
-def apply(log: list[dict[str, Any]]) -> dict[int, Any]:
-    """What a client shows after applying a log of messages and changes: content by seq."""
-    shown: dict[int, Any] = {}
-    for entry in sorted({m["seq"]: m for m in log}.values(), key=lambda m: m["seq"]):
-        if entry.get("action") == "edit":
-            shown[entry["target"]] = entry["content"]
-        elif entry.get("action") == "delete":
-            shown[entry["target"]] = None
-        else:
-            shown[entry["seq"]] = entry["content"]
-    return shown
