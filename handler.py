@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat import backend, changes, channels, messaging, moderation, recovery, sessions, stream, sweeper, tokens, worker
+from chat import (
+    backend,
+    changes,
+    channels,
+    messaging,
+    moderation,
+    operators,
+    recovery,
+    sessions,
+    stream,
+    sweeper,
+    tokens,
+    worker,
+)
 from chat.callers import caller
 from chat.frames import Reply
 from chat.gateway import (
@@ -145,6 +158,15 @@ def publish(event: dict[str, Any], context: Any) -> Response:
     with invocation(event, context, "publish"):
         status, document = backend.publish(
             event.get("body"), bool(event.get("isBase64Encoded")), signed_caller(event), backend.seconds_left(context)
+        )
+        return json_response(status, document)
+
+
+def moderate(event: dict[str, Any], context: Any) -> Response:
+    """POST /moderate (AWS_IAM): the app's backend deletes a message, bans, unbans or disconnects."""
+    with invocation(event, context, "moderate"):
+        status, document = operators.moderate(
+            event.get("body"), bool(event.get("isBase64Encoded")), signed_caller(event)
         )
         return json_response(status, document)
 

@@ -11,6 +11,7 @@ below them, never the other way round, and nothing here imports handler.py.
     sessions     a connection's life: $connect, token expiry and renewal, $disconnect, found gone
     sweeper      every minute: expiry notices, expired connections, lost $disconnects, overdue leaves
     backend      POST /publish: the app's backend publishes batches, each message answered
+    operators    POST /moderate: the app's backend deletes, bans, unbans and disconnects
     publisher    the core of sending, free of connections: store as the next seq, then deliver
     dispatch     one frame to many connections: inline, or through the workers
     rounds       busy rooms and channels: one frame per round with every message since the last

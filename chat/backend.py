@@ -57,7 +57,7 @@ def publish(
     try:
         if caller is None and not os.environ.get("IS_OFFLINE"):
             raise Refusal("forbidden", "POST /publish must be signed (AWS_IAM): the request carries no signed caller.")
-        checked = _checked(_batch(_text(body, encoded)))
+        checked = _checked(_batch(body_text(body, encoded)))
     except Refusal as refusal:
         logger.info("Refused a publish from %s: %s", caller, refusal.text, extra={"code": refusal.code.name})
         return refusal.status, frames.error_document(refusal)
@@ -84,7 +84,7 @@ def publish(
     return 200, frames.publish_reply(answered, failed)
 
 
-def _text(body: str | None, encoded: bool) -> str:
+def body_text(body: str | None, encoded: bool) -> str:
     """The request's body as text, at most MAX_BODY_BYTES (413 beyond)."""
     raw: bytes
     if encoded:

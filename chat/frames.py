@@ -246,6 +246,11 @@ def changed(
     return {kind: shown}
 
 
+def disconnected(user: str, closed: int) -> dict[str, Any]:
+    """POST /moderate's disconnect: whose connections, and how many were closed."""
+    return {"disconnected": {"user": user, "closed": closed}}
+
+
 def publish_reply(results: list[dict[str, Any]], failed: int) -> dict[str, Any]:
     """POST /publish: a result per message, in the order given, and how many failed."""
     return {"results": results, "failed": failed}

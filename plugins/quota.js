@@ -14,7 +14,7 @@ const MODERATION_ROUTES = 2; // ban unban
 
 function terms(custom, environment) {
   const number = (value) => Number(value);
-  const { limits, delivery, publish } = custom;
+  const { limits, delivery, publish, moderate } = custom;
   const connections = number(limits.userConnections);
   const rates = {
     'frames: sendMessage': number(limits.sendMessageRate),
@@ -24,11 +24,13 @@ function terms(custom, environment) {
     'frames: POST /publish': number(publish.rate),
     'frames: editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeRate),
     'frames: ban and unban': MODERATION_ROUTES * number(limits.moderationRate),
+    'frames: POST /moderate': number(moderate.rate),
     'posts: room and channels inline (sendMessage x fanoutThreshold)': number(limits.sendMessageRate) * number(delivery.fanoutThreshold),
     'posts: direct messages (sendDirectMessage x 2 users x their connections)': number(limits.sendDirectMessageRate) * DM_USERS * connections,
     'posts: edits and deletes (2 routes x changeRate x the larger of fanoutThreshold and a DM\'s)':
       CHANGE_ROUTES * number(limits.changeRate) * Math.max(number(delivery.fanoutThreshold), DM_USERS * connections),
     'calls: bans (ban x a post and a close to each of the user\'s connections)': number(limits.moderationRate) * 2 * connections,
+    'calls: POST /moderate (a ban\'s post and close to each connection)': number(moderate.rate) * 2 * connections,
     'posts: the delivery workers (postingBudget)': number(delivery.postingBudget),
     'posts: published direct messages (publish x 100 x 2 x connections)': number(publish.rate) * PUBLISH_MESSAGES * DM_USERS * connections,
     'calls: the sweeper (SWEEP_CALLS_PER_SECOND)': number(environment.SWEEP_CALLS_PER_SECOND),
@@ -41,6 +43,7 @@ function terms(custom, environment) {
     'POST /publish': number(publish.burst),
     'editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeBurst),
     'ban and unban': MODERATION_ROUTES * number(limits.moderationBurst),
+    'POST /moderate': number(moderate.burst),
   };
   return { rates, bursts };
 }

@@ -114,22 +114,24 @@ class TemplateFixes {
     }
   }
 
-  // POST /publish gets a throttle of its own on the REST API's stage, which the framework creates
+  // POST /publish and POST /moderate get a throttle of their own on the REST API's stage, which the framework creates
   // through its deployment's StageName: StageDescription's MethodSettings set it (the resource
   // path with "/" encoded as "~1": AWS::ApiGateway::Deployment MethodSetting).
   throttlePublish() {
     const [deploymentId] = Object.keys(this.resources).filter(
       (id) => this.resources[id].Type === 'AWS::ApiGateway::Deployment'
     );
-    const { rate, burst } = (this.serverless.service.custom || {}).publish || {};
-    if (!deploymentId || rate == null) return;
+    const custom = this.serverless.service.custom || {};
+    if (!deploymentId) return;
+    const settings = ['publish', 'moderate']
+      .filter((path) => custom[path] && custom[path].rate != null)
+      .map((path) => ({
+        HttpMethod: 'POST', ResourcePath: `/~1${path}`,
+        ThrottlingRateLimit: Number(custom[path].rate), ThrottlingBurstLimit: Number(custom[path].burst),
+      }));
+    if (!settings.length) return;
     const deployment = this.resources[deploymentId];
-    deployment.Properties.StageDescription = {
-      ...(deployment.Properties.StageDescription || {}),
-      MethodSettings: [
-        { HttpMethod: 'POST', ResourcePath: '/~1publish', ThrottlingRateLimit: Number(rate), ThrottlingBurstLimit: Number(burst) },
-      ],
-    };
+    deployment.Properties.StageDescription = { ...(deployment.Properties.StageDescription || {}), MethodSettings: settings };
   }
 
   letCustomResourcesLog() {

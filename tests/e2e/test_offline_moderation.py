@@ -71,3 +71,29 @@ def test_a_channel_ban_takes_her_out_of_the_channel_and_refuses_her_join(local_s
 
     assert documents(her, "left") == [{"channel": channel, "reason": "banned"}]
     assert (refused["status"], refused["error"]["code"]) == (403, "banned")
+
+
+def test_the_backend_disconnects_a_user_through_post_moderate(local_stack: Any) -> None:
+    """POST /moderate on the local stack (which checks no signature, as for POST /publish)."""
+    import urllib.request
+
+    (mallory,) = fresh("mallory")
+
+    async def scenario() -> tuple[int, dict[str, Any], list[Client]]:
+        hers = [await Client.connect(local_stack.url_for(mallory)) for _ in range(2)]
+        request = urllib.request.Request(
+            f"{local_stack.http_url}/moderate", data=json.dumps({"action": "disconnect", "user": mallory}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        with await asyncio.to_thread(urllib.request.urlopen, request, timeout=30) as response:
+            status, body = response.status, json.loads(response.read())
+        for client in hers:
+            await client.wait_until(lambda c=client: not c.is_open, 10)
+        again = await Client.connect(local_stack.url_for(mallory))  # no ban: she may come back
+        await again.close()
+        return status, body, hers
+
+    status, body, hers = asyncio.run(scenario())
+
+    assert (status, body) == (200, {"disconnected": {"user": mallory, "closed": 2}})
+    assert all(not client.is_open for client in hers)

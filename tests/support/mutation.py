@@ -51,7 +51,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "members": ("test_members.py", "test_channels.py", "test_presence.py", "test_events.py"),
     "messaging": ("test_messaging.py", "test_seq.py", "test_direct_messages.py", "test_channels.py", "test_handler.py",
                   "test_recovery.py"),
-    "backend": ("test_publish.py",),
+    "backend": ("test_publish.py", "test_operators.py"),
     "publisher": ("test_rounds.py", "test_seq.py", "test_messaging.py", "test_direct_messages.py", "test_channels.py", "test_handler.py"),
     "presence": ("test_presence.py", "test_sweeper.py"),
     "ratelimit": ("test_ratelimit.py",),
