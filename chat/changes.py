@@ -97,7 +97,10 @@ def delete(caller: Caller, body: str | None) -> frames.Reply:
                 "attribute_not_exists(edits) OR size(edits) = :edits",  # none since they were read
                 {":yes": True, ":who": caller.user, ":now": int(now * 1000), ":edits": len(edits)},
             ),
-            *(_update(target.conversation, edit_seq, "REMOVE content_json", None, {}) for edit_seq in edits),
+            *(
+                _update(target.conversation, edit_seq, "REMOVE content_json SET deleted = :yes", None, {":yes": True})
+                for edit_seq in edits
+            ),
         ]
 
     return _apply(caller, target, named, change, seq, check, guard, "deleted")

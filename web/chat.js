@@ -372,8 +372,72 @@ function rowElement(row) {
   time.className = "meta";
   time.dateTime = message.sent_at ?? "";
   time.textContent = formatTime(message.sent_at);
-  li.append(time, span(message.sender ?? "anonymous", "sender"), span(contentText(message.content), "content"));
+  li.append(time, span(message.sender ?? "anonymous", "sender"));
+  if (message.deleted) {
+    li.append(span("message deleted", "deleted"));
+    return li;
+  }
+  li.append(span(contentText(message.content), "content"));
+  if (message.editedAt) li.append(span("(edited)", "edited"));
+  const mine = message.sender != null && message.sender === client?.user;
+  const conversation = currentView()?.conversation;
+  if (typeof message.seq === "number" && (mine || (conversation && moderates(conversation)))) {
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    if (mine) actions.append(button("edit", "edit", () => editMessage(message)));
+    actions.append(button("delete", "delete", () => changeMessage({ action: "deleteMessage", seq: message.seq }, "deleted")));
+    li.append(actions);
+  }
   return li;
+}
+
+/** Does this page's token moderate the conversation? (Its `moderates` claim, the `channels`
+ * claim's syntax; "*" for the room too; nobody moderates a DM.) The service decides again. */
+function moderates(conversation) {
+  let patterns = [];
+  try {
+    const payload = $("token").value.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claim = JSON.parse(atob(payload)).moderates;
+    if (Array.isArray(claim)) patterns = claim.filter((p) => typeof p === "string");
+  } catch {
+    return false;
+  }
+  if (conversation.type === "dm") return false;
+  if (conversation.type !== "channel") return patterns.includes("*");
+  return patterns.some((p) => p === conversation.channel || (p.endsWith("*") && conversation.channel.startsWith(p.slice(0, -1))));
+}
+
+function editMessage(message) {
+  const text = window.prompt("Edit your message", contentText(message.content));
+  if (text != null && text !== "") changeMessage({ action: "editMessage", seq: message.seq, content: text }, "edited");
+}
+
+/** An edit or a delete of a message in the conversation shown: the change comes back as the
+ * conversation's next seq, like a message (onMessage applies it); a refusal is shown. */
+async function changeMessage(frame, replyKey) {
+  const view = currentView();
+  try {
+    await client.request({ ...frame, ...historyTarget(view.conversation) }, replyKey);
+  } catch (error) {
+    appendRow(view.conversation.key, { kind: "notice", text: error.text ?? error.message, refusal: true });
+  }
+}
+
+/** An edit or a delete (a change: chat/changes.py) applied to the message it changes, in place;
+ * a message not loaded here shows its current state whenever it is loaded. */
+function applyChange(key, change) {
+  const view = views.get(key);
+  const row = view?.rows.find((r) => r.kind === "message" && r.message.seq === change.target);
+  if (!row || (change.action === "edit" && change.deleted)) return; // an edit of a message deleted since
+  if (change.action === "edit") {
+    row.message = { ...row.message, content: change.content, editedAt: change.sent_at };
+  } else {
+    const { content: _gone, ...rest } = row.message;
+    row.message = { ...rest, deleted: true, deletedBy: change.sender };
+  }
+  if (key !== currentKey) return;
+  const shown = [...$("feed").children].find((li) => li.dataset.seq === String(change.target));
+  if (shown) shown.replaceWith(rowElement(row));
 }
 
 /** Today's messages show their time; older ones their date too. */
@@ -452,9 +516,12 @@ async function loadOlder() {
   setHistoryStatus(key, "Loading older messages ...", false);
   try {
     const page = await client.history({ ...historyTarget(view.conversation), before: view.firstSeq, limit: PAGE_SIZE });
-    const older = page.messages.filter((message) => message.seq < view.firstSeq).map((message) => ({ kind: "message", message, source: "older" }));
+    // Older edits and deletes are already in the messages they changed (history shows each
+    // message as it is now): only messages become rows.
+    const fetched = page.messages.filter((message) => message.seq < view.firstSeq);
+    const older = fetched.filter((message) => !message.action).map((message) => ({ kind: "message", message, source: "older" }));
     view.rows.unshift(...older);
-    if (older.length) view.firstSeq = older[0].message.seq;
+    if (fetched.length) view.firstSeq = fetched[0].seq;
     view.exhausted = page.before === null;
     setHistoryStatus(key, view.exhausted ? "No older messages." : "", false);
     if (key === currentKey) {
@@ -486,7 +553,9 @@ function onMessage(event) {
   const view = ensureView(conversation);
   if (typeof message.seq === "number" && (view.firstSeq === null || message.seq < view.firstSeq)) view.firstSeq = message.seq;
   if (message.sender === client.user) removePending(conversation.key, message.clientMessageId);
-  appendRow(conversation.key, { kind: "message", message, source });
+  const change = message.action === "edit" || message.action === "delete";
+  if (change) applyChange(conversation.key, message);
+  else appendRow(conversation.key, { kind: "message", message, source });
   const sentAt = Date.parse(message.sent_at ?? "");
   const moved = conversation.type === "dm" && sentAt > (view.activity ?? 0);
   if (moved) view.activity = sentAt;
@@ -495,7 +564,7 @@ function onMessage(event) {
     renderHistoryPanel();
     if (conversation.type === "dm") markSeen(view, message.seq);
     if (moved) renderConversations();
-  } else if (source !== "recent" && message.sender !== client.user) {
+  } else if (source !== "recent" && message.sender !== client.user && !change) {
     view.unread += 1; // (one's own message acknowledged after switching away is not unread)
     renderConversations();
   } else if (moved) {

@@ -162,6 +162,8 @@ def apply_changes(log: list[dict[str, Any]]) -> dict[int, Any]:
     seq once): content by seq, None for a deleted message."""
     shown: dict[int, Any] = {}
     for entry in sorted({m["seq"]: m for m in log}.values(), key=lambda m: m["seq"]):
+        if entry.get("action") == "edit" and entry.get("deleted"):
+            continue  # an edit of a message deleted since: its content is gone, the delete follows
         if entry.get("action") == "edit":
             shown[entry["target"]] = entry["content"]
         elif entry.get("action") == "delete":

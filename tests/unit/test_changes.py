@@ -198,6 +198,19 @@ def test_a_delete_that_loses_a_race_with_an_edit_stores_nothing(chat: Any, messa
 # --- recovery --------------------------------------------------------------------------------------
 
 
+def test_a_client_that_was_away_while_an_edited_message_was_deleted_recovers_no_content(chat: Any) -> None:
+    seq = post(chat, "alice", "first words")
+    change(chat, "editMessage", "alice", channel=CHANNEL, seq=seq, content="second words")
+    change(chat, "deleteMessage", "alice", channel=CHANNEL, seq=seq)
+
+    recovered = read_history(chat, "bob", channel=CHANNEL, after=0)["messages"]
+
+    assert [(m["seq"], m.get("action"), m.get("deleted")) for m in recovered] == [
+        (seq, None, True), (seq + 1, "edit", True), (seq + 2, "delete", None)]
+    assert "words" not in json.dumps(recovered)
+    assert apply_changes(recovered) == {seq: None}
+
+
 def test_a_client_that_was_away_ends_with_the_state_of_one_that_stayed(chat: Any, management: Any) -> None:
     first, second = post(chat, "alice", "one"), post(chat, "alice", "two")
     send(chat, "leave", "bob-1", "bob", channel=CHANNEL)  # bob is away from here on
