@@ -492,7 +492,7 @@ def test_every_permission_api_gateway_uses_is_scoped_to_this_api(resources: dict
     for logical_id, properties in permissions.items():
         assert properties["Principal"] == "apigateway.amazonaws.com"
         parts = properties["SourceArn"]["Fn::Join"][1]  # checkov CKV_AWS_364
-        api = {"Ref": "ApiGatewayRestApi"} if logical_id.startswith(("Ping", "Publish")) else {"Ref": "WebsocketsApi"}
+        api = {"Ref": "ApiGatewayRestApi"} if logical_id.startswith(("Ping", "Publish", "Moderate")) else {"Ref": "WebsocketsApi"}
         assert parts[:7] == ["arn:", {"Ref": "AWS::Partition"}, ":execute-api:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"}, ":"]
         assert parts[7] == api and parts[8] in ("/*", "/*/*"), logical_id
     assert "AuthorizerLambdaPermissionWebsockets" in permissions
