@@ -34,6 +34,8 @@ DELETE_EXAMPLE = '{"action": "deleteMessage", "channel": "<name>", "seq": 12}'
 # (DynamoDB: at most 100 items in one).
 MAX_EDITS = 10
 EDIT, DELETE = "edit", "delete"
+# No edit since the delete read the message's edits (it takes the content out of each).
+UNEDITED = "attribute_not_exists(edits) OR size(edits) = :edits"
 
 
 def edit(caller: Caller, body: str | None) -> frames.Reply:
@@ -50,6 +52,7 @@ def edit(caller: Caller, body: str | None) -> frames.Reply:
             raise Refusal("forbidden", f"Only its sender can edit message {seq}.")
         if len(message.get(history.EDITS, [])) >= MAX_EDITS:
             raise Refusal("bad_request", f"Message {seq} has been edited {MAX_EDITS} times, the most a message may be.")
+        frames.check_size({**message, "content": content, "edited_at_ms": change["sent_at_ms"]})  # as it will be
 
     def guard(change_seq: int, now: float) -> list[dict[str, Any]]:
         return [
@@ -80,10 +83,11 @@ def delete(caller: Caller, body: str | None) -> frames.Reply:
     reason = parse_reason(request.get("reason"))
     change = _change(caller, target, DELETE, seq, request, reason=reason)
     edits: list[int] = []
+    moderator = target.pair is None and channels.moderates(caller, target.channel)
 
     def check(message: dict[str, Any]) -> None:
         own = message.get("sender") is not None and message.get("sender") == caller.user
-        if not own and (target.pair is not None or not channels.moderates(caller, target.channel)):
+        if not own and not moderator:
             who = "its sender" if target.pair is not None else "its sender or a moderator of this conversation"
             raise Refusal("forbidden", f"Only {who} can delete message {seq}.")
         edits[:] = message.get(history.EDITS, [])
@@ -94,7 +98,8 @@ def delete(caller: Caller, body: str | None) -> frames.Reply:
                 target.conversation,
                 seq,
                 "REMOVE content_json SET deleted = :yes, deleted_by = :who, deleted_at_ms = :now",
-                "attribute_not_exists(edits) OR size(edits) = :edits",  # none since they were read
+                # no edit since they were read; and who may delete, held by the write itself
+                UNEDITED if moderator else f"({UNEDITED}) AND sender = :who",
                 {":yes": True, ":who": caller.user, ":now": int(now * 1000), ":edits": len(edits)},
             ),
             *(
@@ -116,12 +121,17 @@ def _apply(
     guard: history.Guard,
     kind: str,
 ) -> frames.Reply:
-    """Check the message (unless this is a repeat of a change already stored: its first outcome
-    is answered), then store the change and deliver it."""
+    """Check the message, then store the change and deliver it. A repeat of a change already
+    stored (its clientMessageId) is answered with its first outcome, even though the message has
+    changed since (a delete repeated finds it deleted); the guard holds the rules in the write
+    itself, so a repeat's record running out meanwhile stores nothing it should not."""
     sender_key = caller.user or ""
     client_message_id = change.get("client_message_id")
-    if not history.recorded(target.conversation, sender_key, client_message_id):
+    try:
         check(_message(target.conversation, seq))
+    except Refusal:
+        if not history.recorded(target.conversation, sender_key, client_message_id):
+            raise
     endpoint = delivery.management_endpoint(caller.request_context)
     try:
         published = publisher.publish(target, change, sender_key, endpoint, exclude=caller.connection_id, guard=guard)
@@ -129,6 +139,11 @@ def _apply(
         check(_message(target.conversation, seq))
         raise Refusal("conversation_busy", history.BUSY) from None
     stored = published.message
+    if published.appended.duplicate and (stored.get("action") != change["action"] or stored.get("target") != seq):
+        raise Refusal(
+            "bad_request",
+            f'"clientMessageId" {client_message_id} was used for another message or change: use a new one.',
+        )
     return frames.changed(
         kind, named, int(stored.get("target", seq)), stored, published.appended.duplicate, published.delivery
     )

@@ -36,6 +36,8 @@ def join(caller: Caller, body: str | None) -> frames.Reply:
     app (channel.joined, presence.entered: chat/events.py)."""
     channel, user = _requested_channel(caller, body, JOIN_EXAMPLE)
     arrival = members.join(channel, caller.connection_id, user)
+    if arrival != "already":
+        _refuse_if_banned_since(channel, caller.connection_id, user)
     if arrival != "already":  # told before anything else can fail: a retried join is "already"
         now_ms = int(time.time() * 1000)
         entered = [events.presence_entered(channel, user, now_ms)] if arrival == presence.ENTER else []
@@ -49,7 +51,7 @@ def join(caller: Caller, body: str | None) -> frames.Reply:
 def leave(caller: Caller, body: str | None) -> frames.Reply:
     """leave: the connection stops getting the channel's messages; harmless if not a member.
     The user's last connection leaving is announced after the grace, if nobody comes back."""
-    channel, user = _requested_channel(caller, body, LEAVE_EXAMPLE)
+    channel, user = _requested_channel(caller, body, LEAVE_EXAMPLE, check_bans=False)  # leaving is always allowed
     remove(channel, caller.connection_id, user, delivery.management_endpoint(caller.request_context))
     return frames.left(channel)
 
@@ -102,17 +104,33 @@ def announce(endpoint: str, channel: str, user: str, state: str) -> None:
         logger.exception("Could not announce that %s %s %s", user, "entered" if state == "enter" else "left", channel)
 
 
-def require_access(caller: Caller, channel: str) -> str:
+def require_access(caller: Caller, channel: str, check_bans: bool = True) -> str:
     """The caller's user, or 403 unless it is signed in, its token's claim (if any) covers the
     channel, and no moderator banned it from the channel (or the service: chat/moderation.py)."""
     if caller.user is None:
         raise Refusal("forbidden", "Channels need a signed-in connection: connect with a token.")
     if not allowed(caller.channels, channel):
         raise Refusal("forbidden", f'Your token does not allow channel "{channel}".')
-    ban = bans.active(caller.user, channel, int(time.time() * 1000))
+    if check_bans:
+        _refuse_if_banned(caller.user, channel)
+    return caller.user
+
+
+def _refuse_if_banned(user: str, channel: str) -> None:
+    ban = bans.active(user, channel, int(time.time() * 1000))
     if ban is not None:
         raise Refusal("banned", frames.ban_text(ban.channel, ban.until_ms, ban.reason))
-    return caller.user
+
+
+def _refuse_if_banned_since(channel: str, connection_id: str, user: str) -> None:
+    """A ban written while this join was on its way: the ban took out the memberships it found
+    before this one was written, so the join takes itself back (read after the write: either
+    the ban sees the membership, or this sees the ban)."""
+    try:
+        _refuse_if_banned(user, channel)
+    except Refusal:
+        members.leave(channel, connection_id, user)
+        raise
 
 
 def moderates(caller: Caller, channel: str | None) -> bool:
@@ -132,8 +150,8 @@ def allowed(patterns: tuple[str, ...] | None, channel: str) -> bool:
     )
 
 
-def _requested_channel(caller: Caller, body: str | None, example: str) -> tuple[str, str]:
+def _requested_channel(caller: Caller, body: str | None, example: str, check_bans: bool = True) -> tuple[str, str]:
     """The channel a join or leave names, and the user it is for."""
     request = parse_request(body, example)
     channel = require_channel(request.get("channel"))
-    return channel, require_access(caller, channel)
+    return channel, require_access(caller, channel, check_bans)

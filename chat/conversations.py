@@ -217,6 +217,23 @@ def keep_round(
     return None if item is None else _round(item)
 
 
+def pass_round(conversation: str, holder: str, successor: str, until_ms: int) -> Round | None:
+    """Hand the round from one token of its holder to a new one (each turn of a worker's has its
+    own): the round as it is after; None if `holder` no longer holds it (another copy of the same
+    job passed it on first, or its lease ran out and another took it)."""
+    try:
+        answer = table().update_item(
+            Key={"pk": conversation, "sk": ROUND},
+            UpdateExpression="SET holder = :next, busy_until_ms = :until",
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues={":me": holder, ":next": successor, ":until": until_ms},
+            ReturnValues="ALL_NEW",
+        )
+    except table().meta.client.exceptions.ConditionalCheckFailedException:
+        return None
+    return _round(answer.get("Attributes"))
+
+
 def end_round(conversation: str, holder: str, now_ms: int) -> bool:
     """Let go of the round, noting when it went, if nothing is waiting (nothing was requested since
     the holder took what it delivers out of those waiting): one conditional write, so a message

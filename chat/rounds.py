@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chat import aws, connections, conversations, dispatch, fanout, frames, history, members
@@ -41,43 +41,67 @@ def interval_ms() -> int:
 def request(channel: str | None, seq: int, endpoint: str) -> None:
     """A stored room (`channel` None) or channel message joins its conversation's round: delivered
     now, from here, if no round went out within the interval; otherwise with the next round, which
-    a worker runs (the holder's). Raises an AWS error if it could not be handed on."""
+    a worker runs (the holder's). Raises an AWS error if it could not be handed on (the round is
+    let go: a retry of the send, or the next send, takes it over at once)."""
     conversation = _conversation(channel)
     now = _now_ms()
     if conversations.request_round(conversation, frozenset({seq})).busy_until_ms > now:
         count("RoundJoined")  # the holder sees this seq before it lets go
         return
-    job = RoundJob(channel, endpoint, uuid.uuid4().hex)
+    job = RoundJob(channel, endpoint, _token())
     state = conversations.take_round(conversation, job.holder, now, now + ROUND_LEASE_MS)
     if state is None:
         count("RoundJoined")  # taken since: its holder read the round after this seq was added
         return
-    if now < state.last_ms + interval_ms():
-        fanout.schedule(job)  # the round a worker runs after the interval
-        return
-    run(job, state)
+    _turn(job, state, wait=False)
 
 
 def resume(job: RoundJob) -> None:
-    """A worker's turn at a round it holds: wait out the interval, deliver, then let go or queue
-    the next round. A job whose holder lost the round (its lease ran out) does nothing."""
+    """A worker's turn at a round. Each turn passes the round to a token of its own, so a second
+    copy of the same job (SQS delivers at least once; a send retried by botocore may be stored
+    twice) finds it passed on and does nothing. A job whose round nobody holds any more (a holder
+    that failed let it go) takes it: SQS's retry of a failed turn is the backstop for seqs left
+    waiting."""
     conversation = _conversation(job.channel)
-    state = conversations.keep_round(conversation, job.holder, _now_ms() + ROUND_LEASE_MS, frozenset(), None)
+    turn = replace(job, holder=_token())
+    now = _now_ms()
+    state = conversations.pass_round(conversation, job.holder, turn.holder, now + ROUND_LEASE_MS)
     if state is None:
-        logger.warning("Round of %s: holder %s lost it; another holds it", conversation, job.holder)
+        state = conversations.take_round(conversation, turn.holder, now, now + ROUND_LEASE_MS)
+    if state is None:
+        logger.info("Round of %s: %s was passed on or taken over; nothing to do", conversation, job.holder)
         return
-    wait_ms = state.last_ms + interval_ms() - _now_ms()
-    if wait_ms > 0:
-        time.sleep(wait_ms / 1000)
-    run(job, state)
+    _turn(turn, state, wait=True)
+
+
+def _turn(job: RoundJob, state: conversations.Round, wait: bool) -> None:
+    """The holder's turn: the round now (a worker waits out the interval first), or, from a send
+    within the interval, a worker's round after it. Whatever fails lets the round go, so that it
+    is never held by nobody for a whole lease."""
+    conversation = _conversation(job.channel)
+    try:
+        wait_ms = state.last_ms + interval_ms() - _now_ms()
+        if wait_ms > 0 and not wait:
+            fanout.schedule(job)  # the round a worker runs after the interval
+            return
+        if wait_ms > 0:
+            time.sleep(wait_ms / 1000)
+        run(job, state)
+    except Exception:
+        try:
+            conversations.drop_round(conversation, job.holder)
+        except aws.AWS_ERRORS:
+            logger.exception("Could not let go of the round of %s: it is free when its lease ends", conversation)
+        raise
 
 
 def run(job: RoundJob, state: conversations.Round) -> None:
     """One round: every waiting message that fits in one frame, to every member; then let go if
     nothing else waits, or queue the next round (a worker's, after the interval). The seqs are
-    taken out of those waiting before the frame goes, so that no two holders ever deliver the same
-    seq (one whose lease ran out while it was slow delivers nothing); if the frame cannot be
-    queued they are put back and the round let go, for the next send to take over at once."""
+    taken out of those waiting before the frame goes, so that no two holders deliver the same seq
+    (one whose lease ran out while it was slow delivers nothing); if the frame cannot be queued
+    they are put back, to go with the next round (members a part of the frame reached then get
+    them again, and drop the seqs they have)."""
     conversation = _conversation(job.channel)
     frame = _frame(conversation, sorted(state.pending)[:ROUND_MESSAGES])
     if conversations.keep_round(conversation, job.holder, _now_ms() + ROUND_LEASE_MS, frame.taken, None) is None:
@@ -87,7 +111,6 @@ def run(job: RoundJob, state: conversations.Round) -> None:
             deliver(job, frame)
         except aws.AWS_ERRORS:
             conversations.request_round(conversation, frame.taken)
-            conversations.drop_round(conversation, job.holder)
             raise
     now = _now_ms()
     if conversations.end_round(conversation, job.holder, now):
@@ -108,8 +131,11 @@ class Frame:
 
 
 def _frame(conversation: str, seqs: list[int]) -> Frame:
+    """The frame for these seqs: a seq no longer stored, or stored unreadably (history.entry logs
+    it), is taken out with the rest and delivered to nobody, so it never stops the rounds."""
     stored = history.messages_at([(conversation, seq) for seq in seqs])
-    messages = [history.stored_to_message(stored[conversation, seq]) for seq in seqs if (conversation, seq) in stored]
+    readable = [history.entry(stored[conversation, seq])[1] for seq in seqs if (conversation, seq) in stored]
+    messages = [message for message in readable if message is not None]
     if not messages:
         return Frame([], b"", frozenset(seqs))
     payload, included = frames.encode_round(messages)
@@ -129,6 +155,10 @@ def deliver(job: RoundJob, frame: Frame) -> None:
 
 def _conversation(channel: str | None) -> str:
     return history.channel_conversation(channel) if channel is not None else history.ROOM
+
+
+def _token() -> str:
+    return uuid.uuid4().hex
 
 
 def _now_ms() -> int:

@@ -45,13 +45,22 @@ def open_session(caller: Caller, connected_at: int) -> str:
 def _refuse_if_banned(caller: Caller) -> None:
     """A user banned from the service is refused (403), its row taken back. Checked after the row
     is stored, so that a ban acknowledged meanwhile either sees the row (and closes it) or is
-    seen here."""
-    ban = bans.active(caller.user, None, int(time.time() * 1000)) if caller.user is not None else None
-    if ban is None:
+    seen here. If the check itself fails, the row goes too: no connection is left half made."""
+    if caller.user is None:
         return
-    old = connections.delete(caller.connection_id)
+    try:
+        ban = bans.active(caller.user, None, int(time.time() * 1000))
+    except aws.AWS_ERRORS:
+        _take_back(caller.connection_id)
+        raise
+    if ban is not None:
+        _take_back(caller.connection_id)
+        raise Refusal("banned", frames.ban_text(None, ban.until_ms, ban.reason))
+
+
+def _take_back(connection_id: str) -> None:
+    old = connections.delete(connection_id)
     _release_slots([old] if old is not None else [])
-    raise Refusal("banned", frames.ban_text(None, ban.until_ms, ban.reason))
 
 
 def _store(caller: Caller, connected_at: int, notified: bool) -> None:

@@ -224,3 +224,37 @@ def test_a_client_that_was_away_ends_with_the_state_of_one_that_stayed(chat: Any
     assert [c["action"] for c in recovered] == ["edit", "delete"]
     assert away == stayed == {first: "one, edited", second: None}
 
+
+
+def test_a_client_message_id_of_another_send_does_not_pass_for_this_change(chat: Any) -> None:
+    reply = send(chat, "sendMessage", "alice-1", "alice", content="first", channel=CHANNEL, clientMessageId="same-id")
+    seq = json.loads(reply["body"])["sent"]["seq"]
+
+    status, body = change(chat, "editMessage", "alice", channel=CHANNEL, seq=seq, content="second", clientMessageId="same-id")
+
+    assert (status, code_of(body)) == (400, "bad_request")
+    (shown,) = [m for m in read_history(chat, "bob", channel=CHANNEL)["messages"] if m["seq"] == seq]
+    assert shown["content"] == "first"
+
+
+def test_a_delete_by_anyone_else_is_refused_by_the_write_itself(chat: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even were the check before the write skipped (a repeat's record read just before it ran
+    out), the transaction holds who may delete: bob's delete of alice's message stores nothing."""
+    seq = post(chat, "alice", "hers")
+    monkeypatch.setattr(history, "recorded", lambda *args: True)
+
+    status, body = change(chat, "deleteMessage", "bob", channel=CHANNEL, seq=seq, clientMessageId="old-one")
+
+    assert status != 200
+    (shown,) = [m for m in read_history(chat, "alice", channel=CHANNEL)["messages"] if m["seq"] == seq]
+    assert shown["content"] == "hers" and "deleted" not in shown
+
+
+def test_an_edit_that_would_make_the_message_too_large_is_refused(chat: Any) -> None:
+    reply = send(chat, "sendMessage", "alice-1", "alice", content="short", channel=CHANNEL, clientMessageId="c" * 64)
+    seq = json.loads(reply["body"])["sent"]["seq"]
+    fits_a_change = "x" * (128 * 1024 - 500)  # a change of this fits; the message with its long clientMessageId does not
+
+    status, body = change(chat, "editMessage", "alice", channel=CHANNEL, seq=seq, content=fits_a_change)
+
+    assert code_of(body) == "too_large"

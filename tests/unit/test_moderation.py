@@ -128,3 +128,42 @@ def test_a_ban_that_cannot_mean_anything_is_refused_and_stores_nothing(room: Any
 def test_a_moderator_cannot_ban_themselves_and_an_anonymous_connection_bans_nobody(room: Any, connect: Any) -> None:
     assert code(act(room, "ban", "mod-1", "mod", moderates=["*"], user="mod")) == "bad_request"
     assert code(act(room, "ban", "anon-1", None, user="mallory", channel=CHANNEL)) == "forbidden"
+
+
+def test_a_join_that_races_a_channel_ban_takes_itself_back(room: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The join checked (no ban yet), the moderator banned and found no membership to take out,
+    then the join wrote its membership: it reads the ban after its write, and leaves."""
+    from chat import members
+
+    act(room, "leave", "m-1", "mallory", channel=CHANNEL)
+    real = members.join
+
+    def ban_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        ban(room, channel=CHANNEL)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(members, "join", ban_meanwhile)
+    assert code(act(room, "join", "m-1", "mallory", channel=CHANNEL)) == "banned"
+    monkeypatch.setattr(members, "join", real)
+
+    assert not members.is_member(CHANNEL, "m-1", "mallory")
+
+
+def test_leaving_a_channel_one_is_banned_from_is_allowed(room: Any) -> None:
+    ban(room, channel=CHANNEL)
+
+    assert code(act(room, "leave", "m-1", "mallory", channel=CHANNEL)) == "200 ok"
+
+
+def test_a_connect_whose_ban_check_fails_leaves_no_row(room: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from chat import bans, connections
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb")
+
+    monkeypatch.setattr(bans, "active", down)
+    assert room.connection_manager(connect_event("a-9", "alice"), None)["statusCode"] == 500
+
+    assert connections.row("a-9") is None
