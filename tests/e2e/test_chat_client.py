@@ -106,8 +106,11 @@ def test_a_heartbeat_goes_only_after_the_interval_without_any_other_frame(local_
 
     time.sleep(2.6)  # idle: about three heartbeats
     busy_from = client.call("return performance.now();")
+    slow = 0  # round trips that took the whole interval themselves: a heartbeat is then due
     for _ in range(8):  # busy: a frame every 300 ms, so none is due
-        assert "error" not in client.call("await chat.history({ limit: 1 }); return {};")
+        took = client.call("const t = performance.now(); await chat.history({ limit: 1 }); return performance.now() - t;")
+        assert not isinstance(took, dict), took  # answered, not refused
+        slow += int(took // 700)
         time.sleep(0.3)
     busy_to = client.call("return performance.now();")
     time.sleep(1.0)
@@ -118,7 +121,7 @@ def test_a_heartbeat_goes_only_after_the_interval_without_any_other_frame(local_
     # While busy, a heartbeat only where the machine made a request take the whole interval
     # (the invariant below): under load a round trip can; what must never happen is a heartbeat
     # with a frame sent less than the interval before it.
-    assert len([at for at in heartbeats if busy_from < at < busy_to]) <= 2
+    assert len([at for at in heartbeats if busy_from < at < busy_to]) <= 2 + slow
     for at in heartbeats:
         previous = max(t for t, _ in sent if t < at)
         assert at - previous >= 690  # nothing else was sent for the whole interval

@@ -74,7 +74,10 @@ def test_memory_stays_flat_while_10_clients_send_at_their_rate_limit(local_stack
     assert report.stopped_early == "" and report.peak_workers <= bound
     half, end = FLOOD_SECONDS / 2, FLOOD_SECONDS + 60
     first, second = report.rss_mib(0, half), report.rss_mib(half, end)
-    assert max(second) <= max(first) + 64, f"memory grew: {max(first):.0f} MiB -> {max(second):.0f} MiB"
+    # Flat within 128 MiB (the stack is about 1.6 GB): an uncapped stack grew by gigabytes. Two CI
+    # runs on a loaded machine measured 83 MiB of growth once the stack had the rounds' worker
+    # turns and five more functions; alone it stays within 64.
+    assert max(second) <= max(first) + 128, f"memory grew: {max(first):.0f} MiB -> {max(second):.0f} MiB"
     # The workers' share is what the cap holds; moto's grows with the stored messages.
     assert max(report.rss_mib(half, end, "workers")) <= max(report.rss_mib(0, half, "workers")) + 32
     assert report.refused == 0 and report.drained_after is not None  # every accepted message arrived...
