@@ -137,6 +137,8 @@ bench: install
 	python bench/events_latency.py
 	python bench/rounds.py
 	python bench/quota.py
+	python bench/offline_rounds.py --only small
+	python bench/offline_rounds.py --only busy
 
 package: install
 	sls package
