@@ -191,17 +191,12 @@ def request_round(conversation: str, seqs: frozenset[int]) -> Round:
 def take_round(conversation: str, holder: str, now_ms: int, until_ms: int) -> Round | None:
     """Hold the conversation's round until `until_ms` if nobody holds it (or a holder's time ran
     out): the round as it is after; None if another holds it."""
-    try:
-        answer = table().update_item(
-            Key={"pk": conversation, "sk": ROUND},
-            UpdateExpression="SET holder = :me, busy_until_ms = :until",
-            ConditionExpression="attribute_not_exists(busy_until_ms) OR busy_until_ms < :now",
-            ExpressionAttributeValues={":me": holder, ":until": until_ms, ":now": now_ms},
-            ReturnValues="ALL_NEW",
-        )
-    except table().meta.client.exceptions.ConditionalCheckFailedException:
-        return None
-    return _round(answer.get("Attributes"))
+    return _round_write(
+        conversation,
+        "SET holder = :me, busy_until_ms = :until",
+        "attribute_not_exists(busy_until_ms) OR busy_until_ms < :now",
+        {":me": holder, ":until": until_ms, ":now": now_ms},
+    )
 
 
 def keep_round(
@@ -211,27 +206,21 @@ def keep_round(
     waiting (before it delivers them: a holder whose time ran out meanwhile delivers nothing, and
     the next never delivers them again) and, after a round (`now_ms`), note when it went. The
     round as it is after; None if the holder's time ran out and another took the round."""
-    item = _holders_write(
+    return _holders_write(
         conversation, holder, "SET busy_until_ms = :until", {":until": until_ms}, taken, now_ms, "holder = :me"
     )
-    return None if item is None else _round(item)
 
 
 def pass_round(conversation: str, holder: str, successor: str, until_ms: int) -> Round | None:
     """Hand the round from one token of its holder to a new one (each turn of a worker's has its
     own): the round as it is after; None if `holder` no longer holds it (another copy of the same
     job passed it on first, or its lease ran out and another took it)."""
-    try:
-        answer = table().update_item(
-            Key={"pk": conversation, "sk": ROUND},
-            UpdateExpression="SET holder = :next, busy_until_ms = :until",
-            ConditionExpression="holder = :me",
-            ExpressionAttributeValues={":me": holder, ":next": successor, ":until": until_ms},
-            ReturnValues="ALL_NEW",
-        )
-    except table().meta.client.exceptions.ConditionalCheckFailedException:
-        return None
-    return _round(answer.get("Attributes"))
+    return _round_write(
+        conversation,
+        "SET holder = :next, busy_until_ms = :until",
+        "holder = :me",
+        {":me": holder, ":next": successor, ":until": until_ms},
+    )
 
 
 def end_round(conversation: str, holder: str, now_ms: int) -> bool:
@@ -240,10 +229,10 @@ def end_round(conversation: str, holder: str, now_ms: int) -> bool:
     requested meanwhile is never left without a holder. False (nothing written) if more is
     waiting, or the holder's time ran out and another took the round."""
     condition = "holder = :me AND (attribute_not_exists(pending) OR size(pending) = :none)"
-    item = _holders_write(
+    ended = _holders_write(
         conversation, holder, "REMOVE holder, busy_until_ms", {":none": 0}, frozenset(), now_ms, condition
     )
-    return item is not None
+    return ended is not None
 
 
 def drop_round(conversation: str, holder: str) -> None:
@@ -259,7 +248,7 @@ def _holders_write(
     done: frozenset[int],
     now_ms: int | None,
     condition: str,
-) -> dict[str, Any] | None:
+) -> Round | None:
     """One conditional write to the round by its holder, the seqs `done` taken out of those waiting
     and the round's time noted (`now_ms`): the round after, None if the condition failed."""
     values = {":me": holder, **values}
@@ -269,6 +258,11 @@ def _holders_write(
     if done:
         expression += " DELETE pending :done"
         values[":done"] = set(done)
+    return _round_write(conversation, expression, condition, values)
+
+
+def _round_write(conversation: str, expression: str, condition: str, values: dict[str, Any]) -> Round | None:
+    """One conditional write to the conversation's round: the round after, None if the condition failed."""
     try:
         answer = table().update_item(
             Key={"pk": conversation, "sk": ROUND},
@@ -279,4 +273,4 @@ def _holders_write(
         )
     except table().meta.client.exceptions.ConditionalCheckFailedException:
         return None
-    return dict(answer.get("Attributes") or {})
+    return _round(answer.get("Attributes"))
