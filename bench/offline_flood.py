@@ -57,12 +57,13 @@ def main() -> None:
             )
             print(f"  quarter {n + 1}: median {statistics.median(values):.0f} MiB, max {max(values):.0f} MiB ({parts} MiB)")
     print(f"  stack memory at the end: {report.rss_mib()[-1]:.0f} MiB; peak Python workers: {report.peak_workers}")
-    accepted = len(report.sent) - report.refused
+    accepted = len(report.sent)
     copies = sum(sum(received.values()) for received in report.received)
     once = all(set(received.values()) <= {1} for received in report.received)
-    print(f"  messages sent {len(report.sent)}, refused by the rate limit {report.refused}; "
+    print(f"  messages stored {len(report.sent)}, never stored {len(report.unsent)}, refused by the rate limit "
+          f"{report.refused} times, sent again {dict(report.retried) or 'never'}; "
           f"frames delivered {copies} of {accepted * args.clients} ({'each at most once' if once else 'DUPLICATES'}); "
-          + (f"the backlog drained {report.drained_after:.0f} s after the last send" if report.drained_after is not None
+          + (f"the backlog drained {report.drained_after:.0f} s after the last answer" if report.drained_after is not None
              else "NOT all delivered within the drain timeout"))
 
 

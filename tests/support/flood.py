@@ -5,6 +5,7 @@ minute-long version (bench/offline_flood.py) share it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ def stack_processes(process_groups: list[int]) -> dict[str, tuple[int, int]]:
     return {kind: (count, rss) for kind, (count, rss) in kinds.items()}
 
 
+def replies(client: Client) -> list[dict[str, Any]]:
+    """Every reply to a frame sent with a `ref`, in the order they came (a ref sent again has several)."""
+    return [json.loads(frame)["reply"] for frame in client.frames if frame.startswith('{"reply"')]
+
+
 def python_workers(process_groups: list[int]) -> int:
     """serverless-offline's Python worker processes (invoke.py) in the stack's process groups."""
     return stack_processes(process_groups)["workers"][0]
@@ -48,14 +54,18 @@ def python_workers(process_groups: list[int]) -> int:
 @dataclass
 class FloodReport:
     seconds: float
-    sent: list[str] = field(default_factory=list)  # every message sent, each text unique
-    refused: int = 0  # answered 429 (the rate limit)
+    sent: list[str] = field(default_factory=list)  # every message stored (answered 200), each text unique
+    refused: int = 0  # answered 429 rate_limited (the user's rate limit or the delivery backlog)
+    # Answered with another error the client may retry (`conversation_busy`, a 5xx) and sent
+    # again with the same clientMessageId, as docs/protocol.md tells a client to: by code.
+    retried: Counter = field(default_factory=Counter)
+    unsent: list[str] = field(default_factory=list)  # never answered 200, even after retries
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, RSS bytes, workers)
     # (t, {"workers" | "moto" | "node": (processes, RSS bytes)})
     breakdown: list[tuple[float, dict[str, tuple[int, int]]]] = field(default_factory=list)
     stopped_early: str = ""
     received: list[Counter] = field(default_factory=list)  # per client: flood texts -> copies
-    drained_after: float | None = None  # seconds from the last send until every client had everything
+    drained_after: float | None = None  # seconds from the last answer until every client had everything
 
     @property
     def peak_workers(self) -> int:
@@ -102,35 +112,77 @@ async def flood(
             except asyncio.TimeoutError:
                 pass
 
+    frames: dict[str, tuple[Client, str]] = {}  # ref -> (its client, its text)
+    attempts: Counter = Counter()  # ref -> times sent again
+    last_sent: dict[str, float] = {}  # ref -> when it was last sent
+
     async def send(index: int, client: Client) -> None:
         offset = index / (clients * rate_per_client)  # spread the senders over one interval
         await asyncio.sleep(offset)
         interval, n = 1 / rate_per_client, 0
         while not stop.is_set() and time.monotonic() - started < seconds:
-            text = f"flood {run} {index} {n}"
-            await client.send_message(text)
-            report.sent.append(text)
+            text, ref = f"flood {run} {index} {n}", f"f{index}-{n}"
+            frame = json.dumps({"action": "sendMessage", "content": text, "ref": ref, "clientMessageId": ref})
+            frames[ref], last_sent[ref] = (client, text), time.monotonic()
+            await client.send(frame)
             n += 1
             await asyncio.sleep(max(0.0, started + offset + n * interval - time.monotonic()))
+
+    def answers(ref: str) -> list[dict[str, Any]]:
+        return [reply for reply in replies(frames[ref][0]) if reply["ref"] == ref]
+
+    def answer(ref: str) -> dict[str, Any] | None:
+        """The answer to the last time this frame was sent, once it has come."""
+        found = answers(ref)
+        return found[-1] if len(found) > attempts[ref] else None
+
+    async def settle(deadline: float) -> None:
+        """Wait for every frame's answer. Send again, with the same clientMessageId, each one the
+        server says it did not store and may be sent again, and each one unanswered for 30 s (API
+        Gateway gives up on an integration after 29 s; a Lambda's failure reaches the client as a
+        frame without the `ref`): at most 5 times, a second apart, as a client would."""
+        while time.monotonic() < deadline:
+            again: dict[str, str] = {}
+            for ref in frames:
+                if attempts[ref] >= 5:
+                    continue
+                found = answer(ref)
+                if found is None and time.monotonic() - last_sent[ref] > 30:
+                    again[ref] = "no answer"
+                elif found is not None and found["status"] != 200 and found.get("error", {}).get("retry"):
+                    again[ref] = found["error"]["code"]
+            if not again and all(answer(ref) is not None for ref in frames):
+                return
+            for ref, why in again.items():
+                client, text = frames[ref]
+                report.retried[why] += 1
+                attempts[ref] += 1
+                last_sent[ref] = time.monotonic()
+                await client.send(json.dumps({"action": "sendMessage", "content": text, "ref": ref, "clientMessageId": ref}))
+            await asyncio.sleep(1.0)
 
     def flood_texts(client: Client) -> Counter:
         return Counter(c for c in client.contents() if isinstance(c, str) and c.startswith(f"flood {run} "))
 
     sampler = asyncio.create_task(sample())
     await asyncio.gather(*(send(index, client) for index, client in enumerate(connected)))
+    if not stop.is_set():
+        await settle(time.monotonic() + drain_timeout)
+    for ref, (_, text) in frames.items():
+        (report.sent if (answer(ref) or {}).get("status") == 200 else report.unsent).append(text)
+    report.refused = sum(1 for c in connected for a in replies(c) if a.get("error", {}).get("code") == "rate_limited")
     sent_until = time.monotonic()
     if not stop.is_set():
-        expected = len(report.sent) - sum(reply.startswith("Too many messages") for c in connected for reply in c.replies())
+        expected = Counter(report.sent)
         try:
             for client in connected:
-                await client.wait_until(lambda c=client: len(flood_texts(c)) >= expected, drain_timeout - (time.monotonic() - sent_until))
+                await client.wait_until(lambda c=client: flood_texts(c).keys() >= expected.keys(), drain_timeout - (time.monotonic() - sent_until))
             report.drained_after = time.monotonic() - sent_until
         except AssertionError:
             pass
         await asyncio.sleep(1.0)  # late duplicates would arrive now
     stop.set()
     await sampler
-    report.refused = sum(reply.startswith("Too many messages") for c in connected for reply in c.replies())
     report.received = [flood_texts(c) for c in connected]
     await close_ramped(connected, 10)
     return report
