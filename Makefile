@@ -29,6 +29,7 @@ OFFLINE_DYNAMODB_PORT ?= 5000
 help:
 	@echo "make offline      start the whole service locally: WebSocket ws://localhost:$(OFFLINE_WEBSOCKET_PORT), HTTP :$(OFFLINE_HTTP_PORT), page http://localhost:$(OFFLINE_PAGE_PORT)/"
 	@echo "                  (Lambda :$(OFFLINE_LAMBDA_PORT), moto :$(OFFLINE_DYNAMODB_PORT); move them with OFFLINE_HTTP_PORT=... and the like)"
+	@echo "                  REVIEW=example: every message reviewed by the example word list first (docs/moderation.md)"
 	@echo "make test         install from the lock files, run make check, then every test (Node's for web/, pytest's)"
 	@echo "make test-unit    the unit tier only (tests/unit, moto in process): the edit loop, about a minute"
 	@echo "make check        the gate: ruff (lint, format) and mypy over chat/ and handler.py"
@@ -90,6 +91,8 @@ mutate: install
 	mutmut run --max-children 2 $(MUTANTS)
 	python scripts/mutation_score.py
 
+# REVIEW=example: every message goes through the example review function (docs/moderation.md).
+offline: export OFFLINE_REVIEW = $(REVIEW)
 offline: install
 	python scripts/offline.py
 
@@ -129,6 +132,7 @@ bench: install
 	python bench/broadcast_capacity.py --budget 8000 --concurrency 8
 	python bench/fanout_offline.py
 	python bench/rate_limit.py
+	python bench/review.py
 	python bench/costs.py
 	python bench/seq_throughput.py
 	python bench/offline_flood.py

@@ -14,6 +14,7 @@ from chat import (
     backend,
     changes,
     channels,
+    example_review,
     messaging,
     moderation,
     operators,
@@ -187,3 +188,9 @@ def publish_events(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The events function: the history table's change stream, as message.created on the bus."""
     with invocation(event, context, "events"):
         return stream.publish_created(event)
+
+
+def review_example(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The example review function (--param reviewFunction=example): a word list."""
+    with invocation(event, context, "review example"):
+        return example_review.decide(event)

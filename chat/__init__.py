@@ -19,6 +19,7 @@ below them, never the other way round, and nothing here imports handler.py.
     tokens       the $connect authorizer: where the token is, the policy and context it answers
     worker       the SQS delivery worker (delivery jobs, leave checks, events to send again, rounds)
     stream       the events function: the history's change stream as message.created events
+    example_review  the example review function (a word list), deployed with reviewFunction=example
 
     ratelimit    how much a user may send (GCRA in the limits table), on how many connections
     connections  the connections table: one row per open connection
@@ -33,6 +34,7 @@ below them, never the other way round, and nothing here imports handler.py.
     fanout       large audiences: delivery jobs on the SQS queue
     delivery     posting to connections through the management API
     events       events out: EventBridge entries on the stage's bus, sent at least once
+    review       the review hook: the operator's function allows, rewrites or denies a message
 
     callers      who sent a frame: connection, user, what the token allows
     requests     what clients send: parsing and validating frames

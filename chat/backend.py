@@ -154,7 +154,7 @@ def _publish_one(outgoing: Outgoing, endpoint: str, deadline: Callable[[], float
         return frames.error_document(Refusal("unavailable", NOT_TRIED))
     sender = outgoing.message["sender"]
     try:
-        published = publisher.publish(outgoing.target, outgoing.message, sender, endpoint, paced=True)
+        published = publisher.publish(outgoing.target, outgoing.message, sender, endpoint, paced=True, source="publish")
     except Refusal as refusal:
         return frames.error_document(refusal)
     except aws.AWS_ERRORS:

@@ -54,6 +54,12 @@ def edit(caller: Caller, body: str | None) -> frames.Reply:
             raise Refusal("bad_request", f"Message {seq} has been edited {MAX_EDITS} times, the most a message may be.")
         frames.check_size({**message, "content": content, "edited_at_ms": change["sent_at_ms"]})  # as it will be
 
+    def reviewed() -> None:
+        """The review function sees the new content once the edit is allowed, before it is stored."""
+        nonlocal content
+        content = publisher.reviewed(target, change, caller.user or "", "edit", "client")["content"]
+        change["content"] = content
+
     def guard(change_seq: int, now: float) -> list[dict[str, Any]]:
         return [
             _update(
@@ -71,7 +77,7 @@ def edit(caller: Caller, body: str | None) -> frames.Reply:
             )
         ]
 
-    return _apply(caller, target, named, change, seq, check, guard, "edited")
+    return _apply(caller, target, named, change, seq, check, guard, "edited", reviewed)
 
 
 def delete(caller: Caller, body: str | None) -> frames.Reply:
@@ -120,11 +126,13 @@ def _apply(
     check: Callable[[dict[str, Any]], None],
     guard: history.Guard,
     kind: str,
+    before_store: Callable[[], None] | None = None,
 ) -> frames.Reply:
     """Check the message, then store the change and deliver it. A repeat of a change already
     stored (its clientMessageId) is answered with its first outcome, even though the message has
     changed since (a delete repeated finds it deleted); the guard holds the rules in the write
-    itself, so a repeat's record running out meanwhile stores nothing it should not."""
+    itself, so a repeat's record running out meanwhile stores nothing it should not.
+    `before_store`: run once the checks pass (an edit's review)."""
     sender_key = caller.user or ""
     client_message_id = change.get("client_message_id")
     try:
@@ -132,6 +140,8 @@ def _apply(
     except Refusal:
         if not history.recorded(target.conversation, sender_key, client_message_id):
             raise
+    if before_store is not None:
+        before_store()
     endpoint = delivery.management_endpoint(caller.request_context)
     try:
         published = publisher.publish(target, change, sender_key, endpoint, exclude=caller.connection_id, guard=guard)

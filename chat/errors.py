@@ -33,6 +33,7 @@ CODES: dict[str, Code] = {
         Code("forbidden", 403, False, "the token does not allow it, or it needs a signed-in connection"),
         Code("not_member", 403, False, "join the channel first"),
         Code("banned", 403, False, "a moderator banned the user from this channel or the service, for now"),
+        Code("denied", 403, False, "the operator's review function refused the message: nothing was stored"),
         Code("not_found", 404, False, "there is no such message in the conversation (or it was deleted)"),
         Code(
             "token_expired",

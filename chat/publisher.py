@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chat import aws, connections, dispatch, fanout, frames, history, members, rounds
+from chat import aws, connections, dispatch, fanout, frames, history, members, review, rounds
 from chat.telemetry import count, logger
 
 COMPLETE, INCOMPLETE, PENDING = "complete", "incomplete", "pending"
@@ -61,14 +61,16 @@ def publish(
     exclude: str | None = None,
     paced: bool = False,
     guard: history.Guard | None = None,
+    source: str = "client",
 ) -> Published:
     """Store the message (history.append), then deliver it, unless the same send already did or is
     doing it. `exclude`: the sending connection, which gets its reply instead of a copy of a DM.
     `paced`: a room or channel message goes through the delivery workers whatever its audience
     (the backend's batches: their posts stay within the workers' posting budget). `guard`: what
-    a change does to the message it changes, in the transaction that stores it (history.append)."""
-    if target.pair is None:
-        fanout.admit()  # a room or channel message waits in the workers' queue at most so long
+    a change does to the message it changes, in the transaction that stores it (history.append).
+    `source`: "client" or "publish" (the backend), for the review function (chat/review.py), which
+    sees every new message here, before it takes a seq (edits are reviewed by chat/changes.py)."""
+    message = _admitted(target, message, sender_key, source)
     appended = history.append(target.conversation, message, sender_key, pair=target.pair, guard=guard)
     client_message_id = message.get("client_message_id")
     if appended.duplicate:
@@ -110,6 +112,26 @@ def publish(
         logger.exception("Could not mark %s delivered", stored["id"])
     online = any(cid in reached for cid in recipient_ids) if target.pair is not None else None
     return Published(appended, COMPLETE, online)
+
+
+def _admitted(target: Target, message: dict[str, Any], sender_key: str, source: str) -> dict[str, Any]:
+    """What may be stored: a room or channel message only while the workers' queue is short
+    enough; a new message (not a change) as the review function allows it."""
+    if target.pair is None:
+        fanout.admit()  # a room or channel message waits in the workers' queue at most so long
+    return message if "action" in message else reviewed(target, message, sender_key, "message", source)
+
+
+def reviewed(target: Target, message: dict[str, Any], sender_key: str, kind: str, source: str) -> dict[str, Any]:
+    """The message with the content the review function allows (chat/review.py); a repeat of a
+    send already stored is not reviewed again: it is answered with what was stored."""
+    client_message_id = message.get("client_message_id")
+    if not review.REVIEW_FUNCTION or history.recorded(target.conversation, sender_key, client_message_id):
+        return message
+    named: dict[str, Any] = {"channel": target.channel} if target.channel is not None else {"room": True}
+    if target.pair is not None:
+        named = {"with": target.pair[1]}
+    return {**message, "content": review.review(message, target.conversation, named, kind, source)}
 
 
 def _give_back(conversation: str, sender_key: str, client_message_id: str | None) -> None:

@@ -132,6 +132,9 @@ def offline_env(ports: Ports, region: str) -> dict[str, str]:
         AWS_DEFAULT_REGION=region,
         AWS_ENDPOINT_URL=moto,
         AWS_ENDPOINT_URL_DYNAMODB=moto,
+        # Lambda's Invoke API is serverless-offline's own (the review hook calls the example
+        # review function there: chat/review.py).
+        AWS_ENDPOINT_URL_LAMBDA=f"http://localhost:{ports.lambda_}",
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -121,9 +121,15 @@ class OutputRelay(threading.Thread):
             self.live = True
 
 
+def review_note(stack: LocalStack) -> str:
+    if stack.params.get("reviewFunction") != "example":
+        return ""
+    return "\n  Review     every message is reviewed by the example word list (chat/example_review.py)"
+
+
 def instructions(stack: LocalStack) -> str:
     return f"""
-{READY}
+{READY}{review_note(stack)}
   WebSocket  {stack.websocket_url}
   HTTP       {stack.http_url}/ping
   DynamoDB   {stack.dynamodb_endpoint} (moto; tables {', '.join(stack.table_names.values())})
@@ -155,6 +161,21 @@ What the app's backend would hear (EventBridge events, one JSON line each): `mak
 
 Ctrl-C stops everything. The function logs follow.
 """
+
+
+# `make offline REVIEW=example`: the review hook with the example word list (docs/moderation.md).
+REVIEW_VARIABLE = "OFFLINE_REVIEW"
+
+
+def review_params(env: Mapping[str, str]) -> dict[str, str]:
+    """serverless.yml's review parameters for REVIEW= (StackError for anything but example: a
+    function on AWS cannot be called from here)."""
+    value = env.get(REVIEW_VARIABLE, "").strip()
+    if value == "":
+        return {}
+    if value != "example":
+        raise StackError(f'REVIEW={value}: locally the review function can only be the example, REVIEW=example')
+    return {"reviewFunction": "example"}
 
 
 def stack_startup_log(ports: Ports) -> Path:
@@ -194,10 +215,11 @@ def main() -> int:
         read_end, write_end = os.pipe()
         relay = OutputRelay(os.fdopen(read_end, encoding="utf-8", errors="replace"), stack_startup_log(ports))
         relay.start()
+        params = review_params(os.environ)
         with os.fdopen(write_end, "w") as output:  # the child keeps its own copy
             stack = LocalStack(
                 ports, output=output, progress=lambda step: print(f"{step} ...", flush=True), spawn_guard=signals.deferred,
-                keep_in=STATE_DIR,
+                keep_in=STATE_DIR, params=params,
             )
             stack.start()
         state = write_state(stack)

@@ -998,3 +998,60 @@ def test_the_webhook_parameters_refuse_what_they_cannot_mean(tmp_path: Path, par
 
     assert result.returncode != 0
     assert complaint in result.stdout + result.stderr
+
+
+# --- the review hook (issue 29, docs/moderation.md) ------------------------------------------------
+
+REVIEW_ARN = "arn:aws:lambda:ap-northeast-2:123456789012:function:our-moderation:live"
+
+
+def review_settings(resources: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """What every function is told about the review hook: (REVIEW_FUNCTION, its timeout, its fallback)."""
+    return {
+        tuple(f["Properties"]["Environment"]["Variables"][name] for name in ("REVIEW_FUNCTION", "REVIEW_TIMEOUT_MS", "REVIEW_FALLBACK"))
+        for f in our_functions(resources)
+    }
+
+
+def test_without_a_review_function_there_is_no_review_nor_its_grant_alarm_or_example(resources: dict[str, Any]) -> None:
+    assert review_settings(resources) == {("", "1000", "allow")}
+    assert [s for s in role_statements(resources) if "lambda:InvokeFunction" in actions(s)] == []
+    assert "ReviewFallbacksAlarm" not in resources
+    assert [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.review_example"] == []
+
+
+def test_the_example_review_function_is_deployed_and_alone_may_be_invoked(tmp_path: Path) -> None:
+    resources = packaged_template(tmp_path, "reviewFunction=example", "reviewFallback=deny", "reviewTimeoutMs=300")["Resources"]
+
+    (example,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.review_example"]
+    name = f"serverless-websocket-{STAGE}-reviewExample"
+    assert example["Properties"]["FunctionName"] == name and example["Properties"]["Timeout"] == 3
+    assert review_settings(resources) == {(name, "300", "deny")}
+    (grant,) = [s for s in role_statements(resources) if "lambda:InvokeFunction" in actions(s)]
+    assert actions(grant) == ["lambda:InvokeFunction"] and grant["Resource"]["Fn::Join"][1][-1] == f":function:{name}"
+    alarm = resources["ReviewFallbacksAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Threshold"], alarm["AlarmActions"]) == ("ReviewFallbacks", 1, [{"Ref": "AlarmTopic"}])
+    assert cfn_lint_errors(tmp_path) == []
+
+
+def test_a_review_function_arn_is_called_and_alone_may_be_invoked(tmp_path: Path) -> None:
+    resources = packaged_template(tmp_path, f"reviewFunction={REVIEW_ARN}")["Resources"]
+
+    assert review_settings(resources) == {(REVIEW_ARN, "1000", "allow")}
+    (grant,) = [s for s in role_statements(resources) if "lambda:InvokeFunction" in actions(s)]
+    assert grant["Resource"] == REVIEW_ARN
+    assert "ReviewFallbacksAlarm" in resources
+    assert [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.review_example"] == []
+    assert cfn_lint_errors(tmp_path) == []
+
+
+@pytest.mark.parametrize(("param", "complaint"), [
+    ("reviewFunction=our-moderation", "--param reviewFunction must be a Lambda function's ARN"),
+    ("reviewTimeoutMs=20000", '--param reviewTimeoutMs must be a whole number of milliseconds from 50 to 10000, not "20000"'),
+    ("reviewFallback=maybe", '--param reviewFallback must be allow or deny, not "maybe"'),
+])
+def test_the_review_parameters_refuse_what_they_cannot_mean(tmp_path: Path, param: str, complaint: str) -> None:
+    result = package_with(tmp_path, param)
+
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr

@@ -62,3 +62,16 @@ def pages() -> Iterator[Any]:
     yield open_page
     for driver in drivers:
         driver.quit()
+
+
+@pytest.fixture
+def ports() -> Iterator[Any]:
+    """Free ports for one `make offline`; the logs it leaves in .offline/ go afterwards."""
+    from scripts import offline
+    from scripts.local_stack import Ports
+
+    ports = Ports.free()
+    yield ports
+    for log in (f"moto-{ports.dynamodb}.log", f"serverless-offline-{ports.websocket}.log",
+                f"conversations-{ports.websocket}.json"):
+        (offline.STATE_DIR / log).unlink(missing_ok=True)

@@ -9,36 +9,28 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
 import websockets
 
 from scripts import offline
-from scripts.local_stack import LocalStack, Ports, StackError, offline_env, port_in_use
+from scripts.local_stack import LocalStack, Ports, StackError, offline_env
 from scripts.offline import READY
-from scripts.service_config import ROOT
 from tests.support.helpers import make_token
-
-
-@pytest.fixture
-def ports() -> Iterator[Ports]:
-    """Free ports for one `make offline`; the logs it leaves in .offline/ go afterwards."""
-    ports = Ports.free()
-    yield ports
-    for log in (f"moto-{ports.dynamodb}.log", f"serverless-offline-{ports.websocket}.log",
-                f"conversations-{ports.websocket}.json"):
-        (offline.STATE_DIR / log).unlink(missing_ok=True)
-
-
-def offline_ports_env(ports: Ports, **extra: str) -> dict[str, str]:
-    return {**os.environ, **ports.as_env(), **extra}
+from tests.support.make_offline import (
+    make_offline,
+    offline_ports_env,
+    processes_of,
+    read_until,
+    read_until_ready,
+    stop_and_check_nothing_is_left,
+)
 
 
 async def signed_in_users(connections: list[tuple[str, dict[str, str]]]) -> int:
@@ -77,77 +69,6 @@ async def type_in_windows(
             frame = json.loads(await asyncio.wait_for(bob_ws.recv(), 30))
             if "history" in frame:
                 return frame["history"]
-
-
-def make_offline(ports: Ports, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`make offline` in its own process group, as a terminal would run it."""
-    return subprocess.Popen(
-        ["make", "--no-print-directory", "offline"],
-        cwd=ROOT,
-        env=env or offline_ports_env(ports),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def processes_of(ports: Ports) -> list[int]:
-    """Every process of a stack: all of them inherit OFFLINE_WEBSOCKET_PORT=<its port>."""
-    marker = f"OFFLINE_WEBSOCKET_PORT={ports.websocket}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def kill_groups_of(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def read_until(process: subprocess.Popen, text: str, timeout: float = 120) -> str:
-    """Its output up to and including the first line that contains `text`."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return "".join(lines)
-    raise AssertionError(f"make offline never printed {text!r}:\n" + "".join(lines))
-
-
-def read_until_ready(process: subprocess.Popen, timeout: float = 120) -> str:
-    return read_until(process, "Ctrl-C stops everything.", timeout)
-
-
-def stop_and_check_nothing_is_left(process: subprocess.Popen, ports: Ports, stop_signal: signal.Signals) -> str:
-    """Signal the whole foreground group, as a terminal does; the rest of the output."""
-    try:
-        os.killpg(process.pid, stop_signal)
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        left = processes_of(ports)
-        kill_groups_of(left)  # a failing test must not leave a stack running either
-    assert left == [], rest
-    assert not any(port_in_use(port) for port in ports.named().values()), rest
-    assert not offline.state_file(ports.websocket).exists()
-    return rest
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import time
 import uuid
@@ -171,3 +172,25 @@ def apply_changes(log: list[dict[str, Any]]) -> dict[int, Any]:
         else:
             shown[entry["seq"]] = entry.get("content")
     return shown
+
+
+def emitted(capsys: Any) -> list[dict[str, Any]]:
+    """Every JSON line the functions printed: structured logs and EMF metrics."""
+    lines = []
+    for line in capsys.readouterr().out.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def metric_values(lines: list[dict[str, Any]]) -> dict[str, float]:
+    """The EMF metrics, summed over every document."""
+    totals: dict[str, float] = {}
+    for line in lines:
+        for directive in line.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in directive["Metrics"]:
+                value = line[metric["Name"]]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + (sum(value) if isinstance(value, list) else value)
+    return totals

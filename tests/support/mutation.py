@@ -31,6 +31,7 @@ import pytest
 RELATED: dict[str, tuple[str, ...]] = {
     "callers": ("test_callers.py", "test_tokens.py", "test_channels.py", "test_expiry.py", "test_handler.py"),
     "bans": ("test_moderation.py",),
+    "example_review": ("test_review.py",),
     "channels": ("test_channels.py", "test_moderation.py", "test_presence.py", "test_events.py"),
     "connections": ("test_connections.py", "test_sweeper.py", "test_connect_race.py", "test_ratelimit.py",
                     "test_expiry.py", "test_handler.py"),
@@ -52,7 +53,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "messaging": ("test_messaging.py", "test_seq.py", "test_direct_messages.py", "test_channels.py", "test_handler.py",
                   "test_recovery.py"),
     "backend": ("test_publish.py", "test_operators.py"),
-    "publisher": ("test_rounds.py", "test_seq.py", "test_messaging.py", "test_direct_messages.py", "test_channels.py", "test_handler.py"),
+    "publisher": ("test_rounds.py", "test_seq.py", "test_messaging.py", "test_direct_messages.py", "test_channels.py", "test_handler.py", "test_review.py"),
     "presence": ("test_presence.py", "test_sweeper.py"),
     "ratelimit": ("test_ratelimit.py",),
     "recovery": ("test_recovery.py", "test_history.py", "test_conversations.py"),

@@ -3,7 +3,6 @@ Embedded Metric Format."""
 
 from __future__ import annotations
 
-import json
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from chat import delivery, fanout, history, jobs, messaging
+from tests.support.helpers import emitted, metric_values
 from tests.support.lambda_sqs import FakeLambdaContext
 from tests.support.events import (
     MANAGEMENT_ENDPOINT,
@@ -21,28 +21,6 @@ from tests.support.events import (
 )
 
 # --- observability --------------------------------------------------------------------------
-
-
-def emitted(capsys: Any) -> list[dict[str, Any]]:
-    """Every JSON line the functions printed: structured logs and EMF metrics."""
-    lines = []
-    for line in capsys.readouterr().out.splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    return lines
-
-
-def metric_values(lines: list[dict[str, Any]]) -> dict[str, float]:
-    """The EMF metrics, summed over every document."""
-    totals: dict[str, float] = {}
-    for line in lines:
-        for directive in line.get("_aws", {}).get("CloudWatchMetrics", []):
-            for metric in directive["Metrics"]:
-                value = line[metric["Name"]]
-                totals[metric["Name"]] = totals.get(metric["Name"], 0) + (sum(value) if isinstance(value, list) else value)
-    return totals
 
 
 def test_each_invocation_logs_one_structured_line_with_connection_user_route_and_outcome(
