@@ -30,6 +30,8 @@ let waitingSends = 0;
 let retryOffered = false;
 // Who is online, per channel opened: channel -> {members: Map(user -> connections), loading, pending, error}
 const presence = new Map();
+// How long the page's ban button keeps a member out (the service takes 1 s to 366 days).
+const BAN_SECONDS = 3600;
 // getConversations' cursor for the next (older) page: undefined before the first, null at the end.
 let olderConversations;
 // The last seq the page showed of each direct conversation (other user -> seq), kept in
@@ -273,7 +275,26 @@ function onlineItem(user, connections) {
     li.title = "Their last connection just closed: they leave unless they are back within 15 s.";
     li.append(span(" leaving", "leaving-note"));
   }
+  const conversation = currentView()?.conversation;
+  if (user !== client?.user && conversation?.type === "channel" && moderates(conversation)) {
+    li.append(button("ban", "ban", () => banMember(user, conversation.channel)));
+  }
   return li;
+}
+
+/** A moderator bans a member from the channel shown, for an hour, with the reason typed (none:
+ * cancelled). The service takes them out (they leave the list by presence) or says why not. */
+async function banMember(user, channel) {
+  const reason = window.prompt(`Ban ${user} from #${channel} for an hour. Reason:`, "");
+  if (reason == null) return;
+  const view = currentView();
+  const frame = { action: "ban", user, channel, seconds: BAN_SECONDS, ...(reason.trim() ? { reason: reason.trim() } : {}) };
+  try {
+    await client.request(frame, "ban");
+    appendRow(view.conversation.key, { kind: "notice", text: `${user} is banned from #${channel} for an hour.` });
+  } catch (error) {
+    appendRow(view.conversation.key, { kind: "notice", text: error.text ?? error.message, refusal: true });
+  }
 }
 
 // --- the token expiry notice -----------------------------------------------------------------

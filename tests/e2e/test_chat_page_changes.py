@@ -1,14 +1,17 @@
-"""Edits and deletes on the chat page, in Chromium through the local stack (issue 29): another
-user's edit and delete are shown in place, live; the page edits and deletes its own messages;
-after a reload the messages show their current state."""
+"""Edits, deletes and bans on the chat page, in Chromium through the local stack (issue 29):
+another user's edit and delete are shown in place, live; the page edits and deletes its own
+messages; after a reload the messages show their current state; a moderator bans a member from
+the online list."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from scripts.browser import ChatPage
-from tests.support.browser_support import joined_client
+from scripts.local_stack import mint_token
+from tests.support.browser_support import joined_client, page_link
 from tests.support.helpers import fresh
 
 
@@ -66,3 +69,44 @@ def test_changes_are_shown_in_place_live_and_after_a_reload(local_stack: Any, pa
     assert shown[1]["content"] == "hello" and shown[1]["edited"] == "(edited)"
     assert shown[5]["content"] == "mine, with no typo" and shown[5]["edited"] == "(edited)"
     assert "deleted" in shown[2] and "deleted" in shown[6]
+
+
+def test_a_moderator_bans_a_member_from_the_online_list(local_stack: Any, pages: Any) -> None:
+    """Issue 29: a page whose token moderates the channel has a ban button beside each other
+    member's name (not its own, and none on a page without the claim); the reason typed goes
+    with the ban, the member is taken out of the channel at once and cannot join again."""
+    mod, alice, bob, channel = fresh("mod", "alice", "bob", "bans")
+    token = mint_token(local_stack.jwt_secret, mod, moderates=[channel])
+    page = pages(page_link(local_stack, token)).wait_connected()
+    onlooker = pages(local_stack.page_url_for(bob)).wait_connected()
+
+    async def scenario() -> None:
+        member = await joined_client(local_stack, alice, channel)
+        page.join(channel)
+        onlooker.join(channel)
+        page.wait_until(lambda: {alice, mod, bob} <= set(page.online()["users"]))
+        onlooker.wait_until(lambda: {alice, mod, bob} <= set(onlooker.online()["users"]))
+        assert ban_buttons(page) == sorted([alice, bob]) and ban_buttons(onlooker) == []
+
+        page.driver.execute_script(
+            "document.querySelector(`#online li[data-user='${arguments[0]}'] button.ban`).click()", alice
+        )
+        prompt = page.driver.switch_to.alert
+        prompt.send_keys("spamming links")
+        prompt.accept()
+        await member.wait_until(lambda: any('"left"' in f and '"banned"' in f for f in member.frames), 15)
+        page.wait_until(lambda: any(f"{alice} is banned from #{channel}" in r["text"] for r in page.rows()))
+        await member.send(json.dumps({"action": "join", "channel": channel, "ref": "j"}))
+        await member.wait_until(lambda: "j" in member.answers(), 15)
+        assert member.answers()["j"]["error"]["code"] == "banned"
+        assert "spamming links" in member.answers()["j"]["error"]["text"]
+        await member.close()
+
+    asyncio.run(scenario())
+
+
+def ban_buttons(page: ChatPage) -> list[str]:
+    """The members the page offers to ban, by name."""
+    return sorted(page.driver.execute_script(
+        "return [...document.querySelectorAll('#online li')].filter(li => li.querySelector('button.ban')).map(li => li.dataset.user)"
+    ))
