@@ -15,9 +15,12 @@ from chat import (
     changes,
     channels,
     example_review,
+    indicators,
     messaging,
     moderation,
     operators,
+    ratelimit,
+    reads,
     recovery,
     sessions,
     stream,
@@ -121,6 +124,18 @@ def unban(event: dict[str, Any], context: Any) -> Reply:
 def get_conversations(event: dict[str, Any], context: Any) -> Reply:
     """getConversations: one's direct conversations, most recent first, each with its seq."""
     return recovery.conversations(caller(event), event.get("body"))
+
+
+@route(failure="The read position could not be kept.", what="Read")
+def mark_read(event: dict[str, Any], context: Any) -> Reply:
+    """markRead: the user's read position in a conversation moves forward, on every device."""
+    return reads.mark_read(caller(event), event.get("body"))
+
+
+@route(failure="Typing could not be forwarded.", what="Typing", budget=ratelimit.enforce_typing)
+def typing(event: dict[str, Any], context: Any) -> Reply:
+    """typing: a channel's members or a DM's other user see that the user is typing."""
+    return indicators.typing(caller(event), event.get("body"))
 
 
 @route(failure="Could not join the channel.", what="Join")

@@ -7,6 +7,8 @@ below them, never the other way round, and nothing here imports handler.py.
     changes      edits and deletes: the message changed in place, the change as the next seq
     moderation   bans: a user out of a channel or the service, for a while, and back
     channels     join, leave, presence, and which channels a token allows (and moderates)
+    reads        read positions (markRead) on the server: every device agrees, unread counts exact
+    indicators   typing: to a channel's members or a DM's other user, one per 2 s, never stored
     recovery     reading a conversation back: history pages (before), catching up (after)
     sessions     a connection's life: $connect, token expiry and renewal, $disconnect, found gone
     sweeper      every minute: expiry notices, expired connections, lost $disconnects, overdue leaves

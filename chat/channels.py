@@ -9,7 +9,7 @@ import os
 import time
 import uuid
 
-from chat import aws, bans, delivery, dispatch, events, frames, history, jobs, members, presence
+from chat import aws, bans, delivery, dispatch, events, frames, history, inbox, jobs, members, presence
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
@@ -42,7 +42,10 @@ def join(caller: Caller, body: str | None) -> frames.Reply:
         now_ms = int(time.time() * 1000)
         entered = [events.presence_entered(channel, user, now_ms)] if arrival == presence.ENTER else []
         events.emit([events.channel_joined(channel, user, caller.connection_id, now_ms), *entered])
-    seq = history.latest_seq(history.channel_conversation(channel))
+    conversation = history.channel_conversation(channel)
+    seq = history.latest_seq(conversation)
+    # Listed in the user's conversations on every device from now on (chat/inbox.py).
+    inbox.follow_channel(user, channel, conversation, seq, int(time.time() * 1000))
     if arrival == presence.ENTER:
         announce(delivery.management_endpoint(caller.request_context), channel, user, "enter")
     return frames.joined(channel, seq)
@@ -53,6 +56,7 @@ def leave(caller: Caller, body: str | None) -> frames.Reply:
     The user's last connection leaving is announced after the grace, if nobody comes back."""
     channel, user = _requested_channel(caller, body, LEAVE_EXAMPLE, check_bans=False)  # leaving is always allowed
     remove(channel, caller.connection_id, user, delivery.management_endpoint(caller.request_context))
+    inbox.unfollow_channel(user, channel)  # left on purpose: no longer listed (a disconnect keeps it)
     return frames.left(channel)
 
 

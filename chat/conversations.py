@@ -49,6 +49,14 @@ def latest_seq(conversation: str) -> int:
     return int(item["seq"]) if item else 0
 
 
+def latest_seqs(conversation_ids: list[str]) -> dict[str, int]:
+    """Each conversation's latest seq (0 if it has none), read in batches, eventually
+    consistent: a list's counts, not a send's."""
+    keys = [{"pk": conversation, "sk": HEAD} for conversation in dict.fromkeys(conversation_ids)]
+    found = {item["pk"]: int(item["seq"]) for item in aws.batch_get(table(), keys)} if keys else {}
+    return {conversation: found.get(conversation, 0) for conversation in conversation_ids}
+
+
 def head_item(conversation: str, head: int, seq: int, now: float) -> dict[str, Any]:
     """The transaction item that moves the head from `head` to `seq`: it fails if another
     sender moved it first (so two senders never take the same seq)."""

@@ -162,9 +162,44 @@ def history_page(
     return {"history": {**conversation, "messages": messages, "before": before, "after": after}}
 
 
-def conversation_entry(other: str, seq: int, last: dict[str, Any] | None) -> dict[str, Any]:
-    """One direct conversation in getConversations: who with, its latest seq and message."""
-    return {"with": other, "seq": seq, "last": public_message(last, full=True) if last is not None else None}
+def conversation_entry(
+    named: dict[str, Any], seq: int, read_seq: int, last: dict[str, Any] | None, online: bool | None
+) -> dict[str, Any]:
+    """One conversation in getConversations: which, its latest seq, the user's read position,
+    how many are unread, its latest message; for a DM, whether the other user is online."""
+    read_seq = min(read_seq, seq)
+    entry = {
+        **named,
+        "seq": seq,
+        "readSeq": read_seq,
+        "unread": seq - read_seq,
+        "last": public_message(last, full=True) if last is not None else None,
+    }
+    if online is not None:
+        entry["online"] = online
+    return entry
+
+
+def read_position(named: dict[str, Any], seq: int) -> dict[str, Any]:
+    """The reply to markRead, and what the reader's other connections are told: where the
+    user has read to in that conversation."""
+    return {"read": {**named, "seq": seq}}
+
+
+def read_receipt(reader: str, seq: int) -> dict[str, Any]:
+    """To the other user of a direct conversation: the reader has read up to `seq`."""
+    return {"readReceipt": {"with": reader, "seq": seq}}
+
+
+def typing(named: dict[str, Any], user: str) -> dict[str, Any]:
+    """To a channel's members or the other user of a DM: `user` is typing (for 5 s)."""
+    return {"typing": {**named, "user": user}}
+
+
+def typing_reply(named: dict[str, Any], forwarded: bool) -> dict[str, Any]:
+    """The reply to a typing frame (sent with a `ref`): whether it went on, or was one within 2 s
+    of the last and was dropped."""
+    return {"typing": {**named, "forwarded": forwarded}}
 
 
 def conversations_page(entries: list[dict[str, Any]], before: str | None) -> dict[str, Any]:

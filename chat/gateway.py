@@ -124,29 +124,30 @@ def _refused(refusal: Refusal, json_reply: bool, ref: str | None) -> Response:
 
 
 def route(
-    failure: str, what: str
+    failure: str, what: str, budget: Callable[[str | None, str | None], None] = ratelimit.enforce
 ) -> Callable[[Callable[[dict[str, Any], Any], frames.Reply]], Callable[[dict[str, Any], Any], Response]]:
     """A WebSocket route's entry point from the function that does its work and returns what
     the sender is answered: observed; every frame refused if the connection's token has expired,
     and charged to the sender's rate limit before anything else (a refused frame costs as much
-    as an accepted one: a flood of junk is a flood); answered as `answer` does."""
+    as an accepted one: a flood of junk is a flood; `budget`: which, the messages' unless said);
+    answered as `answer` does."""
 
     def decorate(work: Callable[[dict[str, Any], Any], frames.Reply]) -> Callable[[dict[str, Any], Any], Response]:
         @observed
         @functools.wraps(work)
         def entry_point(event: dict[str, Any], context: Any) -> Response:
-            return answer(event, lambda: work(event, context), failure, what, charge=lambda: _charged(event))
+            return answer(event, lambda: work(event, context), failure, what, charge=lambda: _charged(event, budget))
 
         return entry_point
 
     return decorate
 
 
-def _charged(event: dict[str, Any]) -> None:
+def _charged(event: dict[str, Any], budget: Callable[[str | None, str | None], None]) -> None:
     """A frame on a connection whose token has expired is refused (and the connection closed);
-    any other frame is charged to the sender's rate limit."""
+    any other frame is charged to the sender's rate limit (`budget`)."""
     sessions.require_live(caller(event))
-    ratelimit.enforce(user_id(event), connection_id(event))
+    budget(user_id(event), connection_id(event))
 
 
 def observed(entry_point: Callable[[dict[str, Any], Any], Response]) -> Callable[[dict[str, Any], Any], Response]:

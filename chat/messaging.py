@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chat import channels, delivery, frames, history, members, publisher
+from chat import aws, channels, delivery, frames, history, inbox, members, publisher
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
@@ -25,7 +25,7 @@ from chat.requests import (
     require_content,
     require_user_id,
 )
-from chat.telemetry import milliseconds
+from chat.telemetry import logger, milliseconds
 
 
 def unrecognized(body: str | None) -> frames.Reply:
@@ -53,6 +53,8 @@ def send_message(caller: Caller, body: str | None) -> frames.Reply:
         )
     published = publisher.publish(publisher.Target(channel=channel), message, _sender_key(caller), _endpoint(caller))
     milliseconds("BroadcastDuration", (time.perf_counter() - started) * 1000)
+    if channel is not None and user is not None:
+        _read_own(user, channel, published.message["seq"])
     if channel is None and client_message_id is None:
         if published.delivery == publisher.COMPLETE:
             return frames.ROOM_SENT
@@ -86,6 +88,23 @@ def _ack(published: publisher.Published, named: dict[str, Any]) -> frames.Reply:
     """The JSON acknowledgement of a send that named a channel or a clientMessageId."""
     online = published.recipient_online if "to" in named else None
     return frames.sent(named, published.message, published.appended.duplicate, published.delivery, online)
+
+
+def _read_own(user: str, channel: str, seq: int) -> None:
+    """The sender has read what they wrote: their read position in the channel moves to it (a
+    write of its own: a channel's members are not in its transaction). Not done, the message is
+    still sent; it would only count as unread for its sender until the next markRead."""
+    conversation = history.channel_conversation(channel)
+    try:
+        inbox.mark_read(
+            user,
+            inbox.CHANNEL_PREFIX + channel,
+            {"channel": channel, "conversation": conversation},
+            seq,
+            int(time.time() * 1000),
+        )
+    except aws.AWS_ERRORS:
+        logger.exception("Could not move %s's read position in %s to %d", user, channel, seq)
 
 
 def _endpoint(caller: Caller) -> str:

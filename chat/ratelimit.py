@@ -64,6 +64,24 @@ def enforce(user: str | None, connection_id: str | None) -> None:
         raise Refusal("rate_limited", rate_limited_reason(user))
 
 
+# Typing frames' own budget (chat/typing.py): never the message budget, so typing cannot keep a
+# user from sending; small, because each forwarded one is a post to every member.
+TYPING_RATE_PER_SECOND = float(os.environ.get("TYPING_RATE_PER_SECOND", "2"))
+TYPING_BURST = int(os.environ.get("TYPING_BURST", "5"))
+
+
+def enforce_typing(user: str | None, connection_id: str | None) -> None:
+    """Spend one typing frame of the user's (or an anonymous connection's) typing budget, or
+    refuse it (429, rate_limited)."""
+    key = f"typing-frames#{user}" if user is not None else f"typing-frames#connection#{connection_id}"
+    if not spend(key, TYPING_RATE_PER_SECOND, TYPING_BURST):
+        raise Refusal(
+            "rate_limited",
+            f"Too many typing frames: at most {TYPING_RATE_PER_SECOND:g} a second ({TYPING_BURST} at once). "
+            "This one was dropped; typing frames never spend your message budget.",
+        )
+
+
 def charge_connect(user: str | None) -> None:
     """At $connect: spend one of the user's connects, or refuse it (429, rate_limited)."""
     if user is not None and not spend(f"connect#{user}", CONNECT_RATE_PER_SECOND, CONNECT_BURST):

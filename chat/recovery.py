@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chat import channels, frames, history, inbox
+from chat import channels, connections, frames, history, inbox
+from chat import conversations as conversations_module
 from chat.callers import Caller
 from chat.errors import Refusal
 from chat.requests import (
@@ -81,26 +82,41 @@ def _conversation(caller: Caller, request: dict[str, Any]) -> tuple[str, dict[st
 
 
 def conversations(caller: Caller, body: str | None) -> frames.Reply:
-    """getConversations: {"conversations": [{"with", "seq", "last"}...], "before"}: only the
-    requester's own, most recent first, as many as fit one reply; `before` pages on."""
+    """getConversations: the user's own conversations on every device (direct conversations,
+    and the channels and room the user follows: joined, or marked read), most recent first, as
+    many as fit one reply; `before` pages on. Each with its latest `seq`, the user's `readSeq`,
+    `unread` (exact: latest minus read), its `last` message and, for a DM, whether the other user
+    is `online`."""
     if caller.user is None:
         raise Refusal("forbidden", "Conversations need a signed-in connection: connect with a token.")
     request = parse_request(body, CONVERSATIONS_EXAMPLE)
     limit = parse_limit(request.get("limit"))
     before = inbox.parse_cursor(request.get("before"))
     entries, more = inbox.page(caller.user, limit, before)
-    lasts = history.messages_at([(entry["conversation"], int(entry["seq"])) for entry in entries])
-    shown = [_conversation_entry(entry, lasts.get((entry["conversation"], int(entry["seq"])))) for entry in entries]
+    latest = conversations_module.latest_seqs([entry["conversation"] for entry in entries if "with" not in entry])
+    seqs = [int(entry["seq"]) if "with" in entry else latest[entry["conversation"]] for entry in entries]
+    lasts = history.messages_at([(entry["conversation"], seq) for entry, seq in zip(entries, seqs, strict=True) if seq])
+    shown = [
+        _conversation_entry(entry, seq, lasts.get((entry["conversation"], seq)))
+        for entry, seq in zip(entries, seqs, strict=True)
+    ]
     listed, used, cut = frames.fit_history(shown)
     next_before = shown[used - 1][0] if (more or cut) and used else None
     return frames.conversations_page(listed, next_before)
 
 
-def _conversation_entry(entry: dict[str, Any], last: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None, int]:
+def _conversation_entry(
+    entry: dict[str, Any], seq: int, last: dict[str, Any] | None
+) -> tuple[str, dict[str, Any] | None, int]:
     """(its cursor, what the client is shown, its size): the latest message, if it can still be
     read (past its retention, the conversation is listed without it)."""
     message = None
     if last is not None and not history.expired(last, time.time()):
         _, message = history.entry(last)
-    listed = frames.conversation_entry(entry["with"], int(entry["seq"]), message)
+    if "with" in entry:
+        named: dict[str, Any] = {"with": entry["with"]}
+        online: bool | None = connections.count_user_connections(entry["with"], stop_at=1) > 0
+    else:
+        named, online = ({"channel": entry["channel"]} if entry.get("channel") else {"room": True}), None
+    listed = frames.conversation_entry(named, seq, int(entry.get("read_seq", 0)), message, online)
     return inbox.cursor(entry), listed, len(frames.encode(listed))

@@ -11,6 +11,7 @@ const PUBLISH_MESSAGES = 100; // a POST /publish request's messages, at most
 const DM_USERS = 2;
 const CHANGE_ROUTES = 2; // editMessage deleteMessage
 const MODERATION_ROUTES = 2; // ban unban
+const FANOUT_INLINE = 'fanoutThreshold';
 
 function terms(custom, environment) {
   const number = (value) => Number(value);
@@ -25,12 +26,17 @@ function terms(custom, environment) {
     'frames: editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeRate),
     'frames: ban and unban': MODERATION_ROUTES * number(limits.moderationRate),
     'frames: POST /moderate': number(moderate.rate),
+    'frames: markRead': number(limits.markReadRate),
+    'frames: typing': number(limits.typingRate),
     'posts: room and channels inline (sendMessage x fanoutThreshold)': number(limits.sendMessageRate) * number(delivery.fanoutThreshold),
     'posts: direct messages (sendDirectMessage x 2 users x their connections)': number(limits.sendDirectMessageRate) * DM_USERS * connections,
     'posts: edits and deletes (2 routes x changeRate x the larger of fanoutThreshold and a DM\'s)':
       CHANGE_ROUTES * number(limits.changeRate) * Math.max(number(delivery.fanoutThreshold), DM_USERS * connections),
     'calls: bans (ban x a post and a close to each of the user\'s connections)': number(limits.moderationRate) * 2 * connections,
     'calls: POST /moderate (a ban\'s post and close to each connection)': number(moderate.rate) * 2 * connections,
+    'posts: markRead (markReadRate x 2 users x their connections)': number(limits.markReadRate) * DM_USERS * connections,
+    'posts: typing inline (typingRate x the larger of fanoutThreshold and a DM user\'s connections)':
+      number(limits.typingRate) * Math.max(number(delivery[FANOUT_INLINE]), connections),
     'posts: the delivery workers (postingBudget)': number(delivery.postingBudget),
     'posts: published direct messages (publish x 100 x 2 x connections)': number(publish.rate) * PUBLISH_MESSAGES * DM_USERS * connections,
     'calls: the sweeper (SWEEP_CALLS_PER_SECOND)': number(environment.SWEEP_CALLS_PER_SECOND),
@@ -44,6 +50,8 @@ function terms(custom, environment) {
     'editMessage and deleteMessage': CHANGE_ROUTES * number(limits.changeBurst),
     'ban and unban': MODERATION_ROUTES * number(limits.moderationBurst),
     'POST /moderate': number(moderate.burst),
+    markRead: number(limits.markReadBurst),
+    typing: number(limits.typingBurst),
   };
   return { rates, bursts };
 }

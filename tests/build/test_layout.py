@@ -20,6 +20,7 @@ LAYERS = {
     # what the routes do, and the entry points' frame
     "messaging": 3, "channels": 3, "recovery": 3, "sessions": 3, "tokens": 3, "worker": 3, "gateway": 3,
     "dispatch": 3, "sweeper": 3, "publisher": 3, "backend": 3, "stream": 3, "rounds": 3, "changes": 3, "moderation": 3, "operators": 3,
+    "reads": 3, "indicators": 3,
     # adapters: one AWS resource each
     "connections": 2, "members": 2, "presence": 2, "ratelimit": 2, "history": 2, "delivery": 2, "fanout": 2,
     "events": 2, "review": 2,
