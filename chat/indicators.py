@@ -58,7 +58,8 @@ def _forward(caller: Caller, named: dict[str, str]) -> bool:
         audience = list(connections.user_connection_ids(named["with"]))
     if audience:
         endpoint = delivery.management_endpoint(caller.request_context)
-        payload, name = frames.encode(frames.typing(named, user)), f"typing-{uuid.uuid4().hex}"
+        where = named if "channel" in named else {"with": user}  # the other user's DM is "with" the typist
+        payload, name = frames.encode(frames.typing(where, user)), f"typing-{uuid.uuid4().hex}"
         few = dispatch.small(audience)
         if few is not None:
             dispatch.post(endpoint, few, payload, name)
