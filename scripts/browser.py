@@ -153,13 +153,19 @@ class ChatPage:
         return self.text_of("conversation-title")
 
     def conversations(self) -> list[dict[str, Any]]:
-        """The conversation list: key, label, whether it is the one shown, unread count."""
+        """The conversation list: key, label, whether it is the one shown, unread count, and for a
+        direct conversation whether the other user is online (None: not known)."""
         return self.driver.execute_script(
             "return [...document.querySelectorAll('#conversations li')].map(li => ({"
             "  key: li.dataset.key, current: li.classList.contains('current'),"
             "  label: li.querySelector('button.open').firstChild.textContent,"
-            "  unread: Number(li.querySelector('.unread')?.textContent ?? 0)}))"
+            "  unread: Number(li.querySelector('.unread')?.textContent ?? 0),"
+            "  online: li.querySelector('.online-dot') ? true : li.querySelector('.offline-dot') ? false : null}))"
         )
+
+    def typing(self) -> str:
+        """Who is typing in the conversation shown, as the page says it."""
+        return self.text_of("typing")
 
     def current(self) -> str | None:
         return next((c["key"] for c in self.conversations() if c["current"]), None)

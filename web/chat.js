@@ -82,6 +82,11 @@ function conversationItem(view) {
   li.dataset.key = conversation.key;
   if (conversation.key === currentKey) li.className = "current";
   const open = button(titleOf(conversation), "open", () => showConversation(conversation.key));
+  if (conversation.type === "dm" && view.online != null) {
+    const dot = span(view.online ? "●" : "○", view.online ? "online-dot" : "offline-dot");
+    dot.title = view.online ? `${conversation.with} is online` : `${conversation.with} is not connected`;
+    open.append(dot);
+  }
   if (view.unread) open.append(span(String(view.unread), "unread"));
   else if (view.marked) open.append(span("new", "new"));
   li.append(open);
@@ -109,6 +114,8 @@ function showConversation(key) {
     markSeen(view);
     if (active() && !client.conversations.some((c) => c.key === key)) followDirect(view);
   }
+  markRead(view);
+  renderTyping();
   if (view.conversation.type === "channel" && active()) loadPresence(view.conversation.channel);
   else renderPresence();
 }
@@ -147,13 +154,38 @@ async function loadConversations(before = null) {
   try {
     const page = await client.directConversations(before === null ? {} : { before });
     if (mine !== client) return;
-    page.conversations.forEach(listDirect);
+    page.conversations.forEach(listEntry);
     if (before !== null || olderConversations === undefined) olderConversations = page.before;
     renderConversations();
     setControls();
   } catch (error) {
     if (mine === client && error instanceof RefusalError) $("conversations-status").textContent = error.text;
   }
+}
+
+/** One entry of getConversations: a direct conversation, or a channel (joined here too: a new
+ * device or a reload rejoins what the user follows) or the room; the service's unread count
+ * wins over the page's own. */
+function listEntry(entry) {
+  if (entry.with == null) {
+    const conversation = conversationFor(entry.channel != null ? { channel: entry.channel } : {});
+    if (entry.channel != null && active() && !client.channels.includes(entry.channel)) client.join(entry.channel).catch(() => {});
+    readState(ensureView(conversation), entry);
+    return;
+  }
+  listDirect(entry);
+  const view = views.get(conversationFor({ with: entry.with }).key);
+  if (view) readState(view, entry);
+}
+
+function readState(view, { seq, readSeq, unread, online }) {
+  view.headSeq = Math.max(view.headSeq ?? 0, seq ?? 0);
+  if (Number.isInteger(readSeq)) view.readSeq = Math.max(view.readSeq ?? 0, readSeq);
+  if (Number.isInteger(unread) && view.conversation.key !== currentKey) {
+    view.unread = unread;
+    view.marked = false;
+  }
+  if (typeof online === "boolean") view.online = online;
 }
 
 function listDirect({ with: other, seq, last }) {
@@ -204,6 +236,78 @@ function markSeen(view, seq = Math.max(0, ...view.rows.map((row) => row.message?
 function forgetSeen(other) {
   lastSeen.delete(other);
   saveLastSeen();
+}
+
+// --- read state, receipts, typing (kept by the service: every device agrees) ----------------
+
+/** The reader has the conversation in front of them: everything it shows is read, on the
+ * service (markRead), so the user's other devices and a DM's other user know. */
+function markRead(view) {
+  const seq = Math.max(0, ...view.rows.map((row) => row.message?.seq ?? 0));
+  if (!active() || seq <= (view.readSeq ?? 0)) return;
+  view.readSeq = seq;
+  client.markRead(view.conversation.type === "room" ? {} : view.conversation, seq).catch(() => {});
+}
+
+/** Messages arriving in the conversation shown are read a moment later, together. */
+function scheduleMarkRead(view) {
+  clearTimeout(view.readTimer);
+  view.readTimer = setTimeout(() => {
+    if (view.conversation.key === currentKey && document.visibilityState !== "hidden") markRead(view);
+  }, 500);
+}
+
+/** Another device of the user read this far: not unread here either. */
+function onRead(event) {
+  if (event.target !== client) return;
+  const view = views.get(event.detail.conversation.key);
+  if (!view) return;
+  view.readSeq = Math.max(view.readSeq ?? 0, event.detail.seq);
+  const latest = Math.max(view.headSeq ?? 0, ...view.rows.map((row) => row.message?.seq ?? 0));
+  view.unread = Math.max(0, Math.min(view.unread, latest - view.readSeq));
+  if (view.unread === 0) view.marked = false;
+  if (view.conversation.type === "dm") markSeen(view, event.detail.seq);
+  renderConversations();
+}
+
+/** The other user of a direct conversation has read up to `seq`: "seen" under the last of
+ * the reader's own messages up to there. */
+function onReadReceipt(event) {
+  if (event.target !== client) return;
+  const view = views.get(event.detail.conversation.key);
+  if (!view) return;
+  view.theirRead = Math.max(view.theirRead ?? 0, event.detail.seq);
+  if (view.conversation.key === currentKey) renderFeed();
+}
+
+/** The seq of the reader's own message that gets "seen": the last one the other user has read. */
+function seenSeq(view) {
+  if (view.conversation.type !== "dm" || !view.theirRead) return null;
+  const mine = view.rows.filter((row) => row.kind === "message" && row.message.sender === client?.user && row.message.seq <= view.theirRead);
+  return mine.length ? mine[mine.length - 1].message.seq : null;
+}
+
+const TYPING_SHOWN_MS = 5_000;
+
+function onTyping(event) {
+  if (event.target !== client) return;
+  const view = ensureView(event.detail.conversation);
+  view.typing = { user: event.detail.user, until: Date.now() + TYPING_SHOWN_MS };
+  if (view.conversation.key === currentKey) renderTyping();
+  setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
+}
+
+function renderTyping() {
+  const typing = currentView()?.typing;
+  $("typing").textContent = typing && typing.until > Date.now() ? `${typing.user} is typing ...` : "";
+}
+
+/** While the reader types into a channel or a DM, the others see it (the client sends at most
+ * one frame every 2 s; the room has no typing). */
+function onTextInput() {
+  const view = currentView();
+  if (!active() || !view || view.conversation.type === "room" || $("text").value === "") return;
+  client.typing(view.conversation).catch(() => {});
 }
 
 // --- who is online in the channel shown --------------------------------------------------------
@@ -400,6 +504,7 @@ function rowElement(row) {
   }
   li.append(span(contentText(message.content), "content"));
   if (message.editedAt) li.append(span("(edited)", "edited"));
+  if (message.seq != null && message.seq === seenSeq(currentView())) li.append(span("seen", "seen"));
   const mine = message.sender != null && message.sender === client?.user;
   const conversation = currentView()?.conversation;
   if (typeof message.seq === "number" && (mine || (conversation && moderates(conversation)))) {
@@ -580,10 +685,13 @@ function onMessage(event) {
   const sentAt = Date.parse(message.sent_at ?? "");
   const moved = conversation.type === "dm" && sentAt > (view.activity ?? 0);
   if (moved) view.activity = sentAt;
-  if (conversation.type === "dm") view.headSeq = Math.max(view.headSeq ?? 0, message.seq ?? 0);
+  view.headSeq = Math.max(view.headSeq ?? 0, message.seq ?? 0);
+  if (message.sender != null && message.sender === view.typing?.user) view.typing = null; // they sent it
   if (conversation.key === currentKey) {
     renderHistoryPanel();
+    renderTyping();
     if (conversation.type === "dm") markSeen(view, message.seq);
+    scheduleMarkRead(view);
     if (moved) renderConversations();
   } else if (source !== "recent" && message.sender !== client.user && !change) {
     view.unread += 1; // (one's own message acknowledged after switching away is not unread)
@@ -706,7 +814,10 @@ function connect(url, token) {
   }
   connection = { url, user: client.user };
   lastSeen = loadLastSeen();
-  const listeners = { status: onStatus, message: onMessage, refusal: onRefusal, conversation: onConversation, synced: onSynced, presence: onPresence, tokenExpiring: onTokenExpiring };
+  const listeners = {
+    status: onStatus, message: onMessage, refusal: onRefusal, conversation: onConversation, synced: onSynced,
+    presence: onPresence, tokenExpiring: onTokenExpiring, read: onRead, readReceipt: onReadReceipt, typing: onTyping,
+  };
   for (const [type, listener] of Object.entries(listeners)) {
     client.addEventListener(type, listener);
   }
@@ -822,6 +933,7 @@ onSubmit("connection", () => {
   else connect(url, token);
 });
 onSubmit("composer", sendText);
+$("text").addEventListener("input", onTextInput);
 onSubmit("join-form", () => {
   const channel = $("channel-name").value.trim();
   if (channel && active()) {

@@ -63,6 +63,9 @@ export const DEFAULTS = Object.freeze({
   timeoutsBeforeReconnect: 2,
   /** Requests sent and waiting for their reply at once (each reply carries its request's ref). */
   maxInFlight: 8,
+  /** Milliseconds between two `typing` frames of one conversation: the service forwards at most
+   * one per 2 s per user and conversation, so more would be dropped anyway. */
+  typingInterval: 2_000,
   /** Reconnect backoff: the first delay's ceiling, doubling each attempt up to the maximum;
    * the delay itself is drawn uniformly below the ceiling ("full jitter"). */
   reconnectDelay: 500,
@@ -96,6 +99,13 @@ export const DEFAULTS = Object.freeze({
   WebSocket: globalThis.WebSocket,
 });
 
+/** The conversation fields of a request: `channel`, `with`, or neither (the room). */
+function targetFields(target = {}) {
+  if (target.channel != null) return { channel: target.channel };
+  if (target.with != null) return { with: target.with };
+  return {};
+}
+
 /** The service's notice to a connection whose token expired, just before it closes it (plain
  * text, not a reply: it carries no ref). */
 const EXPIRED = /^Your token has expired/;
@@ -116,6 +126,9 @@ const REPLY_KEYS = new Set(["sent", "joined", "left", "history", "presence", "re
  * - `tokenExpiring`: `{at, expiresAt}`;
  * - `renewal`: `{expiresAt}` or `{error}`, the outcome of a renewal the client made itself
  *   (getToken on the expiry notice);
+ * - `read`: `{conversation, seq}`, the user's read position moved on another of their connections;
+ * - `readReceipt`: `{conversation, user, seq}`, the other user of a DM has read up to `seq`;
+ * - `typing`: `{conversation, user}`, someone is typing there (show it for 5 s after the last);
  * - `frame`: `{type, data, raw}`, a live frame this client does not know.
  */
 export class ChatClient extends EventTarget {
@@ -130,6 +143,7 @@ export class ChatClient extends EventTarget {
   #conversations = new Map(); // key -> Conversation
   #sync = null; // {startedAt, reconnected, waiting: Set<key>, recovered}
   #openWaiters = []; // connect() callers waiting for the open
+  #typingSent = new Map(); // conversation key -> when its last typing frame went (ms)
 
   /**
    * @param {object} options `url` (ws:// or wss://, the stage URL) and `token` (a JWT) are
@@ -328,8 +342,34 @@ export class ChatClient extends EventTarget {
   }
 
   /**
-   * One page of this user's direct conversations, most recent first: resolves with
-   * `{conversations: [{with, seq, last}], before}`; pass `before` back for older ones.
+   * Move the user's read position in a conversation (`{channel}`, `{with}` or `{}`: the room)
+   * forward to `seq`, on the service, for every device: resolves with `{seq, ...}` (the
+   * position now, which may be further); the user's other connections get a `read` event and a
+   * DM's other user a `readReceipt`.
+   */
+  markRead(target, seq) {
+    const frame = { action: "markRead", ...targetFields(target), seq };
+    return this.#call(this.#requests.create(frame, "read"));
+  }
+
+  /**
+   * Tell a channel (`{channel}`, joined) or a DM (`{with}`) that the user is typing: call it on
+   * every keystroke, it sends at most one frame per `typingInterval` per conversation (and
+   * resolves null for the others). Resolves with `{forwarded}`.
+   */
+  typing(target) {
+    const key = conversationFor(target).key;
+    const now = Date.now();
+    if (now - (this.#typingSent.get(key) ?? -Infinity) < this.#options.typingInterval) return Promise.resolve(null);
+    this.#typingSent.set(key, now);
+    return this.#call(this.#requests.create({ action: "typing", ...targetFields(target) }, "typing"));
+  }
+
+  /**
+   * One page of this user's conversations on every device (direct conversations, and the
+   * channels and room the user joined or marked read), most recent first: resolves with
+   * `{conversations: [{with | channel | room, seq, readSeq, unread, last, online?}], before}`;
+   * pass `before` back for older ones.
    */
   directConversations({ before, limit } = {}) {
     const frame = { action: "getConversations" };
@@ -413,6 +453,15 @@ export class ChatClient extends EventTarget {
       return this.#emit("presence", { channel: value.channel, user: value.user, state: value.state });
     }
     if (key === "tokenExpiring" && value && typeof value === "object") return this.#onTokenExpiring(value);
+    if (key === "read" && value && typeof value === "object" && Number.isInteger(value.seq)) {
+      return this.#emit("read", { conversation: conversationFor(value.channel != null ? { channel: value.channel } : value.with != null ? { with: value.with } : {}), seq: value.seq });
+    }
+    if (key === "readReceipt" && value && typeof value === "object" && Number.isInteger(value.seq)) {
+      return this.#emit("readReceipt", { conversation: conversationFor({ with: value.with }), user: value.with, seq: value.seq });
+    }
+    if (key === "typing" && value && typeof value === "object" && typeof value.user === "string") {
+      return this.#emit("typing", { conversation: conversationFor(value.channel != null ? { channel: value.channel } : { with: value.with }), user: value.user });
+    }
     this.#emit("frame", { type: key, data: value, raw: data });
   }
 
