@@ -133,6 +133,7 @@ bench: install
 	python bench/fanout_offline.py
 	python bench/rate_limit.py
 	python bench/review.py
+	python bench/offline_reads.py
 	python bench/costs.py
 	python bench/seq_throughput.py
 	python bench/offline_flood.py
