@@ -246,15 +246,23 @@ function markRead(view) {
   const seq = Math.max(0, ...view.rows.map((row) => row.message?.seq ?? 0));
   if (!active() || seq <= (view.readSeq ?? 0)) return;
   view.readSeq = seq;
+  view.markedAt = Date.now();
   client.markRead(view.conversation.type === "room" ? {} : view.conversation, seq).catch(() => {});
 }
 
-/** Messages arriving in the conversation shown are read a moment later, together. */
+// Messages arriving in the conversation shown are marked read together, at most this often:
+// markRead has a stage-wide throttle of its own (docs/production.md, "The route throttles").
+const MARK_READ_EVERY_MS = 3_000;
+
+/** Messages arriving in the conversation shown are read: marked on the service a moment later,
+ * together (the first soon, then at most every MARK_READ_EVERY_MS while they keep coming). */
 function scheduleMarkRead(view) {
-  clearTimeout(view.readTimer);
+  if (view.readTimer) return;
+  const wait = Date.now() - (view.markedAt ?? 0) > MARK_READ_EVERY_MS ? 300 : MARK_READ_EVERY_MS;
   view.readTimer = setTimeout(() => {
+    view.readTimer = null;
     if (view.conversation.key === currentKey && document.visibilityState !== "hidden") markRead(view);
-  }, 500);
+  }, wait);
 }
 
 /** Another device of the user read this far: not unread here either. */
