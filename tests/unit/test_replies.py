@@ -34,8 +34,9 @@ def reply_of(response: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_action_a_client_can_name_is_covered_here() -> None:
     # renewToken: test_expiry.py, below; editMessage and deleteMessage (which need a message): test_changes.py
-    # ban and unban (which need a moderator): test_moderation.py
-    assert set(ACTIONS) == set(REQUESTS) | {"renewToken", "editMessage", "deleteMessage", "ban", "unban"}
+    # ban and unban (which need a moderator): test_moderation.py; markRead (which needs a message)
+    # and typing (which needs a member): test_reads.py and test_indicators.py
+    assert set(ACTIONS) == set(REQUESTS) | {"renewToken", "editMessage", "deleteMessage", "ban", "unban", "markRead", "typing"}
 
 
 @pytest.mark.parametrize("action", sorted(REQUESTS))
@@ -121,7 +122,7 @@ def test_a_null_ref_is_no_ref(handler: Any, management: Any, connect: Any) -> No
 
 
 def test_an_unknown_action_with_a_ref_is_refused_with_its_code(handler: Any, management: Any) -> None:
-    response = send(handler, "typing", "alice-1", "alice", ref="t1")
+    response = send(handler, "shout", "alice-1", "alice", ref="t1")
 
     assert reply_of(response) == {"ref": "t1", "status": 400, "error": {
         "code": "unknown_action", "text": "Unrecognized WebSocket action.", "retry": False}}
