@@ -154,13 +154,13 @@ class ChatPage:
 
     def conversations(self) -> list[dict[str, Any]]:
         """The conversation list: key, label, whether it is the one shown, unread count, and for a
-        direct conversation whether the other user is online (None: not known)."""
+        direct conversation whether the other user is online (no key: not known)."""
         return self.driver.execute_script(
             "return [...document.querySelectorAll('#conversations li')].map(li => ({"
             "  key: li.dataset.key, current: li.classList.contains('current'),"
             "  label: li.querySelector('button.open').firstChild.textContent,"
             "  unread: Number(li.querySelector('.unread')?.textContent ?? 0),"
-            "  online: li.querySelector('.online-dot') ? true : li.querySelector('.offline-dot') ? false : null}))"
+            "  ...(li.querySelector('.online-dot, .offline-dot') ? {online: Boolean(li.querySelector('.online-dot'))} : {})}))"
         )
 
     def typing(self) -> str:

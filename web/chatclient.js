@@ -459,7 +459,7 @@ export class ChatClient extends EventTarget {
     if (key === "readReceipt" && value && typeof value === "object" && Number.isInteger(value.seq)) {
       return this.#emit("readReceipt", { conversation: conversationFor({ with: value.with }), user: value.with, seq: value.seq });
     }
-    if (key === "typing" && value && typeof value === "object" && typeof value.user === "string") {
+    if (key === "typing" && value && typeof value === "object" && typeof value.user === "string" && (value.channel != null || value.with != null)) {
       return this.#emit("typing", { conversation: conversationFor(value.channel != null ? { channel: value.channel } : { with: value.with }), user: value.user });
     }
     this.#emit("frame", { type: key, data: value, raw: data });

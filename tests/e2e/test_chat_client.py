@@ -139,13 +139,13 @@ def test_presence_changes_and_the_expiry_notice_are_events_and_unknown_frames_ar
 
     management(local_stack, connection_id, "POST", {"presenceChange": {"channel": "general", "user": "bob", "state": "enter"}})
     management(local_stack, connection_id, "POST", {"tokenExpiring": {"at": "2026-11-28T12:00:00.000Z"}})
-    management(local_stack, connection_id, "POST", {"typing": {"user": "bob"}})
+    management(local_stack, connection_id, "POST", {"reaction": {"user": "bob"}})
 
     client.wait_until(lambda: len(client.events("presence", "tokenExpiring", "frame")) == 3)
     assert [e["detail"] for e in client.events("presence")] == [{"channel": "general", "user": "bob", "state": "enter"}]
     assert [e["detail"] for e in client.events("tokenExpiring")] == [{"at": "2026-11-28T12:00:00.000Z", "expiresAt": 1795867200000}]
     (frame,) = (e["detail"] for e in client.events("frame"))
-    assert (frame["type"], frame["data"]) == ("typing", {"user": "bob"})
+    assert (frame["type"], frame["data"]) == ("reaction", {"user": "bob"})
     # and they are not taken for answers: requests go on
     assert client.call("return await chat.request({ action: 'join', channel: 'x-' + Date.now() }, 'joined');")["seq"] == 0
 

@@ -120,11 +120,30 @@ def test_the_expiry_notice_renewal_and_the_end_of_an_unrenewed_token(local_stack
     assert sockets(lapser_page) == 2 and lapser_page.expiry_notice() is None
 
 
+def unread_on_the_service(local_stack: Any, user: str) -> dict[str, int]:
+    """The user's unread counts as getConversations gives them, by the other user of each DM."""
+
+    async def ask() -> dict[str, int]:
+        client = await Client.connect(local_stack.url_for(user))
+        await client.send(json.dumps({"action": "getConversations", "ref": "c"}))
+        await client.wait_until(lambda: "c" in client.answers(), 30)
+        await client.close()
+        return {e["with"]: e["unread"] for e in client.answers()["c"]["body"]["conversations"] if "with" in e}
+
+    return asyncio.run(ask())
+
+
+def with_unread(page: Any) -> list[str]:
+    """The conversations listed with an unread count (the service's: issue 30), in list order."""
+    return [c["key"] for c in page.conversations() if c["unread"]]
+
+
 def test_a_dm_sent_while_the_page_was_closed_is_listed_as_new_and_opening_it_shows_it(local_stack: Any, pages: Any) -> None:
     """Issue 16: getConversations on connect lists DMs the page never saw, most recent first,
-    marked new; opening one shows it and clears the mark, which a reload remembers
-    (localStorage); a DM that comes while the page is closed again is marked again and opened
-    with "after"; one started while the connection was down appears after the reconnect."""
+    with their unread counts (the service's since issue 30); opening one shows it and clears the
+    count, which a reload still shows cleared; a DM that comes while the page is closed again is
+    counted again and opened with "after"; one started while the connection was down appears
+    after the reconnect."""
     dana, erin, finn, gus = fresh("dana", "erin", "finn", "gus")
 
     def direct(sender: str, content: str) -> None:
@@ -141,24 +160,25 @@ def test_a_dm_sent_while_the_page_was_closed_is_listed_as_new_and_opening_it_sho
     link = local_stack.page_url_for(dana)
     page = pages(link, faults=True).wait_connected()
 
-    page.wait_until(lambda: page.marked_new() == [f"dm:{finn}", f"dm:{erin}"])
+    page.wait_until(lambda: with_unread(page) == [f"dm:{finn}", f"dm:{erin}"])
     assert [c["key"] for c in page.conversations()] == ["room", f"dm:{finn}", f"dm:{erin}"]  # most recent first
     page.show(f"dm:{erin}")
     wait_for_contents(page, ["erin wrote while you were away"])
-    assert page.marked_new() == [f"dm:{finn}"]
+    assert with_unread(page) == [f"dm:{finn}"]
+    page.wait_until(lambda: unread_on_the_service(local_stack, dana).get(erin) == 0)  # the page marked it read
 
     page.open("about:blank")
     page.open(link).wait_connected()
     page.wait_until(lambda: len(page.conversations()) == 3)
-    assert page.marked_new() == [f"dm:{finn}"]  # erin's was shown before the reload
+    assert with_unread(page) == [f"dm:{finn}"]  # erin's was shown before the reload
 
     page.open("about:blank")
     direct(erin, "erin again")
     page.open(link).wait_connected()
-    page.wait_until(lambda: page.marked_new() == [f"dm:{erin}", f"dm:{finn}"])
+    page.wait_until(lambda: with_unread(page) == [f"dm:{erin}", f"dm:{finn}"])
     page.show(f"dm:{erin}")
     page.wait_until(lambda: page.contents() == ["erin wrote while you were away", "erin again"])
-    assert page.marked_new() == [f"dm:{finn}"]
+    assert with_unread(page) == [f"dm:{finn}"]
     sent = [json.loads(f) for f in page.driver.execute_script("return window.__faults.sent")]
     # Every request carries a ref of its own (its reply carries it back): left out here.
     asked = [{k: v for k, v in f.items() if k != "ref"} for f in sent if f.get("with") == erin]
@@ -175,7 +195,7 @@ def test_a_dm_sent_while_the_page_was_closed_is_listed_as_new_and_opening_it_sho
     page.wait_until(lambda: not page.status().startswith("Connected"))
     direct(gus, "gus, new while you reconnected")
     set_offline(page.driver, False)
-    page.wait_until(lambda: page.marked_new() == [f"dm:{gus}", f"dm:{finn}"], 30)
+    page.wait_until(lambda: with_unread(page) == [f"dm:{gus}", f"dm:{finn}"], 30)
 
 
 

@@ -292,11 +292,13 @@ def test_offline_environment_cannot_reach_real_aws(monkeypatch: pytest.MonkeyPat
     assert env["AWS_ACCESS_KEY_ID"] != "AKIAREALKEY"
     assert "AWS_PROFILE" not in env and "AWS_SESSION_TOKEN" not in env
     assert env["AWS_CONFIG_FILE"] == env["AWS_SHARED_CREDENTIALS_FILE"] == os.devnull
-    # Every service, not only DynamoDB, resolves to the local moto.
+    # Every service, not only DynamoDB, resolves to the local moto; Lambda to serverless-offline's
+    # own Lambda endpoint (the review hook's example function runs there).
     for name in list(os.environ):
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     session = boto3.Session()
-    for service in ("dynamodb", "sts", "s3", "ssm", "lambda"):
+    for service in ("dynamodb", "sts", "s3", "ssm", "sqs", "events"):
         assert session.client(service).meta.endpoint_url == "http://127.0.0.1:5999"
+    assert session.client("lambda").meta.endpoint_url == f"http://localhost:{ports.lambda_}"
