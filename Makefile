@@ -134,6 +134,7 @@ bench: install
 	python bench/rate_limit.py
 	python bench/review.py
 	python bench/offline_reads.py
+	python bench/typing_posts.py
 	python bench/costs.py
 	python bench/seq_throughput.py
 	python bench/offline_flood.py
