@@ -165,6 +165,7 @@ Ctrl-C stops everything. The function logs follow.
 
 # `make offline REVIEW=example`: the review hook with the example word list (docs/moderation.md).
 REVIEW_VARIABLE = "OFFLINE_REVIEW"
+LOCAL_REVIEW_TIMEOUT_MS = "5000"
 
 
 def review_params(env: Mapping[str, str]) -> dict[str, str]:
@@ -175,7 +176,10 @@ def review_params(env: Mapping[str, str]) -> dict[str, str]:
         return {}
     if value != "example":
         raise StackError(f'REVIEW={value}: locally the review function can only be the example, REVIEW=example')
-    return {"reviewFunction": "example"}
+    # 5 s, not the deployed default of 1 s: the example's first call starts a Python worker of
+    # serverless-offline's, which takes over a second on a busy laptop, and a timeout would let
+    # that message through unreviewed (the fallback), a surprise when trying the hook out.
+    return {"reviewFunction": "example", "reviewTimeoutMs": LOCAL_REVIEW_TIMEOUT_MS}
 
 
 def stack_startup_log(ports: Ports) -> Path:

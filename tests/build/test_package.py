@@ -17,7 +17,37 @@ import pytest
 
 from scripts.service_config import ROOT, SLS
 
+# One worker runs the whole file (make test: --dist loadgroup): `sls package` runs once for it, and
+# never beside another package (they share serverless-python-requirements' cache).
+pytestmark = pytest.mark.xdist_group("package")
+
 STAGE = "citest"
+
+
+# What `sls package` reads: the service, its plugins, its dependencies' lock files.
+SERVICE_FILES = ("serverless.yml", "handler.py", "package.json", "package-lock.json", "Pipfile", "Pipfile.lock", ".npmrc")
+SERVICE_DIRS = ("chat", "plugins")
+# The installed tools, and serverless-python-requirements' cache of downloaded wheels (custom.
+# pythonRequirements.cacheLocation: filled once, not once per copy; one package at a time uses it).
+SHARED_DIRS = ("node_modules", ".venv", ".tools", ".serverless-requirements-cache")
+
+
+def service_copy(folder: Path) -> Path:
+    """The service copied into a folder of its own, to package there: `sls package` writes
+    .serverless/ and serverless-python-requirements' files beside serverless.yml, and so does the
+    serverless-offline of a local stack that the end-to-end tests run in the project folder at
+    the same time (both in one folder, a package read a zip the other was writing: "Corrupted
+    zip"). The installed tools are shared, by symbolic link."""
+    root = folder / "service"
+    root.mkdir(parents=True)
+    for name in SERVICE_FILES:
+        shutil.copy2(ROOT / name, root / name)
+    for name in SERVICE_DIRS:
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (ROOT / ".serverless-requirements-cache").mkdir(exist_ok=True)
+    for name in SHARED_DIRS:
+        (root / name).symlink_to(ROOT / name)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +57,7 @@ def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     result = subprocess.run(
         [str(SLS), "package", "--stage", STAGE, "--package", str(out)],
-        cwd=ROOT,
+        cwd=service_copy(tmp_path_factory.mktemp("service")),
         env=env,
         capture_output=True,
         text=True,
@@ -706,7 +736,7 @@ def package_with(out: Path, *params: str) -> subprocess.CompletedProcess:
     options = [option for param in params for option in ("--param", param)]
     return subprocess.run(
         [str(SLS), "package", "--stage", STAGE, "--package", str(out), *options],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=service_copy(out.parent / f"{out.name}-service"), env=env, capture_output=True, text=True, timeout=300,
     )
 
 

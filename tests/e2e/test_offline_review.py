@@ -68,4 +68,5 @@ def test_make_offline_review_example_reviews_every_message_before_it_is_stored(p
 def test_make_offline_refuses_a_review_function_it_cannot_call(value: str) -> None:
     with pytest.raises(StackError, match="REVIEW=example"):
         offline.review_params({offline.REVIEW_VARIABLE: value})
-    assert offline.review_params({}) == {} and offline.review_params({offline.REVIEW_VARIABLE: "example"}) == {"reviewFunction": "example"}
+    assert offline.review_params({}) == {}
+    assert offline.review_params({offline.REVIEW_VARIABLE: "example"}) == {"reviewFunction": "example", "reviewTimeoutMs": "5000"}
