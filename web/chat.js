@@ -30,6 +30,8 @@ let waitingSends = 0;
 let retryOffered = false;
 // Who is online, per channel opened: channel -> {members: Map(user -> connections), loading, pending, error}
 const presence = new Map();
+// Channels of the service's list being joined by the page (a new device, a reload).
+const rejoining = new Set();
 // How long the page's ban button keeps a member out (the service takes 1 s to 366 days).
 const BAN_SECONDS = 3600;
 // getConversations' cursor for the next (older) page: undefined before the first, null at the end.
@@ -169,7 +171,11 @@ async function loadConversations(before = null) {
 function listEntry(entry) {
   if (entry.with == null) {
     const conversation = conversationFor(entry.channel != null ? { channel: entry.channel } : {});
-    if (entry.channel != null && active() && !client.channels.includes(entry.channel)) client.join(entry.channel).catch(() => {});
+    if (entry.channel != null && active() && !client.channels.includes(entry.channel) && !rejoining.has(entry.channel)) {
+      // Once: the list is read again on every sync, and a join on its way is not in client.channels yet.
+      rejoining.add(entry.channel);
+      client.join(entry.channel).catch(() => {}).finally(() => rejoining.delete(entry.channel));
+    }
     readState(ensureView(conversation), entry);
     return;
   }

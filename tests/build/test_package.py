@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -17,9 +18,9 @@ import pytest
 
 from scripts.service_config import ROOT, SLS
 
-# One worker runs the whole file (make test: --dist loadgroup): `sls package` runs once for it, and
-# never beside another package (they share serverless-python-requirements' cache).
-pytestmark = pytest.mark.xdist_group("package")
+# make test spreads these tests over its workers (--dist loadgroup, test by test): each package
+# is made in a copy of the service of its own (service_copy), and a worker that runs a test of
+# the default package makes it once (package_dir, per module and worker).
 
 STAGE = "citest"
 
@@ -50,19 +51,26 @@ def service_copy(folder: Path) -> Path:
     return root
 
 
+def sls_package(out: Path, service: Path, *params: str) -> subprocess.CompletedProcess:
+    """`sls package` of the service copy into `out`, with no AWS credentials at all. Two may run
+    at once (two workers); the first to find the wheel cache empty fills it alone, under a lock,
+    the others wait for it and then only read it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    options = [option for param in params for option in ("--param", param)]
+    command = [str(SLS), "package", "--stage", STAGE, "--package", str(out), *options]
+    cache = ROOT / ".serverless-requirements-cache"
+    with (ROOT / ".serverless-requirements-cache.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if any(cache.glob("*_slspyc")):
+            fcntl.flock(lock, fcntl.LOCK_UN)  # filled: read by any number at once
+        return subprocess.run(command, cwd=service, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run `sls package` once, with no AWS credentials at all, into a temporary folder."""
     out = tmp_path_factory.mktemp("package")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    result = subprocess.run(
-        [str(SLS), "package", "--stage", STAGE, "--package", str(out)],
-        cwd=service_copy(tmp_path_factory.mktemp("service")),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = sls_package(out, service_copy(tmp_path_factory.mktemp("service")))
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
@@ -732,12 +740,7 @@ def test_alarms_cover_function_errors_throttles_failed_deliveries_aws_errors_and
 
 def package_with(out: Path, *params: str) -> subprocess.CompletedProcess:
     """`sls package` with these stage parameters (name=value), no AWS credentials, into `out`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    options = [option for param in params for option in ("--param", param)]
-    return subprocess.run(
-        [str(SLS), "package", "--stage", STAGE, "--package", str(out), *options],
-        cwd=service_copy(out.parent / f"{out.name}-service"), env=env, capture_output=True, text=True, timeout=300,
-    )
+    return sls_package(out, service_copy(out.parent / f"{out.name}-service"), *params)
 
 
 def packaged_template(out: Path, *params: str) -> dict[str, Any]:

@@ -312,7 +312,8 @@ def test_channels_join_switch_and_leave_with_a_second_user(local_stack: Any, pag
     mia_page.send("mia to the first channel")
     lena_page.wait_until(lambda: {"key": f"channel:{first}", "label": f"#{first}", "current": False, "unread": 1} in lena_page.conversations())
     lena_page.show(f"channel:{first}")
-    assert lena_page.contents() == ["in the first channel", "mia to the first channel"]
+    # (the count may come from the service's list a moment before the message itself)
+    lena_page.wait_until(lambda: lena_page.contents() == ["in the first channel", "mia to the first channel"])
     assert mia_page.contents() == ["in the first channel", "mia to the first channel"]  # not the second channel's
 
     lena_page.leave(first)

@@ -78,8 +78,10 @@ def test_memory_stays_flat_while_10_clients_send_at_their_rate_limit(local_stack
     # runs on a loaded machine measured 83 MiB of growth once the stack had the rounds' worker
     # turns and five more functions; alone it stays within 64.
     assert max(second) <= max(first) + 128, f"memory grew: {max(first):.0f} MiB -> {max(second):.0f} MiB"
-    # The workers' share is what the cap holds; moto's grows with the stored messages.
-    assert max(report.rss_mib(half, end, "workers")) <= max(report.rss_mib(0, half, "workers")) + 32
+    # The workers' share is what the cap holds; moto's grows with the stored messages. A worker is
+    # about 48 MB: one more started in the second half (another function's first call) is within
+    # the cap; the failure this guards against was hundreds.
+    assert max(report.rss_mib(half, end, "workers")) <= max(report.rss_mib(0, half, "workers")) + 2 * 48
     # Every message stored (a frame the server did not store, conversation_busy say, is sent again
     # with its clientMessageId as docs/protocol.md tells a client), none refused by the rate limit...
     assert report.unsent == [] and report.refused == 0, (report.unsent[:5], report.retried)
