@@ -122,7 +122,7 @@ class ChatPage:
         self.wait_until(lambda: self.title() == f"#{channel}")
 
     def leave(self, channel: str) -> None:
-        self._conversation_button(f"channel:{channel}", "leave").click()
+        self._click_conversation_button(f"channel:{channel}", "leave")
 
     def open_direct(self, user: str) -> None:
         self.type_into("dm-with", user)
@@ -131,16 +131,30 @@ class ChatPage:
 
     def show(self, key: str) -> None:
         """Switch to a conversation of the list: "room", "channel:<name>" or "dm:<user>"."""
-        self._conversation_button(key, "open").click()
+        self._click_conversation_button(key, "open")
         self.wait_until(lambda: self.current() == key)
 
     def remove(self, key: str) -> None:
         """Remove a direct conversation from the list."""
-        self._conversation_button(key, "remove").click()
+        self._click_conversation_button(key, "remove")
 
     def older(self) -> None:
         self.wait_until(lambda: not self.element("older").get_property("disabled"))
         self.element("older").click()
+
+    def _click_conversation_button(self, key: str, kind: str) -> None:
+        """Click a button of the conversation list. The page draws the list again whenever it
+        changes (a read elsewhere, the service's list after each sync): a button found just
+        before that is gone, and is found again."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for attempt in range(5):
+            try:
+                self._conversation_button(key, kind).click()
+                return
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
 
     def _conversation_button(self, key: str, kind: str) -> Any:
         from selenium.webdriver.common.by import By
