@@ -32,6 +32,8 @@ let retryOffered = false;
 const presence = new Map();
 // Channels of the service's list being joined by the page (a new device, a reload).
 const rejoining = new Set();
+// Channels the reader left on this page: a list read before the leave still names them.
+const leftHere = new Set();
 // How long the page's ban button keeps a member out (the service takes 1 s to 366 days).
 const BAN_SECONDS = 3600;
 // getConversations' cursor for the next (older) page: undefined before the first, null at the end.
@@ -171,6 +173,8 @@ async function loadConversations(before = null) {
 function listEntry(entry) {
   if (entry.with == null) {
     const conversation = conversationFor(entry.channel != null ? { channel: entry.channel } : {});
+    // A channel left here is not joined back from a list read before the leave reached the service.
+    if (entry.channel != null && leftHere.has(entry.channel)) return;
     if (entry.channel != null && active() && !client.channels.includes(entry.channel) && !rejoining.has(entry.channel)) {
       // Once: the list is read again on every sync, and a join on its way is not in client.channels yet.
       rejoining.add(entry.channel);
@@ -870,6 +874,7 @@ function setWaitingSends(change) {
 
 async function joinChannel(channel) {
   $("conversations-status").textContent = "";
+  leftHere.delete(channel);
   try {
     const joined = await client.join(channel);
     showConversation(conversationFor({ channel: joined.channel }).key);
@@ -880,6 +885,7 @@ async function joinChannel(channel) {
 
 async function leaveChannel(channel) {
   $("conversations-status").textContent = "";
+  leftHere.add(channel);
   presence.delete(channel);
   removeView(conversationFor({ channel }).key);
   try {
