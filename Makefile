@@ -60,14 +60,14 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Four pytest-xdist workers, test by test (--dist loadgroup), each with its own local stack (a
-# session fixture) once it needs one; a file marked xdist_group runs whole on one worker
-# (tests/build/test_package.py: one `sls package` at a time; a module-wide scenario). By file
-# (loadfile) the longest file finished alone at the end. TEST_WORKERS=0 runs it in this process.
+# Four pytest-xdist workers, a test file each at a time (--dist loadfile): each worker starts its
+# own local stack (a session fixture) once it needs one, and a file's tests share its fixtures.
+# Test by test (loadgroup) balanced better, but under full load twice a worker's stack, used by
+# tests of many files, stopped answering sendMessage (docs/testing.md). TEST_WORKERS=0: in this process.
 TEST_WORKERS ?= 4
 test: check
 	node --test web/test/*.test.js
-	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadgroup tests
+	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
 
 # The unit tier alone, on two workers: it is CPU-bound (docs/testing.md: the tiers and their times).
 test-unit: install

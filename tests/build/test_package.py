@@ -18,9 +18,8 @@ import pytest
 
 from scripts.service_config import ROOT, SLS
 
-# make test spreads these tests over its workers (--dist loadgroup, test by test): each package
-# is made in a copy of the service of its own (service_copy), and a worker that runs a test of
-# the default package makes it once (package_dir, per module and worker).
+# Each package is made in a copy of the service of its own (service_copy): one at a time or side
+# by side (pytest -n with --dist load), never in the project folder the local stacks use.
 
 STAGE = "citest"
 

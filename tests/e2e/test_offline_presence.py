@@ -21,7 +21,8 @@ GRACE_SECONDS = 15
 EXPIRED = "Your token has expired: renew it or reconnect."
 # The short token's scenario runs in the background from the module's first test on, so its
 # wait overlaps the presence scenario's (about 40 s of the suite's time saved).
-# One worker runs the whole file (make test: --dist loadgroup): its scenario runs from the module's start.
+# The whole file on one worker (make test: --dist loadfile; loadgroup keeps it whole by the group):
+# its scenario runs from the module's start.
 pytestmark = [pytest.mark.usefixtures("expiry_scenario"), pytest.mark.xdist_group("offline_presence")]
 
 
