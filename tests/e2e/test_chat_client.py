@@ -305,7 +305,9 @@ def test_an_answer_after_the_timeout_is_dropped_and_the_next_request_gets_its_ow
     assert ack["duplicate"] is True and ack["seq"] == 1  # the answer to the frame sent again
     assert joined_second == {"channel": f"{channel}-2", "seq": 0}
     sends = [frame for _, frame in client.sent() if frame.get("action") == "sendMessage"]
-    assert len(sends) == 2 and sends[0] == sends[1]
+    # Sent again with the same ref and clientMessageId; more than once when a loaded machine took
+    # over 500 ms to answer the second too (CI once sent it 10 times): the same frame each time.
+    assert len(sends) >= 2 and all(frame == sends[0] for frame in sends)
     time.sleep(1.5)
     assert client.events("frame", "refusal") == []
     assert seqs(client.messages(f"channel:{channel}")) == [1]
