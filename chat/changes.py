@@ -160,10 +160,16 @@ def _apply(
 
 
 def _target(caller: Caller, request: dict[str, Any]) -> tuple[publisher.Target, dict[str, Any]]:
-    """The conversation a change names (a channel, a DM with "with", or the room), checked as a
-    history read is: the token must allow the channel; a DM is the caller's own."""
+    """The conversation a change names, for a signed-in caller only."""
     if caller.user is None:
         raise Refusal("forbidden", "Edits and deletes need a signed-in connection: connect with a token.")
+    return named_target(caller, request)
+
+
+def named_target(caller: Caller, request: dict[str, Any]) -> tuple[publisher.Target, dict[str, Any]]:
+    """The conversation a request names (a channel, a DM with "with", or the room) and how clients
+    name it, checked as a history read is: the token must allow the channel; a DM is the caller's
+    own (chat/reads.py and chat/indicators.py name theirs the same way)."""
     channel, other = request.get("channel"), request.get("with")
     if channel is not None and other is not None:
         raise Refusal("bad_request", 'Send "channel" or "with" (a direct conversation), not both.')
@@ -176,7 +182,7 @@ def _target(caller: Caller, request: dict[str, Any]) -> tuple[publisher.Target, 
     other = require_user_id(other, "with")
     if other == caller.user:
         raise Refusal("bad_request", 'You have no direct conversation with yourself: leave out "with" for the room.')
-    return publisher.Target(pair=(caller.user, other)), {"with": other}
+    return publisher.Target(pair=(caller.user or "", other)), {"with": other}
 
 
 def _seq(request: dict[str, Any]) -> int:

@@ -10,10 +10,10 @@ import time
 import uuid
 from typing import Any
 
-from chat import channels, connections, delivery, dispatch, frames, history, inbox
+from chat import changes, connections, delivery, dispatch, frames, history, inbox
 from chat.callers import Caller
 from chat.errors import Refusal
-from chat.requests import parse_request, parse_seq_cursor, require_channel, require_user_id
+from chat.requests import parse_request, parse_seq_cursor
 
 MARK_READ_EXAMPLE = '{"action": "markRead", "channel": "general", "seq": 12}'
 
@@ -39,28 +39,16 @@ def mark_read(caller: Caller, body: str | None) -> frames.Reply:
 
 
 def where(caller: Caller, request: dict[str, Any]) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
-    """The conversation a request names ("channel", "with", or neither: the room), checked as a
-    history read is: (its id, how clients name it, its sort key in the user's list, the fields
-    a new entry gets)."""
-    channel, other = request.get("channel"), request.get("with")
-    if channel is not None and other is not None:
-        raise Refusal("bad_request", 'Send "channel" or "with" (a direct conversation), not both.')
-    if channel is not None:
-        name = require_channel(channel)
-        channels.require_access(caller, name)
-        conversation = history.channel_conversation(name)
-        return (
-            conversation,
-            {"channel": name},
-            inbox.CHANNEL_PREFIX + name,
-            {"channel": name, "conversation": conversation},
-        )
-    if other is None:
-        return history.ROOM, {"room": True}, inbox.ROOM_KEY, {"room": True, "conversation": history.ROOM}
-    other = require_user_id(other, "with")
-    if other == caller.user:
-        raise Refusal("bad_request", 'You have no direct conversation with yourself: leave out "with" for the room.')
-    return history.dm_conversation(caller.user or "", other), {"with": other}, other, {}
+    """The conversation a request names ("channel", "with", or neither: the room), checked as an
+    edit's is (changes.named_target): (its id, how clients name it, its sort key in the user's
+    list, the fields a new entry gets)."""
+    target, named = changes.named_target(caller, request)
+    conversation = target.conversation
+    if "channel" in named:
+        return conversation, named, inbox.CHANNEL_PREFIX + named["channel"], {**named, "conversation": conversation}
+    if "room" in named:
+        return conversation, named, inbox.ROOM_KEY, {**named, "conversation": conversation}
+    return conversation, named, named["with"], {}
 
 
 def _tell(caller: Caller, named: dict[str, Any], seq: int) -> None:
