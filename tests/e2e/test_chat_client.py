@@ -89,8 +89,8 @@ def open_client(pages: Any, local_stack: Any, user: str, **options: Any) -> Brow
 
 
 async def send_paced(client: Client, frames: list[dict[str, Any]]) -> None:
-    """Send the frames and wait until the server has answered each."""
-    await client.send_all(frames, SEND_INTERVAL)
+    """Send the frames, each once the one before is answered (so stored in this order)."""
+    await client.send_in_order(frames, SEND_INTERVAL)
 
 
 def seqs(messages: list[dict[str, Any]]) -> list[int]:

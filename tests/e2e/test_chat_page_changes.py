@@ -36,8 +36,8 @@ def test_changes_are_shown_in_place_live_and_after_a_reload(local_stack: Any, pa
 
     async def alice_writes_then_changes() -> None:
         client = await joined_client(local_stack, alice, channel)
-        await client.send_all([{"action": "sendMessage", "channel": channel, "content": "helo"},
-                               {"action": "sendMessage", "channel": channel, "content": "buy watches"}], 0.25)
+        await client.send_in_order([{"action": "sendMessage", "channel": channel, "content": "helo"},
+                                    {"action": "sendMessage", "channel": channel, "content": "buy watches"}])
         page.wait_until(lambda: page.seqs() == [1, 2])
         assert "actions" not in row_of(page, 1)["parts"]  # not bob's, and bob moderates nothing
         await client.send_all([{"action": "editMessage", "channel": channel, "seq": 1, "content": "hello"},

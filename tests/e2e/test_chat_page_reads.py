@@ -27,7 +27,7 @@ def test_unread_counts_follow_the_user_to_a_second_device_and_reads_clear_them_e
 
     async def bob_writes() -> None:
         client = await joined_client(local_stack, bob, channel)
-        await client.send_all([{"action": "sendMessage", "channel": channel, "content": f"m{n}"} for n in range(3)], 0.25)
+        await client.send_in_order([{"action": "sendMessage", "channel": channel, "content": f"m{n}"} for n in range(3)])
         await client.close()
 
     asyncio.run(bob_writes())

@@ -36,8 +36,8 @@ def test_an_edit_and_a_moderators_delete_reach_everyone_live_and_by_after(local_
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         writer = await joined(local_stack.url_for(alice), channel)
         reader = await joined(local_stack.url_for(bob), channel)
-        await writer.send_all([{"action": "sendMessage", "channel": channel, "content": "helo"},
-                               {"action": "sendMessage", "channel": channel, "content": "buy cheap watches"}], 0.25)
+        await writer.send_in_order([{"action": "sendMessage", "channel": channel, "content": "helo"},
+                                    {"action": "sendMessage", "channel": channel, "content": "buy cheap watches"}])
         await reader.wait_until(lambda: len(entries(reader, channel)) == 2, 30)
         await writer.send_all([{"action": "editMessage", "channel": channel, "seq": 1, "content": "hello"}], 0)
         await reader.wait_until(lambda: len(entries(reader, channel)) == 3, 30)

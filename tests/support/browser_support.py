@@ -92,9 +92,9 @@ QUICK_TOKEN_SECONDS = 30
 
 
 async def send_paced(client: Client, contents: list[str], channel: str | None = None) -> None:
-    """Send to the room or a channel and wait until the server has answered each."""
+    """Send to the room or a channel, each once the one before is answered (so stored in this order)."""
     frames = [{"action": "sendMessage", "content": content, **({"channel": channel} if channel else {})} for content in contents]
-    await client.send_all(frames, SEND_INTERVAL)
+    await client.send_in_order(frames, SEND_INTERVAL)
 
 
 def history_of(local_stack: Any, user: str, **conversation: Any) -> list[dict[str, Any]]:

@@ -127,6 +127,14 @@ class Client:
         refused = [reply for ref, reply in self.answers().items() if ref in refs and reply["status"] != 200]
         assert not refused, refused
 
+    async def send_in_order(self, frames: list[dict[str, Any]], interval: float = 0.0, timeout: float = 60.0) -> None:
+        """Send each frame once the one before it is answered 200, as the documented client sends
+        to one conversation (docs/client.md): they are stored in this order. Frames sent without
+        waiting may be stored in any order (API Gateway runs an invocation for each at once: on
+        a loaded machine the second was seen stored first)."""
+        for frame in frames:
+            await self.send_all([frame], interval, timeout)
+
     async def broadcast(self, content: Any, timeout: float = 15.0) -> float:
         """Send to the room and wait for this sender's acknowledgement: the seconds it took."""
         started = time.monotonic()
