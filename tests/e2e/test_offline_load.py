@@ -54,16 +54,21 @@ def test_200_clients_20_broadcasts_every_message_once_by_seq(local_stack: Any, c
     wait_for(lambda: connection_ids(connections) == set(), timeout=60)
 
 
-# Short enough for CI; bench/offline_flood.py runs the same for a minute.
+# Short enough for CI; bench/offline_flood.py runs the same for a minute, with 10 clients. Five
+# clients at their rate limit are 50 invocations of sendMessage a second, more than four workers
+# keep up with on a loaded 2-core machine: the cap is what is tested, not the machine. (Ten were
+# 100 a second, 1,000 posts a second: on CI the backlog grew past API Gateway's 29 s, 1,280 frames
+# went unanswered for 30 s and were sent again, and a post timed out; the stack was uncapped by
+# nothing but its load.)
 FLOOD_SECONDS = 10
-FLOOD_CLIENTS = 10
+FLOOD_CLIENTS = 5
 
 
-def test_memory_stays_flat_while_10_clients_send_at_their_rate_limit(local_stack: Any, service_config_test: dict[str, Any]) -> None:
+def test_memory_stays_flat_while_5_clients_send_at_their_rate_limit(local_stack: Any, service_config_test: dict[str, Any]) -> None:
     """serverless-offline used to start a Python worker for every invocation that arrived while
     the others were busy (5 clients once grew it to 465 workers and 24 GB). Capped per function
-    (custom.serverless-offline.maxConcurrency, patched in), invocations wait instead: the
-    workers stay within the cap, memory stays flat, and nothing is lost or duplicated."""
+    (custom.serverless-offline.maxConcurrency, patched in), invocations wait instead: no function
+    has more workers than the cap, memory stays flat, and nothing is lost or duplicated."""
     cap = int(os.environ.get("OFFLINE_LAMBDA_CONCURRENCY") or 0) or 4  # 0 (uncapped) is held to the default
     bound = cap * len(service_config_test["functions"])
 
@@ -72,6 +77,7 @@ def test_memory_stays_flat_while_10_clients_send_at_their_rate_limit(local_stack
     )
 
     assert report.stopped_early == "" and report.peak_workers <= bound
+    assert report.peak_by_function["send_message"] >= 1 and max(report.peak_by_function.values()) <= cap, report.peak_by_function
     half, end = FLOOD_SECONDS / 2, FLOOD_SECONDS + 60
     first, second = report.rss_mib(0, half), report.rss_mib(half, end)
     # Flat within 256 MiB: an uncapped stack grew by gigabytes (465 workers, 24 GB). A warm stack

@@ -41,6 +41,25 @@ def stack_processes(process_groups: list[int]) -> dict[str, tuple[int, int]]:
     return {kind: (count, rss) for kind, (count, rss) in kinds.items()}
 
 
+def workers_by_function(process_groups: list[int]) -> Counter:
+    """serverless-offline's Python workers in the stack's process groups, by the handler each
+    serves (invoke.py's last argument: `send_message`, `deliver_batch`, ...)."""
+    groups, found = set(process_groups), Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) not in groups:
+                continue
+            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        # The python process itself (node starts it through a shell, whose one argument holds it all).
+        if any(arg.endswith(b"invoke.py") for arg in argv[:-1]):
+            found[argv[-1].decode()] += 1
+    return found
+
+
 def replies(client: Client) -> list[dict[str, Any]]:
     """Every reply to a frame sent with a `ref`, in the order they came (a ref sent again has several)."""
     return [json.loads(frame)["reply"] for frame in client.frames if frame.startswith('{"reply"')]
@@ -61,6 +80,7 @@ class FloodReport:
     retried: Counter = field(default_factory=Counter)
     unsent: list[str] = field(default_factory=list)  # never answered 200, even after retries
     samples: list[tuple[float, int, int]] = field(default_factory=list)  # (t, RSS bytes, workers)
+    peak_by_function: Counter = field(default_factory=Counter)  # handler -> most Python workers seen at once
     # (t, {"workers" | "moto" | "node": (processes, RSS bytes)})
     breakdown: list[tuple[float, dict[str, tuple[int, int]]]] = field(default_factory=list)
     stopped_early: str = ""
@@ -104,6 +124,7 @@ async def flood(
             workers, now = kinds["workers"][0], time.monotonic() - started
             report.samples.append((now, stack_rss_bytes(stack.process_groups()), workers))
             report.breakdown.append((now, kinds))
+            report.peak_by_function |= workers_by_function(stack.process_groups())
             if max_workers is not None and workers > max_workers:
                 report.stopped_early = f"{workers} Python workers, more than {max_workers}"
                 stop.set()
