@@ -49,6 +49,9 @@ class TemplateFixes {
   constructor(serverless) {
     this.serverless = serverless;
     this.hooks = {
+      // The settings are read before any work: one that means nothing is refused at once, not
+      // after the package is built (a second, not ten).
+      initialize: () => this.readSettings(),
       'after:package:compileEvents': () => {
         this.removeWildcardGrant();
         this.removeEmptyIdentitySources();
@@ -60,6 +63,20 @@ class TemplateFixes {
       // serverless.yml's own resources and extensions are merged into the template only here.
       'after:aws:package:finalize:mergeCustomProviderResources': () => this.leaveAnExistingExecutionLogGroup(),
     };
+  }
+
+  readSettings() {
+    const logs = (this.serverless.service.custom || {}).apiGatewayLogs || {};
+    this.setAccountRole = this.trueOrFalse('setApiGatewayAccountRole', logs.setAccountRole, "API Gateway's CloudWatch role");
+    this.createExecutionLogGroup = this.trueOrFalse('createExecutionLogGroup', logs.createExecutionLogGroup, 'Upgrading a stage');
+  }
+
+  trueOrFalse(name, value, section) {
+    const setting = String(value);
+    if (setting !== 'true' && setting !== 'false') {
+      throw new this.serverless.classes.Error(`${name} must be true or false, not '${setting}' (docs/production.md: "${section}")`);
+    }
+    return setting === 'true';
   }
 
   get resources() {
@@ -93,15 +110,9 @@ class TemplateFixes {
     const customResource = naming.getCustomResourceApiGatewayAccountCloudWatchRoleResourceLogicalId();
     const stage = this.resources[naming.getWebsocketsStageLogicalId()];
     if (!this.resources[customResource] || !stage) return;
-    const setting = String(((this.serverless.service.custom || {}).apiGatewayLogs || {}).setAccountRole);
-    if (setting === 'true') {
+    if (this.setAccountRole) {
       stage.DependsOn = [...new Set([].concat(stage.DependsOn || [], customResource))];
       return;
-    }
-    if (setting !== 'false') {
-      throw new this.serverless.classes.Error(
-        `setApiGatewayAccountRole must be true or false, not '${setting}' (docs/production.md: "API Gateway's CloudWatch role")`
-      );
     }
     const handler = naming.getCustomResourceApiGatewayAccountCloudWatchRoleHandlerFunctionLogicalId();
     delete this.resources[customResource];
@@ -157,13 +168,7 @@ class TemplateFixes {
   }
 
   leaveAnExistingExecutionLogGroup() {
-    const setting = String(((this.serverless.service.custom || {}).apiGatewayLogs || {}).createExecutionLogGroup);
-    if (setting === 'true') return;
-    if (setting !== 'false') {
-      throw new this.serverless.classes.Error(
-        `createExecutionLogGroup must be true or false, not '${setting}' (docs/production.md: "Upgrading a stage")`
-      );
-    }
+    if (this.createExecutionLogGroup) return;
     delete this.resources.WebsocketsExecutionLogGroup;
     for (const resource of Object.values(this.resources)) {
       if (Array.isArray(resource.DependsOn)) {

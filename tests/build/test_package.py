@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -419,8 +421,9 @@ def test_no_statement_grants_a_wildcard_resource(template: dict[str, Any], resou
         assert all(a != "*" and not a.endswith(":*") for a in actions(statement)), statement
 
 
+@functools.cache
 def cfn_lint_errors(package_dir: Path) -> list[str]:
-    """cfn-lint's errors on the packaged template (warnings are not errors)."""
+    """cfn-lint's errors on the packaged template (warnings are not errors): once a package."""
     result = subprocess.run(
         [shutil.which("cfn-lint") or "cfn-lint", "--format", "parseable", str(package_dir / "cloudformation-template-update-stack.json")],
         capture_output=True,
@@ -633,14 +636,8 @@ def test_a_deploy_that_could_exceed_the_accounts_quota_stops_naming_each_term(tm
     assert "posts: the delivery workers (postingBudget): 2500" in out and "= 9942 requests/s" in out
 
 
-def test_a_smaller_quota_deploys_with_the_parameters_lowered_together(tmp_path: Path) -> None:
-    resources = packaged_template(
-        tmp_path, "accountQuota=2500", "sendMessageRate=60", "sendMessageBurst=120", "sendDirectMessageRate=40",
-        "sendDirectMessageBurst=80", "heartbeatRate=100", "heartbeatBurst=200", "routeRate=25", "routeBurst=50",
-        "postingBudget=600", "sweepCallsPerSecond=25", "publishRate=0.25", "publishBurst=1", "changeRate=5", "changeBurst=10",
-        "moderationRate=1", "moderationBurst=2", "moderateRate=0.25", "moderateBurst=1", "markReadRate=4", "markReadBurst=8",
-        "typingRate=2", "typingBurst=4",
-    )["Resources"]
+def test_a_smaller_quota_deploys_with_the_parameters_lowered_together(variant: Any) -> None:
+    resources = variant("small")[1]["Resources"]
     rates, bursts = throttle_terms(resources)
     assert sum(rates.values()) <= 2_500 and sum(bursts.values()) <= 1_250
 
@@ -748,8 +745,50 @@ def packaged_template(out: Path, *params: str) -> dict[str, Any]:
     return json.loads((out / "cloudformation-template-update-stack.json").read_text())
 
 
-def test_an_alarm_email_stage_parameter_subscribes_it(tmp_path: Path) -> None:
-    resources = packaged_template(tmp_path, "alarmEmail=ops@example.com")["Resources"]
+WEBHOOK = ("webhookUrl=https://example.com/hooks/chat", "webhookSecretParameter=/chat/webhook-key")
+REVIEW_ARN = "arn:aws:lambda:ap-northeast-2:123456789012:function:our-moderation:live"
+SMALLER_QUOTA = (
+    "accountQuota=2500", "sendMessageRate=60", "sendMessageBurst=120", "sendDirectMessageRate=40",
+    "sendDirectMessageBurst=80", "heartbeatRate=100", "heartbeatBurst=200", "routeRate=25", "routeBurst=50",
+    "postingBudget=600", "sweepCallsPerSecond=25", "publishRate=0.25", "publishBurst=1", "changeRate=5", "changeBurst=10",
+    "moderationRate=1", "moderationBurst=2", "moderateRate=0.25", "moderateBurst=1", "markReadRate=4", "markReadBurst=8",
+    "typingRate=2", "typingBurst=4",
+)
+# The stage parameters that change the template, tried together where they do not meet: a package
+# costs about 10 s of CPU (most of it zipping the wheels), and ten of them, one a parameter, were a
+# third of the build tier. Each test below asserts on its own parameter's part of one of these.
+VARIANTS = {
+    # A stage in an account that has its own things: an e-mail for the alarms, the account's
+    # CloudWatch role and the stage's execution log group left alone, a bus and a review function
+    # of its own, and the publish API throttled higher (the other terms lowered to fit the quota).
+    "existing": ("alarmEmail=ops@example.com", "setApiGatewayAccountRole=false", "createExecutionLogGroup=false",
+                 "eventBusName=orders-bus", f"reviewFunction={REVIEW_ARN}", "publishRate=5", "publishBurst=10",
+                 "sendDirectMessageRate=30", "postingBudget=1000", "sendMessageRate=100"),
+    # A small stage: no events out, the example review function (denying when it cannot answer),
+    # a quarter of the account's quota with the throttles lowered together.
+    "small": ("events=off", "reviewFunction=example", "reviewFallback=deny", "reviewTimeoutMs=300", *SMALLER_QUOTA),
+    # Events out to a webhook.
+    "webhook": WEBHOOK,
+}
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, dict[str, Any]]]:
+    """The package of one of VARIANTS, made once for the module when first asked for: (its
+    folder, its template)."""
+    made: dict[str, tuple[Path, dict[str, Any]]] = {}
+
+    def get(name: str) -> tuple[Path, dict[str, Any]]:
+        if name not in made:
+            out = tmp_path_factory.mktemp(f"package-{name}")
+            made[name] = (out, packaged_template(out, *VARIANTS[name]))
+        return made[name]
+
+    return get
+
+
+def test_an_alarm_email_stage_parameter_subscribes_it(variant: Any) -> None:
+    resources = variant("existing")[1]["Resources"]
     assert resources["AlarmEmailSubscription"]["Properties"] == {
         "TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email", "Endpoint": "ops@example.com",
     }
@@ -777,8 +816,8 @@ def test_the_websocket_stage_waits_for_the_account_cloudwatch_role(resources: di
     assert ACCOUNT_ROLE in resources["WebsocketsDeploymentStage"]["DependsOn"]
 
 
-def test_a_stage_parameter_leaves_the_accounts_cloudwatch_role_alone(tmp_path: Path) -> None:
-    template = packaged_template(tmp_path, "setApiGatewayAccountRole=false")
+def test_a_stage_parameter_leaves_the_accounts_cloudwatch_role_alone(variant: Any) -> None:
+    out, template = variant("existing")
     resources = template["Resources"]
 
     # No custom resource, no function or role of its own, and nothing left that names them.
@@ -788,7 +827,7 @@ def test_a_stage_parameter_leaves_the_accounts_cloudwatch_role_alone(tmp_path: P
     assert ACCOUNT_ROLE not in json.dumps(template) and "CustomDashresource" not in json.dumps(template)
     # The stage still logs (the role is the account owner's to set, once: docs/production.md).
     assert resources["WebsocketsDeploymentStage"]["Properties"]["AccessLogSettings"]["Format"]
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
 def test_the_account_role_parameter_takes_only_true_or_false(tmp_path: Path) -> None:
@@ -844,13 +883,13 @@ def test_the_custom_resources_function_may_write_its_own_logs_and_nothing_more(r
     assert function["FunctionName"].startswith(f"serverless-websocket-{STAGE}-custom-resource-")
 
 
-def test_a_stage_that_logged_before_keeps_its_execution_log_group(tmp_path: Path) -> None:
-    template = packaged_template(tmp_path, "createExecutionLogGroup=false")
+def test_a_stage_that_logged_before_keeps_its_execution_log_group(variant: Any) -> None:
+    out, template = variant("existing")
     resources = template["Resources"]
 
     assert "WebsocketsExecutionLogGroup" not in resources and "WebsocketsExecutionLogGroup" not in json.dumps(template)
     assert resources["WebsocketsDeploymentStage"]["Properties"]["DefaultRouteSettings"]["LoggingLevel"] == "ERROR"
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
 def test_the_execution_log_group_parameter_takes_only_true_or_false(tmp_path: Path) -> None:
@@ -894,10 +933,9 @@ def test_the_publish_url_is_an_output(template: dict[str, Any]) -> None:
     assert outputs["PublishUrl"]["Value"]["Fn::Join"][1][-1] == f"/{STAGE}/publish"
 
 
-def test_the_publish_throttle_is_a_stage_parameter(tmp_path: Path) -> None:
+def test_the_publish_throttle_is_a_stage_parameter(variant: Any) -> None:
     # 5 requests/s x 100 messages x 10 posts: the direct messages' workers' share lowered to fit.
-    resources = packaged_template(tmp_path, "publishRate=5", "publishBurst=10", "sendDirectMessageRate=30",
-                                  "postingBudget=1000", "sendMessageRate=100")["Resources"]
+    resources = variant("existing")[1]["Resources"]
     (deployment,) = of_type(resources, "AWS::ApiGateway::Deployment")
     assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingRateLimit"] == 5
     assert deployment["Properties"]["StageDescription"]["MethodSettings"][0]["ThrottlingBurstLimit"] == 10
@@ -948,8 +986,8 @@ def test_the_history_streams_new_images_to_the_events_function_with_retries_bise
     assert alarm["Threshold"] == 1 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
-def test_events_off_removes_the_bus_the_stream_the_function_and_the_grant(tmp_path: Path) -> None:
-    template = packaged_template(tmp_path, "events=off")
+def test_events_off_removes_the_bus_the_stream_the_function_and_the_grant(variant: Any) -> None:
+    out, template = variant("small")
     resources = template["Resources"]
 
     assert not EVENT_RESOURCES & set(resources)
@@ -958,18 +996,19 @@ def test_events_off_removes_the_bus_the_stream_the_function_and_the_grant(tmp_pa
     assert "events:PutEvents" not in json.dumps(template) and "StreamArn" not in json.dumps(template)
     for function in our_functions(resources):
         assert function["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"] == ""
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
-def test_an_existing_bus_is_used_by_name_and_none_is_created(tmp_path: Path) -> None:
-    resources = packaged_template(tmp_path, "eventBusName=orders-bus")["Resources"]
+def test_an_existing_bus_is_used_by_name_and_none_is_created(variant: Any) -> None:
+    out, template = variant("existing")
+    resources = template["Resources"]
 
     assert "EventBus" not in resources
     for function in our_functions(resources):
         assert function["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"] == "orders-bus"
     (grant,) = [s for s in role_statements(resources) if "events:PutEvents" in actions(s)]
     assert grant["Resource"]["Fn::Join"][1][-1] == ":event-bus/orders-bus"
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
 @pytest.mark.parametrize(("param", "complaint"), [
@@ -983,7 +1022,6 @@ def test_the_events_parameters_refuse_what_they_cannot_mean(tmp_path: Path, para
     assert complaint in result.stdout + result.stderr
 
 
-WEBHOOK = ("webhookUrl=https://example.com/hooks/chat", "webhookSecretParameter=/chat/webhook-key")
 WEBHOOK_RESOURCES = {"WebhookConnectionRole", "WebhookConnectionLogGroup", "WebhookConnectionFunction", "WebhookConnection",
                      "WebhookDestination", "WebhookTargetRole", "WebhookRule", "WebhookDeadLetterQueue",
                      "WebhookDeadLetterQueuePolicy", "WebhookDeadLetterAlarm"}
@@ -993,8 +1031,8 @@ def test_without_a_webhook_url_there_is_no_webhook(resources: dict[str, Any]) ->
     assert not WEBHOOK_RESOURCES & set(resources)
 
 
-def test_a_webhook_url_gets_every_event_retried_for_24_hours_then_a_dead_letter_queue_and_an_alarm(tmp_path: Path) -> None:
-    template = packaged_template(tmp_path, *WEBHOOK)
+def test_a_webhook_url_gets_every_event_retried_for_24_hours_then_a_dead_letter_queue_and_an_alarm(variant: Any) -> None:
+    out, template = variant("webhook")
     resources = template["Resources"]
     assert WEBHOOK_RESOURCES <= set(resources)
 
@@ -1025,7 +1063,7 @@ def test_a_webhook_url_gets_every_event_retried_for_24_hours_then_a_dead_letter_
     assert all("*" != s["Resource"] for s in statements)
     alarm = resources["WebhookDeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "QueueName"]}}]
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
 @pytest.mark.parametrize(("params", "complaint"), [
@@ -1043,9 +1081,6 @@ def test_the_webhook_parameters_refuse_what_they_cannot_mean(tmp_path: Path, par
 
 # --- the review hook (issue 29, docs/moderation.md) ------------------------------------------------
 
-REVIEW_ARN = "arn:aws:lambda:ap-northeast-2:123456789012:function:our-moderation:live"
-
-
 def review_settings(resources: dict[str, Any]) -> set[tuple[str, str, str]]:
     """What every function is told about the review hook: (REVIEW_FUNCTION, its timeout, its fallback)."""
     return {
@@ -1061,8 +1096,9 @@ def test_without_a_review_function_there_is_no_review_nor_its_grant_alarm_or_exa
     assert [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.review_example"] == []
 
 
-def test_the_example_review_function_is_deployed_and_alone_may_be_invoked(tmp_path: Path) -> None:
-    resources = packaged_template(tmp_path, "reviewFunction=example", "reviewFallback=deny", "reviewTimeoutMs=300")["Resources"]
+def test_the_example_review_function_is_deployed_and_alone_may_be_invoked(variant: Any) -> None:
+    out, template = variant("small")
+    resources = template["Resources"]
 
     (example,) = [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.review_example"]
     name = f"serverless-websocket-{STAGE}-reviewExample"
@@ -1072,18 +1108,19 @@ def test_the_example_review_function_is_deployed_and_alone_may_be_invoked(tmp_pa
     assert actions(grant) == ["lambda:InvokeFunction"] and grant["Resource"]["Fn::Join"][1][-1] == f":function:{name}"
     alarm = resources["ReviewFallbacksAlarm"]["Properties"]
     assert (alarm["MetricName"], alarm["Threshold"], alarm["AlarmActions"]) == ("ReviewFallbacks", 1, [{"Ref": "AlarmTopic"}])
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
-def test_a_review_function_arn_is_called_and_alone_may_be_invoked(tmp_path: Path) -> None:
-    resources = packaged_template(tmp_path, f"reviewFunction={REVIEW_ARN}")["Resources"]
+def test_a_review_function_arn_is_called_and_alone_may_be_invoked(variant: Any) -> None:
+    out, template = variant("existing")
+    resources = template["Resources"]
 
     assert review_settings(resources) == {(REVIEW_ARN, "1000", "allow")}
     (grant,) = [s for s in role_statements(resources) if "lambda:InvokeFunction" in actions(s)]
     assert grant["Resource"] == REVIEW_ARN
     assert "ReviewFallbacksAlarm" in resources
     assert [f for f in our_functions(resources) if f["Properties"]["Handler"] == "handler.review_example"] == []
-    assert cfn_lint_errors(tmp_path) == []
+    assert cfn_lint_errors(out) == []
 
 
 @pytest.mark.parametrize(("param", "complaint"), [
