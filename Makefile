@@ -62,12 +62,12 @@ node_modules/.installed: package.json package-lock.json .npmrc $(wildcard patche
 
 # Four pytest-xdist workers, a test file each at a time (--dist loadfile): each worker starts its
 # own local stack (a session fixture) once it needs one, and a file's tests share its fixtures.
-# Test by test (loadgroup) balanced better, but under full load twice a worker's stack, used by
-# tests of many files, stopped answering sendMessage (docs/testing.md). TEST_WORKERS=0: in this process.
+# Files are handed out in tests/conftest.py's TIER_ORDER (--no-loadscope-reorder): the long
+# end-to-end files first, the unit tier's short ones last (docs/testing.md). TEST_WORKERS=0: in this process.
 TEST_WORKERS ?= 4
 test: check
 	node --test web/test/*.test.js
-	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile tests
+	pytest -ra --timeout=900 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # The unit tier alone, on two workers: it is CPU-bound (docs/testing.md: the tiers and their times).
 test-unit: install

@@ -23,7 +23,14 @@ from typing import IO, Any
 SOURCE = "serverless-websocket"
 # Stream records per invocation: serverless.yml's batchSize for the events function.
 BATCH_SIZE = 100
+# Lambda reads a stream's shard four times a second; after QUIET_SECONDS without a record this
+# stack reads it once a second (each read is a request moto serves: four stacks reading four
+# times a second for a whole test run were a few percent of both cores).
 POLL_SECONDS = 0.25
+QUIET_POLL_SECONDS = 1.0
+QUIET_SECONDS = 10.0
+# The tap's long poll: a request every so many seconds while nothing arrives.
+TAP_WAIT_SECONDS = 5
 RETRY_SECONDS = 1.0
 
 
@@ -85,6 +92,7 @@ class StreamFeeder:
 
     def _run(self) -> None:
         pending: list[list[dict[str, Any]]] = [[] for _ in self.iterators]
+        last_record = time.monotonic()
         while not self.stopped.is_set():
             idle = True
             for index, iterator in enumerate(self.iterators):
@@ -94,12 +102,13 @@ class StreamFeeder:
                         self.iterators[index] = answer.get("NextShardIterator") or iterator
                         pending[index] += lambda_records(answer.get("Records", []), self.stream_arn)
                     if pending[index]:
-                        idle = False
+                        idle, last_record = False, time.monotonic()
                         pending[index] = self._deliver(pending[index])
                 except Exception:  # stopping, or moto gone: the next turn tries again
                     if self.stopped.wait(RETRY_SECONDS):
                         return
-            if idle and self.stopped.wait(POLL_SECONDS):
+            quiet = time.monotonic() - last_record > QUIET_SECONDS
+            if idle and self.stopped.wait(QUIET_POLL_SECONDS if quiet else POLL_SECONDS):
                 return
 
     def _deliver(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -145,7 +154,7 @@ class Tap:
         with self.path.open("a", encoding="utf-8") as out:
             while not self.stopped.is_set():
                 try:
-                    found = receive(self.sqs, self.queue_url, wait=1)
+                    found = receive(self.sqs, self.queue_url, wait=TAP_WAIT_SECONDS)
                 except Exception:  # stopping, or moto gone
                     if self.stopped.wait(RETRY_SECONDS):
                         return
