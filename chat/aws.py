@@ -38,7 +38,9 @@ def dynamodb_table(variable: str, default: str, config: Config = AWS_CLIENT_CONF
 
 @cache
 def dynamodb_resource(config: Config) -> Any:
-    return boto3.resource("dynamodb", config=config)
+    resource = boto3.resource("dynamodb", config=config)
+    with_error_classes(resource.meta.client)
+    return resource
 
 
 def dynamodb_client() -> Any:
@@ -49,7 +51,16 @@ def dynamodb_client() -> Any:
 @cache
 def client(service: str, config: Config = AWS_CLIENT_CONFIG) -> Any:
     """One boto3 client per service (and settings) per container."""
-    return boto3.client(service, config=config)
+    return with_error_classes(boto3.client(service, config=config))
+
+
+def with_error_classes(made: Any) -> Any:
+    """The client, its exception classes made now, in the thread that made it. botocore makes
+    them on a client's first use, unsynchronized: threads using a new client at once can make two
+    sets, and one thread's ConditionalCheckFailedException is then not the class its `except`
+    names (a test's twenty connects at once saw it; the delivery pool posts from 32 threads)."""
+    made.exceptions  # noqa: B018 - read for its side effect: botocore's lazy property fills in
+    return made
 
 
 # --- DynamoDB mechanics, written once -------------------------------------------------------

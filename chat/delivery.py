@@ -16,6 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chat import aws
 from chat.telemetry import count, logger
 
 DEFAULT_OFFLINE_WEBSOCKET_PORT = "3001"
@@ -61,7 +62,9 @@ def management_endpoint(request_context: dict[str, Any]) -> str:
 @cache
 def management_client(endpoint: str) -> Any:
     """One client per endpoint, reused by every post and every warm invocation."""
-    return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=management_client_config())
+    return aws.with_error_classes(
+        boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=management_client_config())
+    )
 
 
 def management_client_config() -> Config:

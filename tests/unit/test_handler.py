@@ -167,6 +167,21 @@ def test_management_client_is_reused_across_invocations(handler: Any, management
     assert len(management.received("bob")) == 3
 
 
+def test_every_client_made_once_has_its_error_classes_from_the_start(handler: Any) -> None:
+    # botocore makes a client's exception classes on its first use, unsynchronized: two threads
+    # using a new client at once can make two sets, and one thread's ConditionalCheckFailedException
+    # is then not the class its `except` names (CI: a connect of twenty at once answered 500, in
+    # ratelimit.spend). The delivery pool posts from 32 threads on one client. Made in the thread
+    # that makes the client, once, they are one set.
+    made = [
+        aws.dynamodb_resource(aws.AWS_CLIENT_CONFIG).meta.client,
+        aws.dynamodb_table("CONNECTIONS_TABLE", "x").meta.client,
+        aws.client("sqs"),
+        delivery.management_client("http://localhost:1"),
+    ]
+    assert [client._exceptions is not None for client in made] == [True] * len(made)
+
+
 # --- send_message: bad input --------------------------------------------------------------
 
 
