@@ -309,7 +309,10 @@ const TYPING_SHOWN_MS = 5_000;
 
 function onTyping(event) {
   if (event.target !== client) return;
-  const view = ensureView(event.detail.conversation);
+  // Shown only in a conversation listed here: typing alone lists none (a channel just left here
+  // can still get one from a member who typed before the leave reached the service).
+  const view = views.get(event.detail.conversation.key);
+  if (!view) return;
   view.typing = { user: event.detail.user, until: Date.now() + TYPING_SHOWN_MS };
   if (view.conversation.key === currentKey) renderTyping();
   setTimeout(renderTyping, TYPING_SHOWN_MS + 50);

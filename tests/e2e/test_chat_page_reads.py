@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
+from chat.frames import typing
 from scripts.browser import ChatPage
-from tests.support.browser_support import joined_client
+from tests.support.browser_support import connection_ids, joined_client, management
 from tests.support.helpers import fresh
 from tests.support.wsclient import Client
 
@@ -87,3 +89,21 @@ def test_a_read_on_one_connection_reaches_the_other_within_a_second(local_stack:
     took = asyncio.run(scenario())
     print(f"\nthe read reached the other device in {took * 1000:.0f} ms")
     assert took < 5  # within 1 s here; a loaded CI machine is allowed more
+
+
+def test_a_typing_frame_lists_no_conversation_not_listed_here(local_stack: Any, pages: Any) -> None:
+    # A member who types just before the leave reaches the service still has her typing sent to
+    # the page that left (a full run saw the channel listed again a second after the leave).
+    # Posted here straight to the connection: a typing frame for the channel left, and for a DM
+    # never opened.
+    lena, mia, first = fresh("lena", "mia", "first")
+    page = pages(local_stack.page_url_for(lena)).wait_connected()
+    page.join(first)
+    page.leave(first)
+    page.wait_until(lambda: [c["key"] for c in page.conversations()] == ["room"])
+    (connection,) = connection_ids(local_stack, lena)
+    assert management(local_stack, connection, "POST", typing({"channel": first}, mia)) == 204
+    assert management(local_stack, connection, "POST", typing({"with": mia}, mia)) == 204
+    time.sleep(1)
+
+    assert [c["key"] for c in page.conversations()] == ["room"]
