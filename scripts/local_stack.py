@@ -571,22 +571,47 @@ def mint_token(secret: str, user: str, hours: float = DEV_TOKEN_HOURS, **claims:
     return jwt.encode({"sub": user, "exp": int(time.time() + hours * 3600), **claims}, secret, algorithm="HS256")
 
 
-def stack_rss_bytes(process_groups: list[int]) -> int:
-    """Resident memory of every process in the given process groups (Linux /proc)."""
-    groups, total = set(process_groups), 0
+@dataclass(frozen=True)
+class StackProcess:
+    """One process of the stack, as /proc shows it."""
+
+    pid: int
+    argv: tuple[bytes, ...]
+    rss: int | None  # resident bytes; None for a process that holds no memory (a zombie)
+
+    @property
+    def handler(self) -> str | None:
+        """The function a serverless-offline Python worker serves (invoke.py's last argument:
+        `send_message`, ...); None for any other process. Node starts the worker through a shell,
+        whose one argument holds the whole command: that shell is not the worker."""
+        if any(arg.endswith(b"invoke.py") for arg in self.argv[:-1]):
+            return self.argv[-1].decode()
+        return None
+
+
+def stack_processes_now(process_groups: list[int]) -> list[StackProcess]:
+    """Every process in the given process groups (Linux /proc): the one place that reads them."""
+    groups, found = set(process_groups), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            pgid = int(stat.rsplit(")", 1)[1].split()[2])
-            if pgid in groups:
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) not in groups:
+                continue
+            argv = tuple((entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0"))
+            rss = next(
+                (int(line.split()[1]) * 1024 for line in (entry / "status").read_text().splitlines() if line.startswith("VmRSS:")),
+                None,
+            )
         except (OSError, ValueError, IndexError):
             continue
-    return total
+        found.append(StackProcess(int(entry.name), argv, rss))
+    return found
+
+
+def stack_rss_bytes(process_groups: list[int]) -> int:
+    """Resident memory of every process in the given process groups (Linux /proc)."""
+    return sum(process.rss or 0 for process in stack_processes_now(process_groups))
 
 
 def group_alive(pgid: int) -> bool:

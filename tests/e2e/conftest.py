@@ -3,9 +3,8 @@ offline` runs it, and chat pages in Chromium."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-
 import os
+from typing import Any, Iterator
 
 import pytest
 

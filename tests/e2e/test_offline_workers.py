@@ -12,9 +12,9 @@ import os
 import signal
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
+from scripts.local_stack import stack_processes_now
 from tests.support.helpers import fresh
 from tests.support.wsclient import Client, documents
 
@@ -54,20 +54,7 @@ def test_a_function_whose_handler_raises_ten_times_still_answers(local_stack: An
 
 def python_workers(local_stack: Any, function_handler: str) -> list[int]:
     """The pids of the stack's Python workers running `handler.<function_handler>`."""
-    groups = set(local_stack.process_groups())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[2]) in groups and b"invoke.py" in b" ".join(command) \
-                and function_handler.encode() in command and command[0].endswith(b"python3"):
-            found.append(int(entry.name))
-    return found
+    return [process.pid for process in stack_processes_now(local_stack.process_groups()) if process.handler == function_handler]
 
 
 def test_a_worker_that_died_is_replaced_without_failing_anyone(local_stack: Any) -> None:

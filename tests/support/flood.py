@@ -9,65 +9,37 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from scripts.local_stack import stack_rss_bytes
+from scripts.local_stack import StackProcess, stack_processes_now
 from tests.support.wsclient import Client, close_ramped, connect_ramped
 
 MIB = 1024 * 1024
 
 
-def stack_processes(process_groups: list[int]) -> dict[str, tuple[int, int]]:
+def by_kind(processes: list[StackProcess]) -> dict[str, tuple[int, int]]:
     """The stack's processes by kind: "workers" (serverless-offline's Python workers, invoke.py),
     "moto" (moto server, which holds the tables in memory) and "node" (serverless-offline and the
-    rest); each (how many, resident bytes)."""
-    groups = set(process_groups)
+    rest); each (how many, resident bytes). A process holding no memory is not counted."""
     kinds: dict[str, list[int]] = {"workers": [0, 0], "moto": [0, 0], "node": [0, 0]}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for process in processes:
+        if process.rss is None:
             continue
-        try:
-            pgid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
-            if pgid not in groups:
-                continue
-            command = (entry / "cmdline").read_bytes()
-            rss = next(int(line.split()[1]) * 1024 for line in (entry / "status").read_text().splitlines() if line.startswith("VmRSS:"))
-        except (OSError, ValueError, IndexError, StopIteration):
-            continue
+        command = b" ".join(process.argv)
         kind = "workers" if b"invoke.py" in command else "moto" if b"moto" in command else "node"
         kinds[kind][0] += 1
-        kinds[kind][1] += rss
+        kinds[kind][1] += process.rss
     return {kind: (count, rss) for kind, (count, rss) in kinds.items()}
 
 
-def workers_by_function(process_groups: list[int]) -> Counter:
-    """serverless-offline's Python workers in the stack's process groups, by the handler each
-    serves (invoke.py's last argument: `send_message`, `deliver_batch`, ...)."""
-    groups, found = set(process_groups), Counter()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) not in groups:
-                continue
-            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        # The python process itself (node starts it through a shell, whose one argument holds it all).
-        if any(arg.endswith(b"invoke.py") for arg in argv[:-1]):
-            found[argv[-1].decode()] += 1
-    return found
+def workers_by_function(processes: list[StackProcess]) -> Counter:
+    """serverless-offline's Python workers, by the handler each serves."""
+    return Counter(process.handler for process in processes if process.handler is not None)
 
 
 def replies(client: Client) -> list[dict[str, Any]]:
     """Every reply to a frame sent with a `ref`, in the order they came (a ref sent again has several)."""
     return [json.loads(frame)["reply"] for frame in client.frames if frame.startswith('{"reply"')]
-
-
-def python_workers(process_groups: list[int]) -> int:
-    """serverless-offline's Python worker processes (invoke.py) in the stack's process groups."""
-    return stack_processes(process_groups)["workers"][0]
 
 
 @dataclass
@@ -120,11 +92,12 @@ async def flood(
 
     async def sample() -> None:
         while not stop.is_set():
-            kinds = stack_processes(stack.process_groups())
+            processes = stack_processes_now(stack.process_groups())
+            kinds = by_kind(processes)
             workers, now = kinds["workers"][0], time.monotonic() - started
-            report.samples.append((now, stack_rss_bytes(stack.process_groups()), workers))
+            report.samples.append((now, sum(process.rss or 0 for process in processes), workers))
             report.breakdown.append((now, kinds))
-            report.peak_by_function |= workers_by_function(stack.process_groups())
+            report.peak_by_function |= workers_by_function(processes)
             if max_workers is not None and workers > max_workers:
                 report.stopped_early = f"{workers} Python workers, more than {max_workers}"
                 stop.set()
