@@ -6,9 +6,11 @@ in rounds: chat/rounds.py). Connections found gone are forgotten."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 
 from chat import delivery, fanout, sessions
+from chat.jobs import DeliveryJob
 from chat.telemetry import logger
 
 
@@ -20,10 +22,14 @@ def small(connection_ids: Iterable[str]) -> list[str] | None:
 
 
 def post(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str) -> frozenset[str]:
-    """Post the payload to every connection from this invocation: the ones it reached."""
+    """Post the payload to every connection from this invocation: the ones it reached. The ones
+    whose post failed (a timeout, a 5xx, throttled in every round) are handed to the delivery
+    workers, as a failed job's would be: a loaded moment must not cost a member a message."""
     outcomes = delivery.post_to_connections(endpoint, connection_ids, payload)
     sessions.forget(delivery.gone(outcomes), endpoint)
     logger.info("Delivered %s", message_id, extra=delivery.summary(outcomes))
+    if failed := [cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED)]:
+        fanout.retry_failed(DeliveryJob(message_id, endpoint, payload, tuple(failed), sent_at_ms=_now_ms()), failed)
     return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT)
 
 
@@ -32,3 +38,7 @@ def queue(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_
     the posting budget (presence events: cheap to delay, costly in bulk)."""
     counts = fanout.fan_out(endpoint, connection_ids, payload, {"id": message_id, "sent_at_ms": sent_at_ms})
     logger.info("Queued %s for the workers", message_id, extra=counts)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

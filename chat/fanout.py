@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -20,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from chat import aws, delivery
 from chat.errors import Refusal
-from chat.jobs import EVENTS_PER_JOB, DeliveryJob, EventsJob, RoundJob
+from chat.jobs import EVENTS_PER_JOB, MAX_DELIVERY_ATTEMPTS, DeliveryJob, EventsJob, RoundJob
 from chat.telemetry import count, logger
 
 DEFAULT_DELIVERY_QUEUE = "serverless-websocket-delivery"
@@ -131,6 +132,27 @@ def requeue(job: DeliveryJob, delay_seconds: int) -> None:
     """Put one job back on the queue, visible after the delay (SQS: at most 900 s), through
     the bounded client (REQUEUE_CLIENT_CONFIG)."""
     requeue_client().send_message(QueueUrl=queue_url(), MessageBody=job.to_body(), DelaySeconds=delay_seconds)
+
+
+def retry_failed(job: DeliveryJob, failed: Iterable[str]) -> None:
+    """Queue the connections whose post failed (timed out, 5xx, still throttled) again as a job
+    of their own, the next attempt, after a delay that grows with each attempt; given up (logged)
+    after MAX_DELIVERY_ATTEMPTS. A worker's job and the sender's inline posts end here alike."""
+    failed = tuple(failed)
+    if job.attempt >= MAX_DELIVERY_ATTEMPTS:
+        logger.error(
+            "Gave up delivering %s to %d connections after %d attempts", job.message_id, len(failed), job.attempt
+        )
+        return
+    try:
+        requeue(replace(job, connections=failed, attempt=job.attempt + 1), retry_delay_seconds(job.attempt))
+    except aws.AWS_ERRORS:
+        logger.exception("Could not queue %s again for %d connections; they miss it", job.message_id, len(failed))
+
+
+def retry_delay_seconds(attempt: int) -> int:
+    """How long a job's failed connections wait in the queue: 10 s, 20 s, 40 s (SQS: <= 900)."""
+    return min(900, 5 * (1 << attempt))
 
 
 def schedule(job: DeliveryJob | RoundJob, delay_seconds: int = 0) -> None:

@@ -116,7 +116,7 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
     if unsent:
         hand_back(job, unsent, posted_any=len(unsent) < len(outcomes))
     if failed:
-        retry_failed(job, failed)
+        fanout.retry_failed(job, failed)
     sessions.forget(
         delivery.gone(outcomes), job.endpoint, deadline=None if ends_at is None else ends_at - PRUNE_RESERVE_MS / 1000
     )
@@ -146,24 +146,6 @@ def hand_back(job: DeliveryJob, unsent: tuple[str, ...], posted_any: bool) -> No
         if not posted_any:
             raise
         logger.exception("Could not queue %s again for %d connections; they miss it", job.message_id, len(unsent))
-
-
-def retry_failed(job: DeliveryJob, failed: tuple[str, ...]) -> None:
-    """Queue the failed connections again, after a delay that grows with each attempt."""
-    if job.attempt >= MAX_DELIVERY_ATTEMPTS:
-        logger.error(
-            "Gave up delivering %s to %d connections after %d attempts", job.message_id, len(failed), job.attempt
-        )
-        return
-    try:
-        fanout.requeue(replace(job, connections=failed, attempt=job.attempt + 1), retry_delay_seconds(job.attempt))
-    except aws.AWS_ERRORS:
-        logger.exception("Could not queue %s again for %d connections; they miss it", job.message_id, len(failed))
-
-
-def retry_delay_seconds(attempt: int) -> int:
-    """How long a job's failed connections wait in the queue: 10 s, 20 s, 40 s (SQS: <= 900)."""
-    return min(900, 5 * (1 << attempt))
 
 
 @cache

@@ -186,7 +186,7 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     import handler as module
     from botocore.retries import standard
 
-    from chat import worker
+    from chat import fanout
     from chat.telemetry import logger, metrics
 
     _clear_caches()
@@ -198,7 +198,7 @@ def handler(tables: dict[str, Any], queues: dict[str, str], monkeypatch: pytest.
     logger.logger_handler.stream = _CurrentStdout()
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)  # botocore's own
     monkeypatch.setattr(delivery, "backoff", lambda attempt: 0.0)
-    monkeypatch.setattr(worker, "retry_delay_seconds", lambda attempt: 0)
+    monkeypatch.setattr(fanout, "retry_delay_seconds", lambda attempt: 0)
     # Most tests send more than one user's burst (and connect more often than one user's burst of
     # connects) under a frozen or slow clock: the limits are off unless a test asks for them (the
     # `limited` fixture).

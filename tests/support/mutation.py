@@ -38,7 +38,7 @@ RELATED: dict[str, tuple[str, ...]] = {
     "delivery": ("test_delivery.py", "test_worker_faults.py", "test_handler.py", "test_fanout.py"),
     "dispatch": ("test_fanout.py", "test_rounds.py", "test_direct_messages.py", "test_messaging.py", "test_presence.py",
                  "test_handler.py"),
-    "fanout": ("test_fanout.py", "test_worker_faults.py"),
+    "fanout": ("test_fanout.py", "test_worker_faults.py", "test_worker.py"),
     "jobs": ("test_fanout.py", "test_worker_faults.py", "test_presence.py", "test_worker.py", "test_events.py",
              "test_rounds.py"),
     "conversations": ("test_seq.py", "test_history.py", "test_presence.py", "test_conversations.py", "test_rounds.py"),

@@ -170,9 +170,29 @@ def test_a_connection_that_keeps_failing_is_given_up_after_the_last_attempt(
     assert workers.count(queues["DeliveryQueue"]) == 0 and workers.count(queues["DeliveryDeadLetterQueue"]) == 0
 
 
+def test_an_inline_post_that_failed_goes_to_the_workers_and_nobody_gets_a_second_copy(
+    small_rooms: Any, management: Any, table: Any, workers: Any, queues: dict[str, str]
+) -> None:
+    """A small room is posted to by the sender; a post that timed out or answered 5xx there is
+    handed to the workers as a failed job's connections are, not dropped (CI lost one this way:
+    a 3 s read timeout on a loaded machine, and the reader never saw seq 1 live)."""
+    ids = add_connections(table, 5)
+    management.answer("conn-00003", 500, "InternalServerError", times=1)
+
+    assert say(small_rooms, "small and sure") == SENT_OK
+    (job,) = workers.pending_jobs()
+    assert job.connections == ("conn-00003",) and job.attempt == 2
+    workers.drain()
+
+    expected_attempts = {cid: 1 for cid in ids} | {"conn-00003": 2}
+    assert {cid: management.attempts.get(cid) for cid in ids} == expected_attempts
+    assert all(frames(management, cid) == [{"messages": [{"content": "small and sure"}]}] for cid in ids)
+    assert workers.count(queues["DeliveryQueue"]) == 0
+
+
 def test_retries_wait_longer_each_time() -> None:
 
-    assert [worker.retry_delay_seconds(attempt) for attempt in (1, 2, 3, 8)] == [10, 20, 40, 900]
+    assert [fanout.retry_delay_seconds(attempt) for attempt in (1, 2, 3, 8)] == [10, 20, 40, 900]
 
 
 # botocore makes one attempt per post (a retried post may land twice): throttled posts are

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chat import fanout, jobs, worker
-from chat.worker import retry_delay_seconds as real_retry_delay_seconds  # the handler fixture sets it to 0
+from chat.fanout import retry_delay_seconds as real_retry_delay_seconds  # the handler fixture sets it to 0
 from tests.support.lambda_sqs import FakeLambdaContext
 from tests.support.events import MANAGEMENT_ENDPOINT
 
@@ -18,7 +18,7 @@ from tests.support.events import MANAGEMENT_ENDPOINT
 def test_a_failed_post_is_tried_again_after_10_then_20_then_40_seconds(
     handler: Any, management: Any, workers: Any, queues: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "retry_delay_seconds", real_retry_delay_seconds)
+    monkeypatch.setattr(fanout, "retry_delay_seconds", real_retry_delay_seconds)
     management.answer("bad", 500)  # every post to it fails (it may have landed: never retried at once)
     fanout.enqueue([jobs.DeliveryJob("m" * 32, MANAGEMENT_ENDPOINT, b"hello", ("good", "bad"))])
 
