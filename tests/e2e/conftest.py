@@ -4,6 +4,8 @@ offline` runs it, and chat pages in Chromium."""
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -27,6 +29,41 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         stack = LocalStack(Ports.free(), output=output, log_dir=log_dir, params={"sweepBucketSeconds": str(SWEEP_SECONDS)})
         with stack:
             yield stack
+
+
+# A failed test's report quotes what the stack's functions logged at WARNING or above while it
+# ran, at most this many lines: CI keeps no stack log, and a lost frame is otherwise a guess.
+QUOTED_LOG_LINES = 40
+LOUD = re.compile(r'"level": ?"(?:WARNING|ERROR|CRITICAL)"')
+_LOG_START = pytest.StashKey[tuple[Path, int]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    stack = getattr(item, "funcargs", {}).get("local_stack")
+    if stack is not None and stack.output is not None:
+        log = Path(stack.output.name)
+        item.stash[_LOG_START] = (log, log.stat().st_size)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and _LOG_START in item.stash:
+        report.sections.append(("local stack: warnings and errors while it ran", stack_log_warnings(*item.stash[_LOG_START])))
+
+
+def stack_log_warnings(log: Path, start: int) -> str:
+    """The function log's lines at WARNING or above (Powertools' JSON), and serverless-offline's
+    own errors, written since `start`."""
+    with log.open("rb") as written:
+        written.seek(start)
+        lines = written.read().decode(errors="replace").splitlines()
+    # serverless-offline's own failures (a worker that crashed, a timeout) are plain text
+    loud = [line for line in lines if LOUD.search(line) or (not line.startswith("{") and "rror" in line)]
+    return "\n".join(loud[-QUOTED_LOG_LINES:]) or "(none)"
 
 
 @pytest.fixture
