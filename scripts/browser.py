@@ -88,11 +88,18 @@ class ChatPage:
     def status(self) -> str:
         return self.text_of("status")
 
-    def wait_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait for what the page shows. 30 s: an action of the page is a chain of frames (a join
+        is answered, then its catch-up), and a frame whose reply was lost goes again after the
+        client's requestTimeout, 10 s; on CI's loaded start (four stacks and browsers at once) a
+        20 s wait for a join failed with nothing logged at WARNING or above."""
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; status {self.status()!r}, feed {self.feed()!r}")
+                raise AssertionError(
+                    f"timed out; status {self.status()!r}, title {self.title()!r}, "
+                    f"conversations {self.text_of('conversations-status')!r}, feed {self.feed()!r}"
+                )
             time.sleep(0.05)
 
     def wait_connected(self) -> ChatPage:

@@ -32,9 +32,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 # A failed test's report quotes what the stack's functions logged at WARNING or above while it
-# ran, at most this many lines: CI keeps no stack log, and a lost frame is otherwise a guess.
+# ran, and their refusals, at most this many lines: CI keeps no stack log, and a lost frame is otherwise a guess.
 QUOTED_LOG_LINES = 40
-LOUD = re.compile(r'"level": ?"(?:WARNING|ERROR|CRITICAL)"')
+LOUD = re.compile(r'"level": ?"(?:WARNING|ERROR|CRITICAL)"|"message": ?"(?:Rejected|Refused) ')
 _LOG_START = pytest.StashKey[tuple[Path, int]]()
 
 
@@ -52,12 +52,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed and _LOG_START in item.stash:
-        report.sections.append(("local stack: warnings and errors while it ran", stack_log_warnings(*item.stash[_LOG_START])))
+        quoted = stack_log_warnings(*item.stash[_LOG_START])
+        report.sections.append(("local stack: warnings, errors and refusals while it ran", quoted))
 
 
 def stack_log_warnings(log: Path, start: int) -> str:
-    """The function log's lines at WARNING or above (Powertools' JSON), and serverless-offline's
-    own errors, written since `start`."""
+    """The function log's lines at WARNING or above and its refusals (Powertools' JSON), and
+    serverless-offline's own errors, written since `start`."""
     with log.open("rb") as written:
         written.seek(start)
         lines = written.read().decode(errors="replace").splitlines()
