@@ -745,6 +745,16 @@ function onConversation(event) {
   else if (conversation.type === "channel") removeView(conversation.key);
 }
 
+/** A moderator took the user out of a channel: its view is gone (onConversation), and a list
+ * read before the ban does not join it back. */
+function onLeft(event) {
+  if (event.target !== client) return;
+  const { channel, reason } = event.detail;
+  leftHere.add(channel);
+  presence.delete(channel);
+  $("conversations-status").textContent = `You were taken out of #${channel}${reason === "banned" ? ": a moderator banned you from it" : ` (${reason})`}.`;
+}
+
 /** Refusals of the page's own calls are shown where they were made (their promise rejects);
  * these are the client's own requests (rejoins, recovery) and answers that came unasked. */
 function onRefusal(event) {
@@ -762,14 +772,17 @@ function onRefusal(event) {
 
 function onStatus(event) {
   if (event.target !== client) return;
-  const { state, code, reason, attempt, delay, refused, failures, expired } = event.detail;
+  const { state, code, reason, attempt, delay, refused, failures, expired, banned } = event.detail;
   const closeText = code ? ` (code ${code}${reason ? `: ${reason}` : ""})` : "";
   retryOffered = state === "closed" && Boolean(refused) && !expired;
   if (state === "connecting") setStatus(`Connecting to ${connection.url} ...`, "waiting");
   else if (state === "open") setStatus(`Connected to ${connection.url} as ${connection.user ?? "(unknown user)"}.`, "up");
   else if (state === "reconnecting" && delay != null) setStatus(`Connection lost${closeText}. Reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt}) ...`, "waiting");
   else if (state === "reconnecting") setStatus(`Reconnecting to ${connection.url} (attempt ${attempt}) ...`, "waiting");
-  else if (refused && failures > 1) {
+  else if (banned) {
+    const until = banned.until ? ` until ${banned.until}` : " until a moderator lifts the ban";
+    setStatus(`Banned from this service${until}${banned.reason ? `: ${banned.reason}` : ""}. The page does not reconnect.`, "down");
+  } else if (refused && failures > 1) {
     // A browser cannot see why a handshake failed: after a few in a row, say both.
     setStatus(`Stopped reconnecting: ${failures} attempts in a row were refused. The token is no longer accepted (for example, the service restarted with a new secret) or the service is unreachable. Paste a new token above and press Connect, or press Retry.`, "down");
   } else if (refused) setStatus("Could not connect: the token was refused (expired, or for another stack) or the URL is wrong. Paste a new token above and press Connect, or press Retry.", "down");
@@ -838,6 +851,7 @@ function connect(url, token) {
   const listeners = {
     status: onStatus, message: onMessage, refusal: onRefusal, conversation: onConversation, synced: onSynced,
     presence: onPresence, tokenExpiring: onTokenExpiring, read: onRead, readReceipt: onReadReceipt, typing: onTyping,
+    left: onLeft,
   };
   for (const [type, listener] of Object.entries(listeners)) {
     client.addEventListener(type, listener);

@@ -448,6 +448,15 @@ export class ChatClient extends EventTarget {
     const keys = Object.keys(document);
     const key = keys.length === 1 ? keys[0] : null;
     const value = key === null ? document : document[key];
+    if (key === "left" && value && typeof value === "object" && typeof value.channel === "string" && typeof value.reason === "string") {
+      return this.#removedFrom(value.channel, value.reason);
+    }
+    if (key === "banned" && value && typeof value === "object" && !Array.isArray(value)) {
+      // The service closes the connection next, and refuses $connect while the ban lasts.
+      const ban = { reason: value.reason ?? null, until: value.until ?? null };
+      this.#connection.markBanned(ban);
+      return this.#emit("banned", ban);
+    }
     if (keys.some((k) => REPLY_KEYS.has(k))) return; // a reply without a ref: not to this client
     if (key === "presenceChange" && value && typeof value === "object") {
       return this.#emit("presence", { channel: value.channel, user: value.user, state: value.state });
@@ -463,6 +472,14 @@ export class ChatClient extends EventTarget {
       return this.#emit("typing", { conversation: conversationFor(value.channel != null ? { channel: value.channel } : { with: value.with }), user: value.user });
     }
     this.#emit("frame", { type: key, data: value, raw: data });
+  }
+
+  /** Taken out of a channel (a moderator's ban): no longer in it, not rejoined after a
+   * reconnect; `left` says which and why. */
+  #removedFrom(channel, reason) {
+    this.#channels.delete(channel);
+    this.#unfollow(channelConversation(channel).key);
+    this.#emit("left", { channel, reason });
   }
 
   /** Plain text is never a reply (every request carries a ref): the expiry notice, or an

@@ -1,18 +1,21 @@
 """Edits, deletes and bans on the chat page, in Chromium through the local stack (issue 29):
 another user's edit and delete are shown in place, live; the page edits and deletes its own
 messages; after a reload the messages show their current state; a moderator bans a member from
-the online list."""
+the online list; the banned member's page drops the channel, and stops on a service-wide ban
+saying why."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from scripts.browser import ChatPage
 from scripts.local_stack import mint_token
-from tests.support.browser_support import joined_client, page_link
+from tests.support.browser_support import connection_ids, joined_client, management, page_link, sockets
 from tests.support.helpers import fresh
+from tests.support.wsclient import Client
 
 
 def row_of(page: ChatPage, seq: int) -> dict[str, Any]:
@@ -110,3 +113,34 @@ def ban_buttons(page: ChatPage) -> list[str]:
     return sorted(page.driver.execute_script(
         "return [...document.querySelectorAll('#online li')].filter(li => li.querySelector('button.ban')).map(li => li.dataset.user)"
     ))
+
+
+def test_a_banned_members_page_drops_the_channel_and_a_service_ban_stops_it_saying_why(local_stack: Any, pages: Any) -> None:
+    """The page of the member banned: a channel ban takes the channel off its list at once, says
+    why, and a reconnect (which reads the conversation list again) does not join it back; a service-wide ban stops
+    the page with the reason and the end of the ban, and it does not knock on the door again."""
+    mod, bob, channel = fresh("mod", "bob", "banned")
+    moderator_token = mint_token(local_stack.jwt_secret, mod, moderates=["*"])
+    page = pages(local_stack.page_url_for(bob), faults=True).wait_connected()
+    page.join(channel)
+    key = f"channel:{channel}"
+
+    async def ban(**frame: Any) -> None:
+        moderator = await Client.connect(f"{local_stack.websocket_url}?token={moderator_token}")
+        await moderator.send_in_order([{"action": "ban", "user": bob, **frame}])
+        await moderator.close()
+
+    asyncio.run(ban(channel=channel, reason="off topic"))
+    page.wait_until(lambda: key not in [c["key"] for c in page.conversations()])
+    assert page.text_of("conversations-status") == f"You were taken out of #{channel}: a moderator banned you from it."
+    (connection,) = connection_ids(local_stack, bob)
+    assert management(local_stack, connection, "DELETE") == 204  # a reconnect reads the list again
+    page.wait_until(lambda: "Caught up after reconnecting" in page.status())
+    time.sleep(2)  # the list's answer, and any join it would start
+    assert key not in [c["key"] for c in page.conversations()] and page.title() != f"#{channel}"
+
+    asyncio.run(ban(reason="abuse", seconds=600))
+    page.wait_until(lambda: page.status().startswith("Banned from this service until 20"))
+    assert page.status().endswith(": abuse. The page does not reconnect.")
+    time.sleep(3)
+    assert sockets(page) == 2 and page.status().startswith("Banned")  # the first, and the reconnect's

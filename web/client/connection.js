@@ -63,6 +63,7 @@ export class Connection {
   #failures = 0; // attempts in a row that never opened (counted while online)
   #renewed = false; // getToken was asked since the last open: not again before one
   #expiredSaid = false; // the service said this token has expired: never reconnect with it
+  #bannedSaid = null; // the service said this user is banned ({reason, until}): never reconnect
   #openedAt = 0;
   #timer = null;
   #generation = 0; // a getToken answer for an earlier start() is ignored
@@ -93,6 +94,11 @@ export class Connection {
     this.#expiredSaid = true;
   }
 
+  /** The service said this user is banned from it: do not reconnect (no token helps). */
+  markBanned(ban) {
+    this.#bannedSaid = ban;
+  }
+
   /** A new token: the service has said nothing against it yet. */
   tokenChanged() {
     this.#expiredSaid = false;
@@ -106,6 +112,7 @@ export class Connection {
     this.#attempt = 0;
     this.#failures = 0;
     this.#renewed = false;
+    this.#bannedSaid = null; // connecting again on purpose: the service decides
     this.#generation += 1;
     // A browser says when the network is back: no need to sit out the rest of the backoff.
     globalThis.addEventListener?.("online", this.#onOnline);
@@ -186,6 +193,7 @@ export class Connection {
     }
     const away = !opened && offline();
     if (!opened && !away) this.#failures += 1;
+    if (this.#bannedSaid) return this.#giveUp({ banned: this.#bannedSaid, code, reason });
     const expired = this.#expiredSaid || this.#handlers.tokenExpired();
     if (expired) return this.#renewOr({ expired: true, code, reason }, 0);
     if (!opened && !away && !this.#everOpened) {
@@ -248,11 +256,13 @@ export class Connection {
     clearTimeout(this.#timer);
     this.#timer = null;
     this.#socket = null;
-    const message = detail.expired
-      ? "The token has expired."
-      : detail.failures > 1
-        ? `The connection was refused ${detail.failures} times in a row: the token is no longer accepted, or the service is unreachable.`
-        : "The connection was refused.";
+    const message = detail.banned
+      ? "Banned from the service."
+      : detail.expired
+        ? "The token has expired."
+        : detail.failures > 1
+          ? `The connection was refused ${detail.failures} times in a row: the token is no longer accepted, or the service is unreachable.`
+          : "The connection was refused.";
     this.#handlers.giveUp(new ClosedError(message));
     this.#handlers.status("closed", detail);
   }

@@ -118,7 +118,7 @@ export function makeClient(options = {}) {
   const client = new ChatClient({ url: "wss://chat.example/dev", token: token(), room: false, ...options, WebSocket: fake.WebSocket });
   clients.add(client);
   const log = [];
-  for (const type of ["status", "message", "refusal", "conversation", "synced", "presence", "tokenExpiring", "renewal", "frame"]) {
+  for (const type of ["status", "message", "refusal", "conversation", "synced", "presence", "tokenExpiring", "renewal", "frame", "left", "banned"]) {
     client.addEventListener(type, (event) => log.push({ type, detail: event.detail }));
   }
   const events = (type) => log.filter((e) => e.type === type).map((e) => e.detail);
