@@ -21,16 +21,29 @@ def small(connection_ids: Iterable[str]) -> list[str] | None:
     return first if len(first) <= fanout.FANOUT_THRESHOLD else None
 
 
-def post(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str) -> frozenset[str]:
-    """Post the payload to every connection from this invocation: the ones it reached. The ones
-    whose post failed (a timeout, a 5xx, throttled in every round) are handed to the delivery
-    workers, as a failed job's would be: a loaded moment must not cost a member a message."""
+def post(
+    endpoint: str,
+    connection_ids: Iterable[str],
+    payload: bytes,
+    message_id: str,
+    retry: bool = True,
+    sent_at_ms: int | None = None,
+) -> frozenset[str]:
+    """Post the payload to every connection from this invocation: the ones it reached, or handed
+    on. Those whose post failed (a timeout, a 5xx, throttled in every round) go to the delivery
+    workers, as a failed job's would (`retry`; False for what is stale by then, such as typing):
+    a loaded moment must not cost a member a message. `sent_at_ms`: when the message was sent,
+    for the workers' DeliveryLag."""
     outcomes = delivery.post_to_connections(endpoint, connection_ids, payload)
     sessions.forget(delivery.gone(outcomes), endpoint)
     logger.info("Delivered %s", message_id, extra=delivery.summary(outcomes))
-    if failed := [cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED)]:
-        fanout.retry_failed(DeliveryJob(message_id, endpoint, payload, tuple(failed), sent_at_ms=_now_ms()), failed)
-    return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT)
+    failed = [cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED)]
+    if not retry:
+        failed = []
+    sent_at_ms = _now_ms() if sent_at_ms is None else sent_at_ms
+    for batch in fanout.batched(failed, fanout.DELIVERY_BATCH_SIZE):
+        fanout.retry_failed(DeliveryJob(message_id, endpoint, payload, batch, sent_at_ms=sent_at_ms), batch)
+    return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT).union(failed)
 
 
 def queue(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_id: str, sent_at_ms: int) -> None:

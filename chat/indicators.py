@@ -62,7 +62,7 @@ def _forward(caller: Caller, named: dict[str, str]) -> bool:
         payload, name = frames.encode(frames.typing(where, user)), f"typing-{uuid.uuid4().hex}"
         few = dispatch.small(audience)
         if few is not None:
-            dispatch.post(endpoint, few, payload, name)
+            dispatch.post(endpoint, few, payload, name, retry=False)  # typing 10 s late is wrong, not late
         else:  # a large channel: through the workers, paced to the posting budget (as presence is)
             dispatch.queue(endpoint, audience, payload, name, int(time.time() * 1000))
     count("TypingForwarded")

@@ -93,9 +93,9 @@ def publish(
     try:
         payload = frames.encode_delivery(stored)
         if target.pair is not None:  # a DM: posted from here, so the sender learns who got it live
-            reached = dispatch.post(endpoint, audience(), payload, stored["id"])
+            reached = dispatch.post(endpoint, audience(), payload, stored["id"], sent_at_ms=stored["sent_at_ms"])
         elif not paced and (few := dispatch.small(audience(fanout.FANOUT_THRESHOLD + 1))) is not None:
-            reached = dispatch.post(endpoint, few, payload, stored["id"])
+            reached = dispatch.post(endpoint, few, payload, stored["id"], sent_at_ms=stored["sent_at_ms"])
         else:  # the workers' audience: a busy room or channel gets one frame per round, not per message
             rounds.request(target.channel, stored["seq"], endpoint)
             reached = frozenset()

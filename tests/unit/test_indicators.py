@@ -64,6 +64,15 @@ def test_typing_in_a_dm_reaches_the_other_user_only(chat: Any, management: Any, 
     assert typed(management, "alice-1") == [] and typed(management, "bob-1") == []
 
 
+def test_a_typing_post_that_failed_is_not_tried_again_later(chat: Any, management: Any, clock: list[int], workers: Any) -> None:
+    """A small room's failed posts go to the workers 10 s later (chat/dispatch.py); typing shown
+    10 s late would say someone types who stopped: it is dropped instead."""
+    management.answer("bob-1", 500, "InternalServerError", times=1)
+    assert ask(chat, "typing", "alice-1", "alice", channel=CHANNEL)[0] == 200
+    assert [job for job in workers.pending_jobs() if job.message_id.startswith("typing-")] == []  # presence's are there
+    assert typed(management, "alice-2") == [{"channel": CHANNEL, "user": "alice"}]
+
+
 def test_typing_is_for_members_and_signed_in_users_only(chat: Any, connect: Any, clock: list[int]) -> None:
     status, error = ask(chat, "typing", "carol-1", "carol", channel=CHANNEL)
     assert (status, error["code"]) == (403, "not_member")

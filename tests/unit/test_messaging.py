@@ -57,6 +57,25 @@ def test_the_acknowledgement_says_whether_the_recipient_got_it_live(handler: Any
     assert offline["recipientOnline"] is False and offline["to"] == "dave"
 
 
+def test_a_dm_whose_post_failed_says_the_recipient_is_online_and_reaches_them_from_a_worker(
+    handler: Any, management: Any, connect: Any, clock: Any, workers: Any, messages: Any
+) -> None:
+    """The recipient's post timed out (or answered 5xx): a worker posts it again, so the sender
+    is not told "bob is not connected", and the job carries the message's own send time."""
+    connect("alice-conn", user="alice")
+    connect("bob-conn", user="bob")
+    management.answer("bob-conn", 500, "InternalServerError", times=1)
+
+    sent = json.loads(dm_response(handler, "alice", "bob", "one", clientMessageId="m-1")["body"])["sent"]
+
+    assert sent["recipientOnline"] is True
+    (job,) = workers.pending_jobs()
+    (stored,) = [item for item in messages.scan()["Items"] if item.get("id") == sent["id"]]
+    assert job.connections == ("bob-conn",) and job.attempt == 2 and job.sent_at_ms == int(stored["sent_at_ms"])
+    workers.drain()
+    assert received_contents(management, "bob-conn") == ["one"]
+
+
 def test_a_retried_dm_is_answered_as_a_duplicate_and_delivered_once(handler: Any, management: Any, connect: Any, clock: Any) -> None:
     connect("alice-conn", user="alice")
     connect("bob-conn", user="bob")
