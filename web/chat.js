@@ -836,6 +836,7 @@ function connect(url, token) {
   removed.clear();
   views.clear();
   presence.clear();
+  leftHere.clear(); // a new connection (a ban over, another user): the service decides again
   olderConversations = undefined;
   hideExpiry();
   $("token-note").textContent = "";

@@ -116,7 +116,7 @@ const REPLY_KEYS = new Set(["sent", "joined", "left", "history", "presence", "re
 /**
  * A client of the chat service. Events (each a CustomEvent; the payload is `event.detail`):
  * - `status`: `{state, code?, reason?, attempt?, delay?, renewing?, refused?, failures?,
- *   expired?}`, where `state` is "connecting", "open", "reconnecting" or "closed";
+ *   expired?, banned?}`, where `state` is "connecting", "open", "reconnecting" or "closed";
  * - `message`: `{conversation, message, source}`, each conversation's messages in seq order,
  *   once each; `source` is "recent", "live", "recovery" or "sent";
  * - `refusal`: `{text, code, retry, request, internal}`, every refusal the service sent;
@@ -129,6 +129,8 @@ const REPLY_KEYS = new Set(["sent", "joined", "left", "history", "presence", "re
  * - `read`: `{conversation, seq}`, the user's read position moved on another of their connections;
  * - `readReceipt`: `{conversation, user, seq}`, the other user of a DM has read up to `seq`;
  * - `typing`: `{conversation, user}`, someone is typing there (show it for 5 s after the last);
+ * - `left`: `{channel, reason}`, a moderator took the user out of a channel it followed;
+ * - `banned`: `{reason, until}`, the service banned the user: no reconnect until connect();
  * - `frame`: `{type, data, raw}`, a live frame this client does not know.
  */
 export class ChatClient extends EventTarget {
@@ -477,8 +479,10 @@ export class ChatClient extends EventTarget {
   /** Taken out of a channel (a moderator's ban): no longer in it, not rejoined after a
    * reconnect; `left` says which and why. */
   #removedFrom(channel, reason) {
+    const key = channelConversation(channel).key;
+    if (!this.#channels.has(channel) && !this.#conversations.has(key)) return; // left here first (a race)
     this.#channels.delete(channel);
-    this.#unfollow(channelConversation(channel).key);
+    this.#unfollow(key);
     this.#emit("left", { channel, reason });
   }
 

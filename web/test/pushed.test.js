@@ -62,3 +62,10 @@ test("a banned frame of the wrong shape is handed on as a frame and stops nothin
   assert.equal(sockets.length, 2);
   assert.deepEqual(events("frame").map((f) => f.type), ["banned"]);
 });
+
+test("a pushed left for a channel this client does not follow (it left first) says nothing", LIMIT, async () => {
+  const { client, socket, events } = await connected();
+  socket.receive({ left: { channel: "elsewhere", reason: "banned" } });
+  assert.deepEqual(events("left"), []);
+  assert.deepEqual(client.channels, []);
+});
