@@ -361,7 +361,9 @@ class LocalStack:
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], output: IO[str] | None) -> None:
         # Each child leads its own process group, so stop() reaches its children too, and a
-        # Ctrl-C in the terminal reaches only us: we stop the children in order.
+        # Ctrl-C in the terminal reaches only us: we stop the children in order. A signal we
+        # cannot catch (SIGKILL, a test run's workers killed) would leave them running: each is
+        # told to end when we do (die_with_parent).
         with self.spawn_guard():
             self._processes[name] = subprocess.Popen(
                 command,
@@ -371,6 +373,7 @@ class LocalStack:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
 
     def _wait_for(self, ready: Any, name: str, timeout: float) -> None:
@@ -612,6 +615,29 @@ def stack_processes_now(process_groups: list[int]) -> list[StackProcess]:
 def stack_rss_bytes(process_groups: list[int]) -> int:
     """Resident memory of every process in the given process groups (Linux /proc)."""
     return sum(process.rss or 0 for process in stack_processes_now(process_groups))
+
+
+# prctl(2): PR_SET_PDEATHSIG, the signal a process gets when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """For Popen's preexec_fn (Linux): the child gets SIGTERM when this process ends, however it
+    ends (moto and serverless-offline stop on SIGTERM, serverless-offline with its Python workers).
+    libc is loaded here, before the fork: the child only makes the call. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # we ended before the call: nothing would tell the child
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
 
 
 def group_alive(pgid: int) -> bool:

@@ -9,6 +9,7 @@ import copy
 import functools
 import importlib
 import pkgutil
+import signal
 import sys
 import time
 from typing import Any, Iterator
@@ -30,6 +31,17 @@ from tests.support.management_api import ManagementApi
 # load tests among them, for the end, one or two workers busy while the others idled). Long files
 # first, short ones last, where they even out the workers' ends.
 TIER_ORDER = ("e2e", "build", "unit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A TERM (a CI timeout, a kill of `make test`'s process group) ends the run as Ctrl-C does,
+    in pytest and in each xdist worker: fixtures are torn down, so the local stacks, each in a
+    session of its own that the signal does not reach, are stopped rather than left running."""
+    signal.signal(signal.SIGTERM, _interrupted)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

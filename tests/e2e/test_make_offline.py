@@ -20,10 +20,11 @@ import pytest
 import websockets
 
 from scripts import offline
-from scripts.local_stack import LocalStack, Ports, StackError, offline_env
+from scripts.local_stack import LocalStack, Ports, StackError, offline_env, port_in_use
 from scripts.offline import READY
 from tests.support.helpers import make_token
 from tests.support.make_offline import (
+    kill_groups_of,
     make_offline,
     offline_ports_env,
     processes_of,
@@ -145,6 +146,28 @@ def test_ctrl_c_at_any_step_of_startup_stops_everything(ports: Ports, step: str)
 
     assert "Stopping ..." in rest and "Stopped: nothing left running." in rest, rest
     assert READY not in rest and "Traceback" not in rest
+
+
+def test_make_offline_killed_outright_takes_its_stack_with_it(ports: Ports) -> None:
+    """SIGKILL leaves make offline no time to stop anything: moto and serverless-offline, each
+    in a session of its own, end with it all the same (scripts/local_stack.py: die_with_parent),
+    and with serverless-offline its Python workers. The state file stays: `make token` and the
+    next `make offline` find it stale."""
+    process = make_offline(ports)
+    try:
+        read_until_ready(process)
+        assert len(processes_of(ports)) >= 3  # moto, node, a Python worker (the sweeper's)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while processes_of(ports) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = processes_of(ports)
+    finally:
+        kill_groups_of(processes_of(ports))  # a failing test must not leave a stack running either
+        offline.state_file(ports.websocket).unlink(missing_ok=True)
+    assert left == []
+    assert not any(port_in_use(port) for port in ports.named().values())
 
 
 class InstalledStopSignals:
