@@ -459,9 +459,10 @@ class LocalStack:
         return str(answer["AuthenticationResult"]["IdToken"])
 
     def _schedule_sweeper(self, function_name: str, interval_text: str) -> None:
-        """serverless-offline runs no schedule events: invoke the sweeper through its Lambda
-        endpoint (the Invoke API) every bucket (serverless.yml: rate(1 minute), one bucket a
-        minute), in a thread of this process that stop() ends."""
+        """Invoke the sweeper through serverless-offline's Lambda endpoint (the Invoke API) every
+        bucket (serverless.yml: rate(1 minute), one bucket a minute; 5 s in the end-to-end tests,
+        which no schedule expression can say), in a thread of this process that stop() ends.
+        serverless-offline's own run of the schedule is taken out (plugins/offline.js)."""
         interval = float(interval_text)
         url = f"http://localhost:{self.ports.lambda_}/2015-03-31/functions/{function_name}/invocations"
 

@@ -2,7 +2,8 @@
 most a few Python workers per function, as Lambda's reserved concurrency would cap them. A worker
 whose handler raises, or whose process dies, gives its slot back, so that no client can leave a
 function dead for everyone; and invocations waiting for a slot take turns by user, so that one
-user's flood of frames waits behind itself, not ahead of everyone else."""
+user's flood of frames waits behind itself, not ahead of everyone else. And the sweeper runs once
+per schedule, not twice."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import signal
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from scripts.local_stack import stack_processes_now
@@ -94,3 +96,16 @@ def test_one_users_flood_does_not_queue_ahead_of_another_users_frame(local_stack
     # Callers take turns: bob's frame goes ahead of most of mallory's, queued before it.
     behind = [at for at in flood_done if at > answered]
     assert len(behind) > 30, (answered, flood_done)
+
+
+def test_the_sweeper_runs_on_the_stacks_schedule_alone(local_stack: Any) -> None:
+    """make offline invokes the sweeper itself, every sweep bucket (5 s here, a minute by default).
+    serverless-offline would also run serverless.yml's `rate(1 minute)` schedule: a second sweeper
+    each minute, running beside the first, which on AWS (reserved concurrency 1) never happens.
+    plugins/offline.js takes the schedule out offline: serverless-offline schedules nothing."""
+    started = time.monotonic()
+    while local_stack.sweeps_run < 1 and time.monotonic() - started < 30:
+        time.sleep(0.2)
+    log = Path(local_stack.output.name).read_text(errors="replace")
+    assert local_stack.sweeps_run >= 1
+    assert "Scheduling [" not in log and "scheduled function" not in log
