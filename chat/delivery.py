@@ -33,6 +33,8 @@ POST_CONNECT_TIMEOUT_SECONDS = 2.0
 POST_READ_TIMEOUT_SECONDS = 3.0
 
 SENT, GONE, THROTTLED, FAILED, UNSENT = "sent", "gone", "throttled", "failed", "unsent"
+# The outcomes whose connections are queued for the workers to post to again (fanout.retry_failed).
+RETRIABLE = frozenset({FAILED, THROTTLED})
 OUTCOME_METRICS = {
     SENT: "DeliveriesSent",
     GONE: "DeliveriesGone",

@@ -37,12 +37,10 @@ def post(
     outcomes = delivery.post_to_connections(endpoint, connection_ids, payload)
     sessions.forget(delivery.gone(outcomes), endpoint)
     logger.info("Delivered %s", message_id, extra=delivery.summary(outcomes))
-    failed = [cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED)]
-    if not retry:
-        failed = []
-    sent_at_ms = _now_ms() if sent_at_ms is None else sent_at_ms
+    failed = [cid for cid, outcome in outcomes.items() if outcome in delivery.RETRIABLE] if retry else []
+    when = int(time.time() * 1000) if sent_at_ms is None else sent_at_ms
     for batch in fanout.batched(failed, fanout.DELIVERY_BATCH_SIZE):
-        fanout.retry_failed(DeliveryJob(message_id, endpoint, payload, batch, sent_at_ms=sent_at_ms), batch)
+        fanout.retry_failed(DeliveryJob(message_id, endpoint, payload, batch, sent_at_ms=when), batch)
     return frozenset(cid for cid, outcome in outcomes.items() if outcome == delivery.SENT).union(failed)
 
 
@@ -51,7 +49,3 @@ def queue(endpoint: str, connection_ids: Iterable[str], payload: bytes, message_
     the posting budget (presence events: cheap to delay, costly in bulk)."""
     counts = fanout.fan_out(endpoint, connection_ids, payload, {"id": message_id, "sent_at_ms": sent_at_ms})
     logger.info("Queued %s for the workers", message_id, extra=counts)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

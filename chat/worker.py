@@ -112,7 +112,7 @@ def deliver_job(job: DeliveryJob, lambda_context: Any = None) -> None:
             deadline=deadline,
         )
     unsent = tuple(cid for cid, outcome in outcomes.items() if outcome == delivery.UNSENT)
-    failed = tuple(cid for cid, outcome in outcomes.items() if outcome in (delivery.FAILED, delivery.THROTTLED))
+    failed = tuple(cid for cid, outcome in outcomes.items() if outcome in delivery.RETRIABLE)
     if unsent:
         hand_back(job, unsent, posted_any=len(unsent) < len(outcomes))
     if failed:

@@ -24,4 +24,3 @@ function withoutSchedules(functions) {
 }
 
 module.exports = Offline;
-module.exports.withoutSchedules = withoutSchedules;
